@@ -1,0 +1,196 @@
+"""Command line: ``guard fit``, ``guard score``, ``guard info``, ``guard demo``.
+
+Every error a user can cause is printed as one line (``guard: error: ...``) with exit code 2;
+no tracebacks (set ``GUARD_DEBUG=1`` to see one for an unexpected failure).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from . import __version__
+from .errors import GuardError, InputError
+
+EXIT_USAGE = 2
+EXIT_INTERNAL = 1
+
+
+def load_npz(path: str | Path, required: str, optional: tuple[str, ...] = ()) -> dict[str, np.ndarray]:
+    """Arrays ``required`` (and ``optional`` ones if present) of an ``.npz`` file, checked."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"file not found: {path}")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            names = list(data.keys())
+            if required not in names:
+                raise InputError(f"{path} has arrays {names}; expected an array named '{required}'")
+            out = {required: data[required]}
+            for name in optional:
+                if name in names:
+                    out[name] = data[name]
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
+        raise InputError(f"cannot read {path} as .npz (numpy.savez) without pickle: {exc}") from None
+    if out[required].size == 0:
+        raise InputError(f"array '{required}' in {path} is empty (shape {out[required].shape})")
+    return out
+
+
+def _labels(arrays: dict[str, np.ndarray], n: int) -> np.ndarray | None:
+    y = arrays.get("y")
+    if y is None:
+        return None
+    if y.dtype.kind not in "iu" or y.shape != (n,):
+        raise InputError(f"expected integer labels 'y' of shape ({n},), got {y.dtype} {y.shape}")
+    return y.astype(np.int64)
+
+
+def _class_names(spec: str | None) -> list[str] | None:
+    if spec is None:
+        return None
+    path = Path(spec)
+    if path.is_file():
+        return [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    return [s.strip() for s in spec.split(",")]
+
+
+def cmd_fit(args: argparse.Namespace) -> int:
+    from .artifact import save_artifact
+    from .core import Guard
+    from .model import OnnxClassifier
+
+    model = OnnxClassifier(args.model)
+    data = load_npz(args.train, "x", ("y",))
+    x = data["x"][: args.limit] if args.limit else data["x"]
+    y = _labels(data, len(data["x"]))
+    y = y[: len(x)] if y is not None else None
+    nonneg = {"auto": None, "yes": True, "no": False}[args.nonneg]
+    guard = Guard(nonneg=nonneg, hull_k=args.hull_k, hull_tol=args.hull_tol,
+                  batch_size=args.batch_size, progress=not args.no_progress)
+    guard.fit(model, x, y, class_names=_class_names(args.class_names))
+    out = save_artifact(guard, args.out, overwrite=args.overwrite)
+    print(f"fitted {len(x)} training inputs: {model.n_features} features, {model.n_classes} "
+          f"classes, nonneg={guard.nonneg_}, affine check error {guard.affine_error_:.1e}")
+    print(f"artifact written to {out}")
+    return 0
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    from .artifact import load_artifact
+
+    guard = load_artifact(args.artifact, args.model, progress=not args.no_progress)
+    if args.top_support is not None:
+        guard.top_support = args.top_support
+    if args.features:
+        feats = load_npz(args.features, "f")["f"]
+        scores = guard.score_features(feats)
+    else:
+        x = load_npz(args.input, "x")["x"]
+        if guard.model_ is None:
+            raise InputError("this artifact has no model; score it with --features")
+        scores = guard.score(x)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(out, **scores.as_dict())
+    print(summary_line(scores))
+    print(f"scores written to {out}")
+    return 0
+
+
+def summary_line(scores) -> str:  # noqa: ANN001 - Scores
+    n = len(scores)
+    return (
+        f"scored {n}: median d_min {np.median(scores.d_min):.3f}, median hull distance "
+        f"{np.median(scores.hull_upper):.3f}; outside hull (certified) "
+        f"{100 * np.mean(scores.hull_lower > 0):.1f}%, hull closer than boundary "
+        f"{100 * np.mean(scores.ambiguity > 0):.1f}%, in union of learned regions "
+        f"{100 * np.mean(scores.in_union):.1f}%"
+    )
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from .artifact import read_manifest
+
+    print(json.dumps(read_manifest(args.artifact), indent=2))
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    return run_demo(Path(args.artifact), n_test=args.n_test, progress=not args.no_progress)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="guard", description="Feature-space geometry of an ONNX image classifier."
+    )
+    p.add_argument("--version", action="version", version=f"guard {__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    f = sub.add_parser("fit", help="fit the geometry of an ONNX classifier on training inputs")
+    f.add_argument("--model", required=True, help="ONNX classifier ending in an affine layer")
+    f.add_argument("--train", required=True, help=".npz with 'x' (model input) and optional 'y'")
+    f.add_argument("--out", required=True, help="artifact directory to write")
+    f.add_argument("--overwrite", action="store_true", help="replace an existing artifact")
+    f.add_argument("--nonneg", choices=["auto", "yes", "no"], default="auto",
+                   help="feature space x >= 0 (auto: detected from the training features)")
+    f.add_argument("--hull-k", type=int, default=64, help="FAISS neighbours per hull query")
+    f.add_argument("--hull-tol", type=float, default=1e-3, help="relative gap of hull bounds")
+    f.add_argument("--class-names", help="comma-separated names, or a file with one per line")
+    f.add_argument("--batch-size", type=int, default=256)
+    f.add_argument("--limit", type=int, help="use only the first N training inputs")
+    f.add_argument("--no-progress", action="store_true")
+    f.set_defaults(func=cmd_fit)
+
+    s = sub.add_parser("score", help="score inputs (or features) with a fitted artifact")
+    s.add_argument("--artifact", required=True)
+    src = s.add_mutually_exclusive_group(required=True)
+    src.add_argument("--input", help=".npz with 'x' exactly as the model takes it")
+    src.add_argument("--features", help=".npz with 'f' (N x feature dim) to skip the model")
+    s.add_argument("--out", required=True, help="output .npz")
+    s.add_argument("--model", help="check that this ONNX model is the one the artifact was fit on")
+    s.add_argument("--top-support", type=int, help="support points per input (default 8)")
+    s.add_argument("--no-progress", action="store_true")
+    s.set_defaults(func=cmd_score)
+
+    i = sub.add_parser("info", help="print an artifact's manifest")
+    i.add_argument("--artifact", required=True)
+    i.set_defaults(func=cmd_info)
+
+    d = sub.add_parser("demo", help="fit (if missing) and score the built-in Fashion-MNIST model")
+    d.add_argument("--artifact", default=os.environ.get("GUARD_DEFAULT_ARTIFACT",
+                                                        "artifacts/fmnist_resnet"))
+    d.add_argument("--n-test", type=int, default=1000, help="test images to score")
+    d.add_argument("--no-progress", action="store_true")
+    d.set_defaults(func=cmd_demo)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except GuardError as exc:
+        print(f"guard: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("guard: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001 - last resort: one line, not a traceback
+        if os.environ.get("GUARD_DEBUG"):
+            raise
+        print(f"guard: internal error: {type(exc).__name__}: {exc} (GUARD_DEBUG=1 shows the "
+              f"traceback)", file=sys.stderr)
+        return EXIT_INTERNAL
+
+
+if __name__ == "__main__":
+    sys.exit(main())

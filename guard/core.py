@@ -1,0 +1,212 @@
+"""``Guard``: fit the feature-space geometry of a classifier once, then score inputs.
+
+Fitting stores what the paper's quantities need (sections 3, 6 and 7.2): the final affine layer
+(W, b), the training features with an index for hull distances (eq. 20-25), and every training
+point's radius ``d_min(x_t)`` for the union of learned regions. Scoring an input gives its
+prediction, exact margins (eq. 7-12), certified hull distance, ambiguity ``d_min - d_hull``
+(eq. 26) and union membership. Works on feature arrays; the ONNX model is optional.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+import numpy as np
+
+from .errors import InputError, NotFittedError
+from .hull import ConvexHullIndex
+from .margins import compute_margins, lipschitz_constant
+from .model import OnnxClassifier
+from .regions import union_membership
+
+# Radii of balls whose class borders no other class get this finite stand-in for inf.
+_BIG_RADIUS = 1e18
+
+
+@dataclass(frozen=True)
+class Scores:
+    """Geometry of N inputs (n classes, f features, K support points).
+
+    Attributes:
+        pred: (N,) int64 predicted class. logits: (N, n) float32.
+        margins: (N, n) exact distance to each decision boundary; NaN at ``pred``, inf if the
+            boundary is unreachable.
+        d_min: (N,) distance to the nearest boundary (eq. 12); nearest_class: (N,) its class.
+        margin_gap: (N,) largest primal-dual certificate gap of the exact margin solves.
+        logit_radius: (N,) ``sigma_max(W) * d_min``: logits move at most this much (L2) inside
+            the ball B(x) of guaranteed classification (eq. 13-14).
+        hull_upper, hull_lower: (N,) certified bounds of the distance to the training hull.
+        hull_converged: (N,) relative gap reached the tolerance.
+        ambiguity: (N,) ``d_min - hull_upper`` (eq. 26); negative = ambiguous.
+        in_union: (N,) bool; n_balls: (N,) int64; union_slack: (N,) ``max_t r_t - ||x - x_t||``.
+        support_idx: (N, K) training indices supporting the hull projection (-1 padded);
+        support_alpha: (N, K) their convex weights.
+    """
+
+    pred: np.ndarray
+    logits: np.ndarray
+    margins: np.ndarray
+    d_min: np.ndarray
+    nearest_class: np.ndarray
+    margin_gap: np.ndarray
+    logit_radius: np.ndarray
+    hull_upper: np.ndarray
+    hull_lower: np.ndarray
+    hull_converged: np.ndarray
+    ambiguity: np.ndarray
+    in_union: np.ndarray
+    n_balls: np.ndarray
+    union_slack: np.ndarray
+    support_idx: np.ndarray
+    support_alpha: np.ndarray
+
+    def as_dict(self) -> dict[str, np.ndarray]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    def __len__(self) -> int:
+        return int(self.pred.shape[0])
+
+
+class Guard:
+    """Feature-space geometry of a classifier ending in an affine layer.
+
+    Args:
+        nonneg: constrain boundary points to ``x >= 0``; ``None`` detects it from the training
+            features (ReLU features are nonnegative).
+        hull_k: FAISS nearest neighbours forming the first hull working set.
+        hull_tol: target relative gap of the certified hull distance.
+        hull_max_rounds: budget of exact scans per query.
+        top_support: support points reported per input.
+        batch_size: model batch size.
+        progress: show progress bars.
+    """
+
+    def __init__(
+        self,
+        *,
+        nonneg: bool | None = None,
+        hull_k: int = 64,
+        hull_tol: float = 1e-3,
+        hull_max_rounds: int = 100,
+        top_support: int = 8,
+        batch_size: int = 256,
+        progress: bool = False,
+    ) -> None:
+        self.nonneg = nonneg
+        self.hull_k = hull_k
+        self.hull_tol = hull_tol
+        self.hull_max_rounds = hull_max_rounds
+        self.top_support = top_support
+        self.batch_size = batch_size
+        self.progress = progress
+
+    # ------------------------------------------------------------------ fitting
+    def fit(
+        self,
+        model: OnnxClassifier,
+        x: np.ndarray,
+        y: np.ndarray | None = None,
+        *,
+        class_names: list[str] | None = None,
+    ) -> Guard:
+        """Run the model on training inputs ``x`` and fit the geometry of its features."""
+        logits, feats = model.run(x, batch_size=self.batch_size, progress=self.progress)
+        self.affine_error_ = model.check_affine(logits, feats)
+        self.model_ = model
+        return self.fit_features(feats, model.W, model.b, y, class_names=class_names)
+
+    def fit_features(
+        self,
+        features: np.ndarray,
+        W: np.ndarray,
+        b: np.ndarray,
+        y: np.ndarray | None = None,
+        *,
+        class_names: list[str] | None = None,
+    ) -> Guard:
+        """Fit from training features (N, f) and the final layer ``logits = features W^T + b``."""
+        F = np.ascontiguousarray(features, dtype=np.float32)
+        W = np.ascontiguousarray(W, dtype=np.float64)
+        b = np.asarray(b, dtype=np.float64).reshape(-1)
+        if F.ndim != 2 or F.shape[0] == 0:
+            raise InputError(f"expected training features (N, f) with N >= 1, got {F.shape}")
+        if W.ndim != 2 or W.shape[1] != F.shape[1] or b.shape != (W.shape[0],):
+            raise InputError(f"expected W (n, {F.shape[1]}) and b (n,), got {W.shape}, {b.shape}")
+        if y is not None:
+            y = np.asarray(y).reshape(-1)
+            if y.shape[0] != F.shape[0] or y.dtype.kind not in "iu":
+                raise InputError(f"expected integer labels y of shape ({F.shape[0]},), got "
+                                 f"{y.dtype} {y.shape}")
+        n = W.shape[0]
+        if class_names is not None and len(class_names) != n:
+            raise InputError(f"expected {n} class names, got {len(class_names)}")
+        self.W_, self.b_ = W, b
+        self.nonneg_ = bool(F.min() >= 0) if self.nonneg is None else bool(self.nonneg)
+        self.class_names_ = list(class_names) if class_names else [str(i) for i in range(n)]
+        self.train_labels_ = None if y is None else y.astype(np.int64)
+        m = compute_margins(F, W, b, self.nonneg_, d_min_only=True, progress=self.progress)
+        self.train_pred_ = m.pred
+        self.radii_ = np.minimum(m.d_min, _BIG_RADIUS)
+        self.lipschitz_ = lipschitz_constant(W)
+        self._build_hull(F)
+        return self
+
+    def _build_hull(self, F: np.ndarray) -> None:
+        self.hull_ = ConvexHullIndex(
+            F, k=self.hull_k, tol=self.hull_tol, max_rounds=self.hull_max_rounds
+        )
+
+    @property
+    def train_features_(self) -> np.ndarray:
+        return self._fitted().hull_.points
+
+    def _fitted(self) -> Guard:
+        if not hasattr(self, "hull_"):
+            raise NotFittedError(
+                "this Guard is not fitted: call fit(model, x) or fit_features(features, W, b), "
+                "or load an artifact with guard.load_artifact(dir)"
+            )
+        return self
+
+    # ------------------------------------------------------------------ scoring
+    def score(self, x: np.ndarray) -> Scores:
+        """Run the model on inputs ``x`` and score their features."""
+        self._fitted()
+        if getattr(self, "model_", None) is None:
+            raise NotFittedError("this Guard has no model: use score_features(features)")
+        logits, feats = self.model_.run(x, batch_size=self.batch_size, progress=self.progress)
+        return self.score_features(feats, logits)
+
+    def score_features(self, features: np.ndarray, logits: np.ndarray | None = None) -> Scores:
+        """Geometry of feature vectors (N, f); ``logits`` default to ``features W^T + b``."""
+        self._fitted()
+        F = np.asarray(features)
+        f = self.W_.shape[1]
+        if F.dtype.kind != "f" or F.ndim != 2 or F.shape[1] != f or F.shape[0] == 0:
+            raise InputError(f"expected float features of shape (N, {f}) with N >= 1, got "
+                             f"{F.dtype} {F.shape}")
+        if not np.all(np.isfinite(F)):
+            raise InputError("features contain NaN or Inf")
+        if logits is None:
+            logits = (F.astype(np.float64) @ self.W_.T + self.b_).astype(np.float32)
+        m = compute_margins(F, self.W_, self.b_, self.nonneg_, progress=self.progress)
+        h = self.hull_.query(F, top_support=self.top_support, progress=self.progress)
+        r = union_membership(self.hull_.index, self.radii_, F)
+        return Scores(
+            pred=m.pred,
+            logits=np.asarray(logits, dtype=np.float32),
+            margins=m.margins,
+            d_min=m.d_min,
+            nearest_class=m.nearest_class,
+            margin_gap=m.certificate_gap,
+            logit_radius=self.lipschitz_ * m.d_min,
+            hull_upper=h.upper,
+            hull_lower=h.lower,
+            hull_converged=h.converged,
+            ambiguity=m.d_min - h.upper,
+            in_union=r.in_union,
+            n_balls=r.n_balls,
+            union_slack=r.slack,
+            support_idx=h.support_idx,
+            support_alpha=h.support_alpha,
+        )

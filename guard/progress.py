@@ -1,0 +1,20 @@
+"""Progress bars for long work (fit, scoring many inputs); silent when disabled or not a TTY."""
+
+from __future__ import annotations
+
+import sys
+from contextlib import contextmanager
+from typing import Iterator
+
+from tqdm.auto import tqdm
+
+
+@contextmanager
+def progress_bar(total: int, desc: str, enabled: bool = True) -> Iterator[tqdm]:
+    """A tqdm bar on stderr; ``enabled=False`` gives a bar that prints nothing."""
+    bar = tqdm(total=total, desc=desc, disable=not enabled, file=sys.stderr, leave=False,
+               dynamic_ncols=True, mininterval=0.5)
+    try:
+        yield bar
+    finally:
+        bar.close()

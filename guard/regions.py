@@ -1,0 +1,89 @@
+"""Union of learned regions: the balls B(x_t) of radius d_min(x_t) around training points.
+
+Section 7.2 of the paper: every point of B(x_t) has the classification of x_t, so the union of
+these balls is a region the model is known to classify consistently. For a query ``q`` we report
+whether some ball contains it (``||q - x_t|| < r_t``), how many do, and the largest slack
+``max_t r_t - ||q - x_t||`` (positive inside the union, negative outside).
+
+Membership uses a FAISS range search with the largest radius; the best slack of a query outside
+the union needs the points with ``||q - x_t|| <= r_max - s`` where ``s`` is any achievable slack,
+so a k-NN search first gives ``s`` and the range search is widened just enough.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import faiss
+import numpy as np
+
+from .errors import InputError
+
+
+@dataclass(frozen=True)
+class Regions:
+    """Membership of N queries in the union of learned regions.
+
+    Attributes:
+        in_union: (N,) bool, some training ball contains the query.
+        n_balls: (N,) int64, number of training balls containing it.
+        slack: (N,) float64, ``max_t r_t - ||q - x_t||``.
+        best_ball: (N,) int64, training index attaining that slack.
+    """
+
+    in_union: np.ndarray
+    n_balls: np.ndarray
+    slack: np.ndarray
+    best_ball: np.ndarray
+
+
+def union_membership(
+    index: faiss.Index,
+    radii: np.ndarray,
+    queries: np.ndarray,
+    *,
+    k: int = 16,
+    chunk: int = 64,
+) -> Regions:
+    """Exact membership of ``queries`` (N, d) in the union of balls ``(x_t, radii[t])``.
+
+    Args:
+        index: exact FAISS L2 index over the training features (e.g. ``IndexFlatL2``).
+        radii: (n_train,) ball radii ``r_t >= 0`` (inf is not allowed).
+    """
+    radii = np.asarray(radii, dtype=np.float64)
+    Q = np.ascontiguousarray(queries, dtype=np.float32)
+    if Q.ndim != 2 or Q.shape[1] != index.d:
+        raise InputError(f"expected queries (N, {index.d}), got {Q.shape}")
+    if radii.shape != (index.ntotal,) or not np.all(np.isfinite(radii)):
+        raise InputError(f"expected {index.ntotal} finite radii, got shape {radii.shape}")
+    n = Q.shape[0]
+    in_union = np.zeros(n, dtype=bool)
+    n_balls = np.zeros(n, dtype=np.int64)
+    slack = np.full(n, -np.inf)
+    best = np.full(n, -1, dtype=np.int64)
+    if index.ntotal == 0 or n == 0:
+        return Regions(in_union, n_balls, slack, best)
+    r_max = float(radii.max())
+    k = min(k, index.ntotal)
+    for lo in range(0, n, chunk):
+        q = Q[lo : lo + chunk]
+        d2, nn = index.search(q, k)
+        s_knn = (radii[nn] - np.sqrt(np.maximum(d2, 0))).max(axis=1)
+        for r in range(q.shape[0]):
+            # Every containing ball is within r_max; a ball beating s_knn within r_max - s_knn.
+            reach = r_max - min(0.0, float(s_knn[r]))
+            # Pad the squared radius so float32 rounding in FAISS cannot drop a boundary point;
+            # the exact test below is in float64.
+            lims, _, ids = index.range_search(q[r : r + 1], reach * reach * (1 + 1e-5) + 1e-12)
+            ids = ids[lims[0] : lims[1]]
+            if len(ids) == 0:
+                continue
+            diff = index.reconstruct_batch(ids).astype(np.float64) - q[r].astype(np.float64)
+            s = radii[ids] - np.sqrt((diff * diff).sum(axis=1))
+            j = int(np.argmax(s))
+            row = lo + r
+            slack[row], best[row] = float(s[j]), int(ids[j])
+            n_balls[row] = int((s > 0).sum())
+            in_union[row] = n_balls[row] > 0
+    return Regions(in_union, n_balls, slack, best)

@@ -1,0 +1,136 @@
+"""Exact margins (eq. 7-12) against an independent high-precision solve of the same QP."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from guard.margins import compute_margins, exact_pair_margin, lipschitz_constant
+
+from . import reference
+
+
+def _relu_case(seed: int, n: int = 6, f: int = 12, N: int = 12, sparsity: float = 0.5):
+    rng = np.random.default_rng(seed)
+    W = rng.normal(size=(n, f))
+    b = rng.normal(size=n)
+    X = np.maximum(rng.normal(size=(N, f)), 0) * (rng.random((N, f)) > sparsity)
+    return X, W, b
+
+
+def _check_against_reference(X, W, b, nonneg):
+    m = compute_margins(X, W, b, nonneg)
+    n_qp_path = 0
+    for r in range(len(X)):
+        i = int(m.pred[r])
+        assert np.isnan(m.margins[r, i])
+        for j in range(W.shape[0]):
+            if j == i:
+                continue
+            ref = reference.margin(X[r], W, b, i, j, nonneg)
+            got = m.margins[r, j]
+            if np.isinf(ref):
+                assert np.isinf(got)
+                continue
+            assert got == pytest.approx(ref, rel=1e-6, abs=1e-6), (r, j)
+            # closed form is a lower bound of the exact value, never above it
+            assert m.closed_form[r, j] <= ref + 1e-9
+            n_qp_path += m.closed_form[r, j] < ref - 1e-6
+        finite = np.where(np.isnan(m.margins[r]), np.inf, m.margins[r])
+        assert m.d_min[r] == pytest.approx(finite.min())
+        assert m.nearest_class[r] == int(np.argmin(finite))
+    return m, n_qp_path
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_nonneg_active_matches_reference(seed):
+    X, W, b = _relu_case(seed)
+    m, n_qp_path = _check_against_reference(X, W, b, nonneg=True)
+    # the exact path (closed form strictly below the true margin) must be exercised
+    assert n_qp_path > 0
+    assert m.certificate_gap.max() < 1e-8
+
+
+@pytest.mark.parametrize("seed", [3, 4])
+def test_unconstrained_features_match_reference(seed):
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(10, 9)) * 2
+    W, b = rng.normal(size=(7, 9)), rng.normal(size=7)
+    m, _ = _check_against_reference(X, W, b, nonneg=False)
+    # without x >= 0, only the other class constraints (eq. 8) can make the closed form inexact
+    assert (m.margins[~np.isnan(m.margins)] >= m.closed_form[~np.isnan(m.closed_form)] - 1e-12).all()
+
+
+def test_nonneg_bound_changes_the_answer():
+    """A point on the edge of the orthant: the foot point leaves x >= 0, the QP must not."""
+    W = np.array([[1.0, 0.0], [0.0, 1.0], [-1.0, -1.0]])
+    b = np.zeros(3)
+    x = np.array([2.0, 0.0])  # class 0; the 0|1 foot point is (1, 1)... feasible; 0|2 is not
+    m_pos = compute_margins(x[None], W, b, nonneg=True)
+    m_free = compute_margins(x[None], W, b, nonneg=False)
+    for nonneg, m in ((True, m_pos), (False, m_free)):
+        for j in (1, 2):
+            assert m.margins[0, j] == pytest.approx(reference.margin(x, W, b, 0, j, nonneg),
+                                                    rel=1e-7)
+    # 0|2 boundary: z0 = z2 means 2*y0 + y1 = 0, only y = 0 in the orthant
+    assert m_pos.margins[0, 2] == pytest.approx(2.0)
+    assert m_free.margins[0, 2] < 2.0
+
+
+def test_unreachable_boundary_is_inf():
+    # 1-D: z_k = k * y; class 0 for y < 0, class 2 for y > 0: classes 0 and 2 never touch
+    # directly except at y = 0 where all tie... add biases so class 1 owns an interval.
+    W = np.array([[0.0], [1.0], [2.0]])
+    b = np.array([0.0, 0.0, -1.0])  # class 0: y<0, class 1: 0<y<1, class 2: y>1
+    x = np.array([-3.0])
+    assert reference.margin(x, W, b, 0, 2, False) == np.inf
+    m = compute_margins(x[None], W, b, nonneg=False)
+    assert m.pred[0] == 0
+    assert np.isinf(m.margins[0, 2])
+    assert m.margins[0, 1] == pytest.approx(3.0)
+    assert m.d_min[0] == pytest.approx(3.0) and m.nearest_class[0] == 1
+    d, pt, _ = exact_pair_margin(x, W, b, 0, 2, False)
+    assert np.isinf(d) and pt is None
+
+
+def test_d_min_only_equals_full_and_solves_fewer_qps():
+    X, W, b = _relu_case(7, n=10, f=32, N=60)
+    full = compute_margins(X, W, b, True)
+    fast = compute_margins(X, W, b, True, d_min_only=True)
+    np.testing.assert_allclose(fast.d_min, full.d_min, rtol=1e-12)
+    np.testing.assert_array_equal(fast.nearest_class, full.nearest_class)
+    assert fast.n_qp.sum() < full.n_qp.sum()
+
+
+def test_flip_point_is_on_the_boundary_and_feasible():
+    X, W, b = _relu_case(11, n=8, f=16, N=20)
+    m = compute_margins(X, W, b, True)
+    for r in range(len(X)):
+        y = m.flip_point[r]
+        z = W @ y + b
+        i, j = m.pred[r], m.nearest_class[r]
+        assert abs(z[i] - z[j]) < 1e-8 * (1 + abs(z).max())
+        assert (z[i] >= z - 1e-8 * (1 + abs(z).max())).all()
+        assert (y >= -1e-10).all()
+        assert np.linalg.norm(y - X[r]) == pytest.approx(m.d_min[r], rel=1e-9)
+
+
+def test_many_classes_and_ties():
+    rng = np.random.default_rng(5)
+    W = rng.normal(size=(30, 20))
+    W[3] = W[4]  # two identical weight rows: their boundary is everywhere or nowhere
+    b = rng.normal(size=30)
+    X = np.maximum(rng.normal(size=(5, 20)), 0)
+    m = compute_margins(X, W, b, True)
+    assert np.isfinite(m.d_min).all()
+    assert ((m.margins >= 0) | np.isnan(m.margins)).all()
+
+
+def test_lipschitz_is_largest_singular_value():
+    rng = np.random.default_rng(0)
+    W = rng.normal(size=(10, 64))
+    sigma = lipschitz_constant(W)
+    assert sigma == pytest.approx(np.linalg.svd(W, compute_uv=False)[0])
+    # eq. 14 on random pairs
+    x, y = rng.normal(size=(2, 64))
+    assert np.linalg.norm(W @ x - W @ y) <= sigma * np.linalg.norm(x - y) + 1e-12
