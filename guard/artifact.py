@@ -35,6 +35,8 @@ from .model import OnnxClassifier, sha256_bytes
 
 SCHEMA_VERSION = 1
 _ARRAYS = ("W", "b", "train_features", "radii", "train_pred", "train_labels")
+_MANIFEST_KEYS = ("files", "model", "class_names", "nonneg", "nonneg_detected", "lipschitz",
+                  "settings")
 
 
 def _sha256_file(path: Path) -> str:
@@ -117,12 +119,15 @@ def read_manifest(path: str | Path) -> dict:
         manifest = json.loads(mpath.read_text())
     except (OSError, ValueError) as exc:
         raise ArtifactError(f"cannot read {mpath}: {exc}") from None
-    version = manifest.get("schema_version")
+    version = manifest.get("schema_version") if isinstance(manifest, dict) else None
     if version != SCHEMA_VERSION:
         raise ArtifactError(
             f"{path} has artifact schema {version}, this guard {__version__} reads schema "
             f"{SCHEMA_VERSION}: refit with `guard fit`"
         )
+    missing = [k for k in _MANIFEST_KEYS if k not in manifest]
+    if missing:
+        raise ArtifactError(f"{mpath} lacks {missing}: the artifact is corrupt, refit it")
     return manifest
 
 
@@ -152,9 +157,10 @@ def load_artifact(
         mfile = path / fitted["file"]
         if not mfile.is_file():
             raise ArtifactError(f"{mfile} is missing")
-        model = OnnxClassifier(mfile)
-        if model.sha256 != fitted["sha256"]:
+        # Hash before parsing: a corrupted file must be refused as modified, not fail to parse.
+        if _sha256_file(mfile) != fitted["sha256"]:
             raise ArtifactError(f"{mfile} was modified after fitting (sha256 differs): refit")
+        model = OnnxClassifier(mfile)
     arrays = {}
     for name in _ARRAYS:
         f = path / f"{name}.npy"

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__
-from .errors import GuardError, InputError
+from .errors import ArtifactError, GuardError, InputError
 
 EXIT_USAGE = 2
 EXIT_INTERNAL = 1
@@ -28,7 +28,11 @@ def load_npz(path: str | Path, required: str, optional: tuple[str, ...] = ()) ->
     if not path.is_file():
         raise InputError(f"file not found: {path}")
     try:
-        with np.load(path, allow_pickle=False) as data:
+        data = np.load(path, allow_pickle=False)
+        if not isinstance(data, np.lib.npyio.NpzFile):  # a plain .npy array
+            raise InputError(f"{path} holds a single .npy array, not an .npz archive "
+                             f"(numpy.savez) with an array named '{required}'")
+        with data:
             names = list(data.keys())
             if required not in names:
                 raise InputError(f"{path} has arrays {names}; expected an array named '{required}'")
@@ -36,6 +40,8 @@ def load_npz(path: str | Path, required: str, optional: tuple[str, ...] = ()) ->
             for name in optional:
                 if name in names:
                     out[name] = data[name]
+    except InputError:
+        raise  # already says what was expected (InputError is a ValueError: keep it unwrapped)
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
         raise InputError(f"cannot read {path} as .npz (numpy.savez) without pickle: {exc}") from None
     if out[required].size == 0:
@@ -66,6 +72,8 @@ def cmd_fit(args: argparse.Namespace) -> int:
     from .core import Guard
     from .model import OnnxClassifier
 
+    if Path(args.out).exists() and not args.overwrite:  # refuse before the (long) fit
+        raise ArtifactError(f"{args.out} already exists (pass --overwrite to replace)")
     model = OnnxClassifier(args.model)
     data = load_npz(args.train, "x", ("y",))
     x = data["x"][: args.limit] if args.limit else data["x"]
@@ -98,7 +106,8 @@ def cmd_score(args: argparse.Namespace) -> int:
         scores = guard.score(x)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(out, **scores.as_dict())
+    with open(out, "wb") as fh:  # a path would get ".npz" appended when it lacks the suffix
+        np.savez(fh, **scores.as_dict())
     print(summary_line(scores))
     print(f"scores written to {out}")
     return 0

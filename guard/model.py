@@ -225,6 +225,11 @@ class OnnxClassifier:
     ) -> tuple[np.ndarray, np.ndarray]:
         """Logits (N, n) and features (N, f), float32, from one model run per batch."""
         x = self.prepare(x)
+        if self.input_shape and self.input_shape[0] is not None:  # exported with a fixed batch
+            batch_size = self.input_shape[0]
+            if len(x) % batch_size:
+                raise InputError(f"this model takes batches of exactly {batch_size} inputs; "
+                                 f"got {len(x)}, not a multiple of {batch_size}")
         logits, feats = [], []
         with progress_bar(len(x), "model", enabled=progress) as bar:
             for lo in range(0, len(x), batch_size):

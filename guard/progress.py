@@ -1,4 +1,4 @@
-"""Progress bars for long work (fit, scoring many inputs); silent when disabled or not a TTY."""
+"""Progress bars (tqdm, on stderr) for long work: fitting, scoring many inputs."""
 
 from __future__ import annotations
 
