@@ -7,6 +7,8 @@ Layout::
     W.npy, b.npy         final affine layer
     train_features.npy   (N, f) float32
     radii.npy            (N,) d_min of each training point (union of learned regions)
+    train_index.npy      (N,) index of each hull point in the data given to fit
+    calib_*.npy          held-out calibration scores (hull distance, d_min, ambiguity)
     train_pred.npy       (N,) predicted classes;  train_labels.npy (N,) if labels were given
     index.faiss          FAISS index over the training features
 
@@ -28,15 +30,17 @@ import faiss
 import numpy as np
 
 from . import __version__
+from .calibrate import Thresholds
 from .core import Guard
 from .errors import ArtifactError
 from .hull import ConvexHullIndex
-from .model import OnnxClassifier, sha256_bytes
+from .model import OnnxClassifier
 
 SCHEMA_VERSION = 1
-_ARRAYS = ("W", "b", "train_features", "radii", "train_pred", "train_labels")
+_ARRAYS = ("W", "b", "train_features", "radii", "train_pred", "train_labels", "train_index",
+           "calib_hull", "calib_d_min", "calib_ambiguity")
 _MANIFEST_KEYS = ("files", "model", "class_names", "nonneg", "nonneg_detected", "lipschitz",
-                  "settings")
+                  "settings", "thresholds")
 
 
 def _sha256_file(path: Path) -> str:
@@ -59,8 +63,10 @@ def save_artifact(guard: Guard, out: str | Path, *, overwrite: bool = False) -> 
         arrays = {
             "W": guard.W_, "b": guard.b_, "train_features": guard.train_features_,
             "radii": guard.radii_, "train_pred": guard.train_pred_,
-            "train_labels": guard.train_labels_,
+            "train_labels": guard.train_labels_, "train_index": guard.train_index_,
         }
+        for key, arr in (guard.calib_scores_ or {}).items():
+            arrays[f"calib_{key}"] = arr
         files = {}
         for name, arr in arrays.items():
             if arr is not None:
@@ -87,10 +93,13 @@ def save_artifact(guard: Guard, out: str | Path, *, overwrite: bool = False) -> 
             "nonneg": guard.nonneg_,
             "nonneg_detected": guard.nonneg is None,
             "lipschitz": guard.lipschitz_,
+            "thresholds": guard.thresholds_.to_dict(),
             "settings": {
                 "hull_k": guard.hull_k, "hull_tol": guard.hull_tol,
                 "hull_max_rounds": guard.hull_max_rounds, "top_support": guard.top_support,
-                "batch_size": guard.batch_size,
+                "batch_size": guard.batch_size, "calib_fraction": guard.calib_fraction,
+                "target_abstain_rate": guard.target_abstain_rate,
+                "target_flag_rate": guard.target_flag_rate, "seed": guard.seed,
             },
             "counts": {
                 "n_train": int(guard.train_features_.shape[0]),
@@ -170,12 +179,20 @@ def load_artifact(
         nonneg=manifest["nonneg"] if not manifest["nonneg_detected"] else None,
         hull_k=s["hull_k"], hull_tol=s["hull_tol"], hull_max_rounds=s["hull_max_rounds"],
         top_support=s["top_support"], batch_size=s["batch_size"], progress=progress,
+        calib_fraction=s["calib_fraction"], target_abstain_rate=s["target_abstain_rate"],
+        target_flag_rate=s["target_flag_rate"], seed=s["seed"],
+        ambiguity_threshold=manifest["thresholds"]["ambiguity"],
     )
     guard.W_, guard.b_ = arrays["W"], arrays["b"]
     guard.nonneg_ = bool(manifest["nonneg"])
     guard.class_names_ = list(manifest["class_names"])
     guard.radii_, guard.train_pred_ = arrays["radii"], arrays["train_pred"]
     guard.train_labels_ = arrays["train_labels"]
+    guard.train_index_ = arrays["train_index"]
+    guard.thresholds_ = Thresholds.from_dict(manifest["thresholds"])
+    guard.calib_scores_ = None
+    if arrays["calib_hull"] is not None:
+        guard.calib_scores_ = {k: arrays[f"calib_{k}"] for k in ("hull", "d_min", "ambiguity")}
     guard.lipschitz_ = float(manifest["lipschitz"])
     guard.model_ = model
     if fitted is not None:

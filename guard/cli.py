@@ -79,13 +79,23 @@ def cmd_fit(args: argparse.Namespace) -> int:
     x = data["x"][: args.limit] if args.limit else data["x"]
     y = _labels(data, len(data["x"]))
     y = y[: len(x)] if y is not None else None
+    x_calib = load_npz(args.calib, "x")["x"] if args.calib else None
     nonneg = {"auto": None, "yes": True, "no": False}[args.nonneg]
     guard = Guard(nonneg=nonneg, hull_k=args.hull_k, hull_tol=args.hull_tol,
-                  batch_size=args.batch_size, progress=not args.no_progress)
-    guard.fit(model, x, y, class_names=_class_names(args.class_names))
+                  batch_size=args.batch_size, progress=not args.no_progress,
+                  calib_fraction=args.calib_fraction, target_abstain_rate=args.target_abstain_rate,
+                  target_flag_rate=args.target_flag_rate)
+    guard.fit(model, x, y, x_calib=x_calib, class_names=_class_names(args.class_names))
     out = save_artifact(guard, args.out, overwrite=args.overwrite)
     print(f"fitted {len(x)} training inputs: {model.n_features} features, {model.n_classes} "
           f"classes, nonneg={guard.nonneg_}, affine check error {guard.affine_error_:.1e}")
+    t = guard.thresholds_
+    if t.n_calib:
+        print(f"calibrated on {t.n_calib} held-out inputs: abstain when hull distance > "
+              f"{t.hull:.4g} ({100 * t.target_abstain_rate:g}%) or ambiguity < {t.ambiguity:g}; "
+              f"flag adversarial when d_min < {t.d_min:.4g} ({100 * t.target_flag_rate:g}%)")
+    else:
+        print("no calibration data: only the ambiguity rule decides (hull threshold off)")
     print(f"artifact written to {out}")
     return 0
 
@@ -106,8 +116,11 @@ def cmd_score(args: argparse.Namespace) -> int:
         scores = guard.score(x)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
+    d = guard.decide(scores)
+    arrays = scores.as_dict() | {"abstain": d.abstain, "adversarial": d.adversarial,
+                                 "flags": d.flags}
     with open(out, "wb") as fh:  # a path would get ".npz" appended when it lacks the suffix
-        np.savez(fh, **scores.as_dict())
+        np.savez(fh, **arrays)
     print(summary_line(scores))
     print(f"scores written to {out}")
     return 0
@@ -156,6 +169,15 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--class-names", help="comma-separated names, or a file with one per line")
     f.add_argument("--batch-size", type=int, default=256)
     f.add_argument("--limit", type=int, help="use only the first N training inputs")
+    f.add_argument("--calib", help=".npz with 'x': held-out in-distribution inputs that "
+                   "calibrate the decision thresholds (default: a split of --train)")
+    f.add_argument("--calib-fraction", type=float, default=0.1,
+                   help="share of --train held out for calibration when --calib is not given "
+                   "(0: no calibration)")
+    f.add_argument("--target-abstain-rate", type=float, default=0.05,
+                   help="false out-of-distribution abstain rate on in-distribution data")
+    f.add_argument("--target-flag-rate", type=float, default=0.01,
+                   help="false adversarial-flag rate on clean data")
     f.add_argument("--no-progress", action="store_true")
     f.set_defaults(func=cmd_fit)
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass, fields
 
 import numpy as np
 
+from .calibrate import Thresholds, calibrate
 from .errors import InputError, NotFittedError
 from .hull import ConvexHullIndex
 from .margins import compute_margins, lipschitz_constant
@@ -39,7 +40,8 @@ class Scores:
         hull_converged: (N,) relative gap reached the tolerance.
         ambiguity: (N,) ``d_min - hull_upper`` (eq. 26); negative = ambiguous.
         in_union: (N,) bool; n_balls: (N,) int64; union_slack: (N,) ``max_t r_t - ||x - x_t||``.
-        support_idx: (N, K) training indices supporting the hull projection (-1 padded);
+        support_idx: (N, K) indices (into the data given to ``fit``) of the training inputs
+            supporting the hull projection (-1 padded);
         support_alpha: (N, K) their convex weights.
     """
 
@@ -79,6 +81,12 @@ class Guard:
         top_support: support points reported per input.
         batch_size: model batch size.
         progress: show progress bars.
+        calib_fraction: share of the training data held out (seeded random split) to calibrate
+            the decision thresholds when no calibration data is given; 0 disables.
+        target_abstain_rate: false-abstain rate of the out-of-distribution threshold.
+        target_flag_rate: false adversarial-flag rate of the margin threshold.
+        ambiguity_threshold: abstain when ``d_min - d_hull`` is below this (paper: 0).
+        seed: seed of the calibration split.
     """
 
     def __init__(
@@ -91,6 +99,11 @@ class Guard:
         top_support: int = 8,
         batch_size: int = 256,
         progress: bool = False,
+        calib_fraction: float = 0.1,
+        target_abstain_rate: float = 0.05,
+        target_flag_rate: float = 0.01,
+        ambiguity_threshold: float = 0.0,
+        seed: int = 0,
     ) -> None:
         self.nonneg = nonneg
         self.hull_k = hull_k
@@ -99,6 +112,11 @@ class Guard:
         self.top_support = top_support
         self.batch_size = batch_size
         self.progress = progress
+        self.calib_fraction = calib_fraction
+        self.target_abstain_rate = target_abstain_rate
+        self.target_flag_rate = target_flag_rate
+        self.ambiguity_threshold = ambiguity_threshold
+        self.seed = seed
 
     # ------------------------------------------------------------------ fitting
     def fit(
@@ -107,13 +125,22 @@ class Guard:
         x: np.ndarray,
         y: np.ndarray | None = None,
         *,
+        x_calib: np.ndarray | None = None,
         class_names: list[str] | None = None,
     ) -> Guard:
-        """Run the model on training inputs ``x`` and fit the geometry of its features."""
+        """Run the model on training inputs ``x`` and fit the geometry of its features.
+
+        ``x_calib`` (held-out in-distribution inputs) calibrates the thresholds; without it a
+        ``calib_fraction`` split of ``x`` is held out.
+        """
         logits, feats = model.run(x, batch_size=self.batch_size, progress=self.progress)
         self.affine_error_ = model.check_affine(logits, feats)
+        calib = None
+        if x_calib is not None:
+            calib = model.run(x_calib, batch_size=self.batch_size, progress=self.progress)[1]
         self.model_ = model
-        return self.fit_features(feats, model.W, model.b, y, class_names=class_names)
+        return self.fit_features(feats, model.W, model.b, y, calib_features=calib,
+                                 class_names=class_names)
 
     def fit_features(
         self,
@@ -122,6 +149,7 @@ class Guard:
         b: np.ndarray,
         y: np.ndarray | None = None,
         *,
+        calib_features: np.ndarray | None = None,
         class_names: list[str] | None = None,
     ) -> Guard:
         """Fit from training features (N, f) and the final layer ``logits = features W^T + b``."""
@@ -140,15 +168,36 @@ class Guard:
         n = W.shape[0]
         if class_names is not None and len(class_names) != n:
             raise InputError(f"expected {n} class names, got {len(class_names)}")
+        train_index = np.arange(F.shape[0])
+        if calib_features is None and self.calib_fraction > 0:
+            n_cal = int(round(self.calib_fraction * F.shape[0]))
+            if n_cal < 1 or n_cal >= F.shape[0]:
+                raise InputError(f"calib_fraction {self.calib_fraction} of {F.shape[0]} training "
+                                 f"inputs leaves no calibration or no training data")
+            perm = np.random.default_rng(self.seed).permutation(F.shape[0])
+            train_index = np.sort(perm[n_cal:])
+            calib_features = F[np.sort(perm[:n_cal])]
         self.W_, self.b_ = W, b
-        self.nonneg_ = bool(F.min() >= 0) if self.nonneg is None else bool(self.nonneg)
+        self.train_index_ = train_index
+        Ft = F[train_index]
+        self.nonneg_ = bool(Ft.min() >= 0) if self.nonneg is None else bool(self.nonneg)
         self.class_names_ = list(class_names) if class_names else [str(i) for i in range(n)]
-        self.train_labels_ = None if y is None else y.astype(np.int64)
-        m = compute_margins(F, W, b, self.nonneg_, d_min_only=True, progress=self.progress)
+        self.train_labels_ = None if y is None else y.astype(np.int64)[train_index]
+        m = compute_margins(Ft, W, b, self.nonneg_, d_min_only=True, progress=self.progress)
         self.train_pred_ = m.pred
         self.radii_ = np.minimum(m.d_min, _BIG_RADIUS)
         self.lipschitz_ = lipschitz_constant(W)
-        self._build_hull(F)
+        self._build_hull(Ft)
+        self.thresholds_ = Thresholds(ambiguity=self.ambiguity_threshold)
+        self.calib_scores_: dict[str, np.ndarray] | None = None
+        if calib_features is not None:
+            s = self.score_features(np.asarray(calib_features, dtype=np.float32))
+            self.calib_scores_ = {"hull": s.hull_upper, "d_min": s.d_min,
+                                  "ambiguity": s.ambiguity}
+            self.thresholds_ = calibrate(
+                s.hull_upper, s.d_min, abstain_rate=self.target_abstain_rate,
+                flag_rate=self.target_flag_rate, ambiguity=self.ambiguity_threshold,
+            )
         return self
 
     def _build_hull(self, F: np.ndarray) -> None:
@@ -207,6 +256,13 @@ class Guard:
             in_union=r.in_union,
             n_balls=r.n_balls,
             union_slack=r.slack,
-            support_idx=h.support_idx,
+            support_idx=np.where(h.support_idx >= 0,
+                                 self.train_index_[np.maximum(h.support_idx, 0)], -1),
             support_alpha=h.support_alpha,
         )
+
+    def decide(self, scores: Scores):  # -> guard.decide.Decisions
+        """Abstain / flag decisions for scores, with the fitted thresholds."""
+        from .decide import decide
+
+        return decide(scores, self._fitted().thresholds_)

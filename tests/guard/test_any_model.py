@@ -49,7 +49,7 @@ def _fit(module, shape, tmp_path, n_train=300, seed=0):
     x = rng.random((n_train,) + shape, dtype=np.float32)
     path = export_torch_to_onnx(module, torch.from_numpy(x[:4]), tmp_path / "m.onnx")
     clf = OnnxClassifier(path)
-    guard = Guard(hull_k=32).fit(clf, x)
+    guard = Guard(hull_k=32, calib_fraction=0).fit(clf, x)
     xq = rng.random((6,) + shape, dtype=np.float32) * 1.3
     return guard, clf, xq
 

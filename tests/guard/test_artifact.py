@@ -52,7 +52,7 @@ def x_test(x_train: np.ndarray) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def guard(built: ob.Built, x_train: np.ndarray, y_train: np.ndarray) -> Guard:
-    return Guard(hull_k=32).fit(OnnxClassifier(built.data), x_train, y_train,
+    return Guard(hull_k=32, calib_fraction=0).fit(OnnxClassifier(built.data), x_train, y_train,
                                 class_names=CLASS_NAMES)
 
 
@@ -144,7 +144,7 @@ def test_manifest_fields(guard: Guard, saved: Path, built: ob.Built) -> None:
 def test_no_pickle_anywhere(saved: Path) -> None:
     npys = sorted(saved.glob("*.npy"))
     assert {p.stem for p in npys} == {"W", "b", "train_features", "radii", "train_pred",
-                                      "train_labels"}
+                                      "train_labels", "train_index"}
     for p in npys:
         arr = np.load(p, allow_pickle=False)
         assert arr.dtype != object
@@ -261,7 +261,7 @@ def test_not_an_artifact(tmp_path: Path) -> None:
 def test_feature_only_guard_round_trips(built: ob.Built, x_train: np.ndarray, x_test: np.ndarray,
                                         tmp_path: Path) -> None:
     feats = built.features(x_train).astype(np.float32)
-    g = Guard(nonneg=True, hull_k=16, top_support=4).fit_features(feats, built.W, built.b)
+    g = Guard(nonneg=True, hull_k=16, top_support=4, calib_fraction=0).fit_features(feats, built.W, built.b)
     path = save_artifact(g, tmp_path / "feat")
     assert not (path / "model.onnx").exists()
     m = read_manifest(path)

@@ -60,7 +60,7 @@ def files(tmp_path_factory: pytest.TempPathFactory, built: ob.Built) -> dict[str
     np.savez(d / "feats.npz", f=feats)
     art = d / "art"
     rc = main(["fit", "--model", str(model), "--train", str(d / "train.npz"), "--out", str(art),
-               "--class-names", "a,b,c,d,e", "--no-progress"])
+               "--class-names", "a,b,c,d,e", "--calib-fraction", "0", "--no-progress"])
     assert rc == 0
     return {"dir": d, "model": model, "train": d / "train.npz", "test": d / "test.npz",
             "feats": d / "feats.npz", "art": art}
@@ -118,6 +118,7 @@ def test_fit_writes_artifact(files, capsys, tmp_path: Path) -> None:  # noqa: AN
     out = tmp_path / "art2"
     rc, stdout, stderr = _run(capsys, ["fit", "--model", files["model"], "--train", files["train"],
                                        "--out", out, "--limit", 40, "--class-names", names,
+                                       "--calib-fraction", 0,
                                        "--nonneg", "yes", "--no-progress"])
     assert rc == 0, stderr
     assert stderr == ""
@@ -324,7 +325,7 @@ def test_error_existing_artifact(files, capsys) -> None:  # noqa: ANN001
 def test_error_input_on_feature_only_artifact(files, capsys, tmp_path: Path,  # noqa: ANN001
                                               built: ob.Built) -> None:
     feats = np.load(files["feats"])["f"]
-    art = save_artifact(Guard().fit_features(feats, built.W, built.b), tmp_path / "feat")
+    art = save_artifact(Guard(calib_fraction=0).fit_features(feats, built.W, built.b), tmp_path / "feat")
     _expect_error(capsys, ["score", "--artifact", art, "--input", files["test"], "--out",
                            tmp_path / "o.npz"], "--features")
 

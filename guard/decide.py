@@ -1,0 +1,59 @@
+"""Scores + thresholds -> abstain / flags, with the reasons (first version, paper sec. 7.2).
+
+* ambiguous: ``d_min - d_hull < thresholds.ambiguity`` (eq. 26; the paper uses 0),
+* out of distribution: the hull distance exceeds the calibrated threshold,
+* adversarial: ``d_min`` is below the calibrated low percentile of clean margins.
+
+The guard abstains when the input is ambiguous or out of distribution. ``flags`` is a bit mask.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .calibrate import Thresholds
+from .core import Scores
+
+FLAG_ADVERSARIAL = 1
+FLAG_OOD = 2
+FLAG_AMBIGUOUS = 4
+FLAG_NAMES = {FLAG_ADVERSARIAL: "adversarial", FLAG_OOD: "ood", FLAG_AMBIGUOUS: "ambiguous"}
+
+
+@dataclass(frozen=True)
+class Decisions:
+    """Decisions for N inputs: ``abstain`` (N,) bool, ``adversarial`` (N,) bool, ``flags`` (N,)
+    int32 bit mask (1 adversarial, 2 out of distribution, 4 ambiguous) and ``reasons`` (N lists of
+    human-readable strings, one per raised flag)."""
+
+    abstain: np.ndarray
+    adversarial: np.ndarray
+    flags: np.ndarray
+    reasons: list[list[str]]
+
+
+def decide(scores: Scores, thresholds: Thresholds) -> Decisions:
+    t = thresholds
+    ambiguous = scores.ambiguity < t.ambiguity
+    ood = scores.hull_upper > t.hull
+    adversarial = scores.d_min < t.d_min
+    flags = (
+        FLAG_ADVERSARIAL * adversarial + FLAG_OOD * ood + FLAG_AMBIGUOUS * ambiguous
+    ).astype(np.int32)
+    reasons: list[list[str]] = []
+    for i in range(len(flags)):
+        r = []
+        if adversarial[i]:
+            r.append(f"adversarial: margin {scores.d_min[i]:.4g} < {t.d_min:.4g} (the "
+                     f"{100 * (t.target_flag_rate or 0):g}% lowest clean margins)")
+        if ood[i]:
+            r.append(f"out of distribution: hull distance {scores.hull_upper[i]:.4g} > "
+                     f"{t.hull:.4g} (calibrated at {100 * (t.target_abstain_rate or 0):g}%)")
+        if ambiguous[i]:
+            r.append(f"ambiguous: margin {scores.d_min[i]:.4g} - hull distance "
+                     f"{scores.hull_upper[i]:.4g} < {t.ambiguity:g}")
+        reasons.append(r)
+    return Decisions(abstain=ambiguous | ood, adversarial=adversarial, flags=flags,
+                     reasons=reasons)
