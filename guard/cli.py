@@ -1,4 +1,5 @@
-"""Command line: ``guard fit``, ``guard score``, ``guard info``, ``guard demo``.
+"""Command line: ``guard fit``, ``guard score``, ``guard info`` (and ``guard serve`` /
+``guard demo``, which live in the serving layer).
 
 Every error a user can cause is printed as one line (``guard: error: ...``) with exit code 2;
 no tracebacks (set ``GUARD_DEBUG=1`` to see one for an unexpected failure).
@@ -144,12 +145,6 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_demo(args: argparse.Namespace) -> int:
-    from .demo import run_demo
-
-    return run_demo(Path(args.artifact), n_test=args.n_test, progress=not args.no_progress)
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="guard", description="Feature-space geometry of an ONNX image classifier."
@@ -196,16 +191,24 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--artifact", required=True)
     i.set_defaults(func=cmd_info)
 
-    d = sub.add_parser("demo", help="fit (if missing) and score the built-in Fashion-MNIST model")
-    d.add_argument("--artifact", default=os.environ.get("GUARD_DEFAULT_ARTIFACT",
-                                                        "artifacts/fmnist_resnet"))
-    d.add_argument("--n-test", type=int, default=1000, help="test images to score")
-    d.add_argument("--no-progress", action="store_true")
-    d.set_defaults(func=cmd_demo)
+    sub.add_parser("serve", help="serve a fitted guard over gRPC (guard serve --help)",
+                   add_help=False)
+    sub.add_parser("demo", help="serve the built-in Fashion-MNIST guard and query it with "
+                   "tritonclient (guard demo --help)", add_help=False)
     return p
 
 
+# Commands that live in the serving layer: dispatched by module name, so that the geometry core
+# never imports gRPC itself.
+_SERVING_COMMANDS = {"serve": "server.cli", "demo": "server.demo"}
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] in _SERVING_COMMANDS:
+        import importlib
+
+        return int(importlib.import_module(_SERVING_COMMANDS[argv[0]]).main(argv[1:]))
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))

@@ -1,0 +1,82 @@
+"""The server's one settings object. Every field can be set by an environment variable
+``GUARD_<FIELD>`` (e.g. ``GUARD_PORT=9001``) and by the matching ``guard serve --<field>`` flag;
+the flag wins."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, fields
+from typing import Mapping
+
+from guard.errors import InputError
+
+ENV_PREFIX = "GUARD_"
+
+
+@dataclass(frozen=True)
+class Settings:
+    artifact: str | None = None
+    """Artifact directory from ``guard fit``; unset = the built-in Fashion-MNIST default
+    (``artifacts/fmnist_resnet``, fitted on first use)."""
+    model_name: str | None = None
+    """Name clients use for the model; default: the artifact directory's name."""
+    host: str = "0.0.0.0"
+    """Address the gRPC server binds."""
+    port: int = 8001
+    """gRPC port (0 = any free port)."""
+    metrics_port: int = 8002
+    """Prometheus metrics HTTP port (0 = any free port, -1 = no metrics endpoint)."""
+    max_batch_size: int = 64
+    """Dynamic batching: largest merged batch (in images)."""
+    max_queue_delay_ms: float = 2.0
+    """Dynamic batching: longest wait for more requests before a batch runs."""
+    max_queue_size: int = 256
+    """Requests waiting for a batch; beyond this new requests get RESOURCE_EXHAUSTED."""
+    max_message_bytes: int = 64 * 1024 * 1024
+    """Largest gRPC message accepted or sent."""
+    geometry: bool = True
+    """False serves the bare model (logits and prediction only): the 'guard off' baseline."""
+    grace_s: float = 10.0
+    """On SIGTERM: seconds in-flight requests get to finish."""
+    log_level: str = "INFO"
+    """Python logging level."""
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
+        """Defaults, then ``GUARD_*`` environment variables, then non-None ``overrides``."""
+        env = os.environ if environ is None else environ
+        values: dict[str, object] = {}
+        for f in fields(cls):
+            raw = env.get(ENV_PREFIX + f.name.upper())
+            if raw is not None:
+                values[f.name] = _parse(f.name, str(f.type), raw)
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        settings = cls(**values)
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        if self.max_batch_size < 1 or self.max_queue_size < 1:
+            raise InputError("max_batch_size and max_queue_size must be >= 1")
+        if self.max_queue_delay_ms < 0 or self.grace_s < 0:
+            raise InputError("max_queue_delay_ms and grace_s must be >= 0")
+        if self.max_message_bytes < 1024:
+            raise InputError("max_message_bytes must be >= 1024")
+
+
+def _parse(name: str, type_name: str, raw: str) -> object:
+    try:
+        if "bool" in type_name:
+            if raw.strip().lower() in ("1", "true", "yes", "on"):
+                return True
+            if raw.strip().lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(raw)
+        if "int" in type_name:
+            return int(raw)
+        if "float" in type_name:
+            return float(raw)
+        return raw or None
+    except ValueError:
+        raise InputError(f"{ENV_PREFIX}{name.upper()}={raw!r} is not a valid {type_name}") from None
+
