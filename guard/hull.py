@@ -235,10 +235,11 @@ class ConvexHullIndex:
                     continue
                 # Add the points that violate the supporting hyperplane {h : g.h <= g.p} most.
                 col = V[:, a]
-                top = np.argpartition(-col, min(self.add_per_round + len(ws), len(col) - 1))
-                top = top[: self.add_per_round + len(ws)]
-                top = top[(col[top] > float(g @ p)) & ~np.isin(top, ws)]
-                new = top[np.argsort(-col[top], kind="stable")][: self.add_per_round]
+                viol = np.flatnonzero(col > float(g @ p))  # usually few: no full sort needed
+                viol = viol[~np.isin(viol, ws)]
+                if len(viol) > self.add_per_round:
+                    viol = viol[np.argpartition(-col[viol], self.add_per_round)]
+                new = viol[np.argsort(-col[viol], kind="stable")][: self.add_per_round]
                 if len(new) == 0:  # nothing left to add: the inner solve limits the gap
                     state[qi] = (up, low, p, ws, alpha, n_rounds, False)
                     continue

@@ -1,0 +1,85 @@
+"""``guard demo`` end to end: a small artifact of the built-in model, the server as a subprocess,
+tritonclient queries, the report, SIGTERM.
+
+The demo runs in a subprocess: it imports tritonclient, whose generated protos clash with
+``server/gen`` (imported by this test session) in protobuf's default descriptor pool.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from guard import Guard
+from guard.artifact import save_artifact
+from guard.datasets import (DEFAULT_FASHION_MNIST_ROOT, FASHION_MNIST_CLASSES, as_model_input,
+                            load_fashion_mnist)
+from guard.demo import DEFAULT_MODEL
+from guard.model import OnnxClassifier
+from server import demo
+
+needs_data = pytest.mark.skipif(
+    not DEFAULT_MODEL.is_file()
+    or not (DEFAULT_FASHION_MNIST_ROOT / "train-images-idx3-ubyte.gz").is_file(),
+    reason="needs the built-in model and Fashion-MNIST (dataset-fashion-mnist)")
+
+
+@pytest.fixture(scope="module")
+def small_artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The built-in model's guard, fitted on 2,000 training images instead of 60,000."""
+    x, y = load_fashion_mnist("train")
+    guard = Guard(calib_fraction=0.1).fit(OnnxClassifier(DEFAULT_MODEL), as_model_input(x[:2000]),
+                                          y[:2000], class_names=list(FASHION_MNIST_CLASSES))
+    return save_artifact(guard, tmp_path_factory.mktemp("demo") / "fmnist_small")
+
+
+def _run_demo(args: list[str]) -> subprocess.CompletedProcess:
+    code = "import sys; from server.demo import main; sys.exit(main(sys.argv[1:]))"
+    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True,
+                          timeout=120)
+
+
+@needs_data
+def test_demo_end_to_end(small_artifact: Path) -> None:
+    proc = _run_demo(["--artifact", str(small_artifact), "--n-fmnist", "40", "--n-digits", "20",
+                      "--n-noise", "8", "--n-constant", "3", "--batch-size", "16"])
+    out = proc.stdout
+    assert proc.returncode == 0, out + proc.stderr
+    assert "descriptor" not in proc.stderr.lower(), proc.stderr
+    assert "Summary per source" in out
+    for source, n in (("fashion", 40), ("digits", 20), ("uniform", 8), ("gaussian", 8),
+                      ("constant", 3)):
+        assert any(line.split()[:2] == [source, str(n)] for line in out.splitlines()), out
+    assert "guard_requests_total" in out and 'rpc="ModelInfer"} 8.0' in out  # 3 + 2 + 1 + 1 + 1
+    assert "guard_abstentions_total" in out
+    assert "server stopped cleanly on SIGTERM (exit 0)" in out
+
+
+def test_demo_refuses_a_broken_artifact(tmp_path: Path) -> None:
+    (tmp_path / "manifest.json").write_text('{"schema_version": 1}')
+    proc = _run_demo(["--artifact", str(tmp_path)])
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("guard demo: error:") and "corrupt" in proc.stderr
+
+
+def test_demo_refuses_to_share_a_process_with_server_gen(capsys: pytest.CaptureFixture) -> None:
+    import server.gen  # noqa: F401  (what the server tests import anyway)
+
+    assert demo.main(["--artifact", "does-not-matter"]) == 2
+    assert "server.gen is already imported" in capsys.readouterr().err
+
+
+def test_demo_rejects_negative_counts(capsys: pytest.CaptureFixture) -> None:
+    assert demo.main(["--n-digits", "-1"]) == 2
+    assert "--n-digits must be >= 0" in capsys.readouterr().err
+
+
+def test_decision_text() -> None:
+    assert demo.decision_text(False, 0) == "accept"
+    assert demo.decision_text(True, 2) == "ABSTAIN (ood)"
+    assert demo.decision_text(True, 6) == "ABSTAIN (ood, ambiguous)"
+    assert demo.decision_text(False, 1) == "FLAG adversarial"
+    assert demo.decision_text(True, 5) == "ABSTAIN (ambiguous) + FLAG adversarial"
