@@ -146,10 +146,14 @@ async def serve(settings: Settings) -> None:
     """Run until SIGTERM / SIGINT, then stop gracefully."""
     srv = GuardServer(settings)
     await srv.start()
-    print(f"guard: serving {srv.model_name!r} on {settings.host}:{srv.port} "
-          f"(gRPC: Open Inference Protocol + guard.v1, health, reflection); "
-          f"metrics http://{settings.host}:{srv.metrics_port}/metrics", flush=True)
     loop = asyncio.get_running_loop()
+    # Handlers first, then the announcement: a SIGTERM sent as soon as "serving" is read is
+    # already a graceful stop.
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, lambda: asyncio.ensure_future(srv.stop()))
+    metrics = (f"metrics http://{settings.host}:{srv.metrics_port}/metrics"
+               if srv.metrics_port >= 0 else "metrics off")
+    print(f"guard: serving {srv.model_name!r} on {settings.host}:{srv.port} "
+          f"(gRPC: Open Inference Protocol + guard.v1, health, reflection); {metrics}",
+          flush=True)
     await srv.wait()

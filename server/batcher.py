@@ -46,6 +46,7 @@ class Batcher:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="guard-batch")
         self._task: asyncio.Task | None = None
         self._closing = False
+        self._carry: _Item | None = None  # taken from the queue, did not fit: runs next
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._loop(), name="guard-batcher")
@@ -65,12 +66,18 @@ class Batcher:
         return await item.future
 
     async def _collect(self) -> list[_Item]:
-        items = [await self._queue.get()]
-        n = len(items[0].x)
+        if self._carry is not None:
+            items, self._carry = [self._carry], None
+        else:
+            items = [await self._queue.get()]
+        n = len(items[0].x)  # a request larger than max_batch_size runs alone, unsplit
         deadline = time.perf_counter() + self.max_delay_s
         while n < self.max_batch_size:
             if not self._queue.empty():
                 nxt = self._queue.get_nowait()
+                if n + len(nxt.x) > self.max_batch_size:  # would overshoot: it starts the next
+                    self._carry = nxt
+                    break
                 items.append(nxt)
                 n += len(nxt.x)
                 continue

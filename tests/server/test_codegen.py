@@ -1,0 +1,61 @@
+"""The committed generated code is what ``server.codegen`` generates from ``proto/``, and the
+geometry core (``guard/``) never imports the serving stack."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from server import codegen
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_generated_code_is_not_stale(tmp_path):  # noqa: ANN001
+    fresh = codegen.generate(tmp_path / "gen")
+    fresh_rel = sorted(p.relative_to(tmp_path / "gen").as_posix() for p in fresh)
+    committed_rel = sorted(p.relative_to(codegen.GEN_DIR).as_posix()
+                           for p in codegen.GEN_DIR.rglob("*_pb2*.py"))
+    assert fresh_rel == committed_rel
+    assert len(fresh_rel) == 2 * len(codegen.PROTOS)  # *_pb2.py and *_pb2_grpc.py per proto
+    stale = [rel for rel in fresh_rel
+             if (tmp_path / "gen" / rel).read_bytes() != (codegen.GEN_DIR / rel).read_bytes()]
+    assert not stale, f"regenerate with `python -m server.codegen`: {stale} differ"
+
+
+def test_every_proto_is_generated():
+    protos = sorted(p.relative_to(codegen.PROTO_DIR).as_posix()
+                    for p in codegen.PROTO_DIR.rglob("*.proto"))
+    assert protos == sorted(codegen.PROTOS)
+
+
+_FORBIDDEN = re.compile(
+    r"^\s*(?:import\s+(?:grpc|grpc_\w+|prometheus_client|server|tritonclient)\b"
+    r"|from\s+(?:grpc|grpc_\w+|prometheus_client|server|tritonclient)\b[\w.]*\s+import\b)",
+    re.MULTILINE,
+)
+
+
+def test_guard_core_does_not_import_the_serving_stack():
+    files = sorted((ROOT / "guard").rglob("*.py"))
+    assert len(files) > 5
+    offenders = []
+    for path in files:
+        text = path.read_text(encoding="utf-8")
+        for m in _FORBIDDEN.finditer(text):
+            offenders.append(f"{path.relative_to(ROOT)}: {m.group(0).strip()}")
+        if "prometheus_client" in text:
+            offenders.append(f"{path.relative_to(ROOT)}: mentions prometheus_client")
+        if re.search(r"\bimport grpc\b", text) or re.search(r"\bimport server\b", text):
+            offenders.append(f"{path.relative_to(ROOT)}: import grpc/server")
+    assert not offenders, offenders
+
+
+def test_forbidden_pattern_catches_imports():
+    for line in ("import grpc", "from grpc import aio", "import server.app",
+                 "from server.convert import OUTPUTS", "  from prometheus_client import Counter",
+                 "import grpc_health.v1"):
+        assert _FORBIDDEN.search(line), line
+    for line in ('_SERVING = {"serve": "server.cli"}', "# the server (later) maps errors",
+                 "from .server_utils import x"):
+        assert not _FORBIDDEN.search(line), line
