@@ -7,16 +7,16 @@ other class ``j``, the margin is the distance from ``x`` to the nearest point ``
     (w_i - w_k) . y + b_i - b_k >= 0   for all k     (eq. 8, i and j still on top)
     y >= 0                              if the feature space is nonnegative (eq. 10)
 
-Two steps per pair:
+Per pair, from cheap to exact, each step a lower bound of the margin that is exact when its
+solution satisfies all constraints:
 
-1. The closed form ``|(w_i-w_j).x + b_i-b_j| / ||w_i-w_j||`` (distance to the hyperplane) is a
-   lower bound. When its foot point satisfies the other constraints it *is* the answer.
-2. Otherwise the convex QP is solved exactly by an active-set method: the projection onto the
-   polyhedron is a least-distance program (LDP), which Lawson & Hanson (1974, ch. 23) reduce to one
-   non-negative least-squares problem; ``scipy.optimize.nnls`` solves it with their finite
-   active-set algorithm. The NNLS solution also yields Lagrange multipliers, so each exact margin
-   comes with a certificate: a dual-feasible point whose dual objective is a lower bound. The
-   reported ``certificate_gap`` is ``primal distance - dual lower bound`` (≈1e-12 when exact).
+1. The closed form ``|(w_i-w_j).x + b_i-b_j| / ||w_i-w_j||`` (distance to the hyperplane).
+2. With ``y >= 0``: the projection onto ``{y >= 0, on the hyperplane}`` (:mod:`guard.orthant`,
+   vectorised over all pairs). On real ReLU features it is exact for most pairs, where the
+   closed form is exact for few.
+3. Otherwise the convex QP is solved exactly by a dual active-set method (:mod:`guard.qp`), which
+   returns multipliers: each exact margin comes with a certificate, a dual lower bound; the
+   reported ``certificate_gap`` is ``primal distance - dual lower bound`` (~1e-14).
 
 A boundary that cannot be reached (e.g. class j never borders class i inside x >= 0) gets ``inf``.
 """
@@ -26,10 +26,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.optimize import nnls
 
 from .errors import InputError
+from .orthant import project_hyperplane_orthant
 from .progress import progress_bar
+from .qp import pair_margin
 
 # A foot point counts as feasible if it violates no constraint by more than this (relative to
 # the scale of the constraint); anything beyond goes to the exact solver.
@@ -63,42 +64,6 @@ class Margins:
     n_qp: np.ndarray
 
 
-def _ldp(G: np.ndarray, h: np.ndarray) -> tuple[np.ndarray, float] | None:
-    """Least-distance program ``min ||u|| s.t. G u >= h`` via NNLS (Lawson & Hanson, ch. 23).
-
-    Returns ``(u, lower)`` where ``lower`` is a dual lower bound on ``||u*||``; ``None`` when the
-    constraints are infeasible.
-    """
-    E = np.vstack([G.T, h[None, :]])
-    rhs = np.zeros(E.shape[0])
-    rhs[-1] = 1.0
-    v, _ = nnls(E, rhs, maxiter=50 * E.shape[1])
-    r = E @ v - rhs
-    s = -r[-1]  # = 1 - h.v, > 0 iff the program is feasible
-    if s <= 1e-12:
-        return None
-    lam = v / s  # Lagrange multipliers of G u >= h, all >= 0
-    u = G.T @ lam
-    dual = lam @ h - 0.5 * (u @ u)  # dual objective: lower bound of ||u*||^2 / 2
-    return u, float(np.sqrt(max(2.0 * dual, 0.0)))
-
-
-def _pair_constraints(
-    x: np.ndarray, W: np.ndarray, b: np.ndarray, i: int, j: int, nonneg: bool
-) -> tuple[np.ndarray, np.ndarray]:
-    """Constraints of the i|j QP written for the step ``u = y - x`` as ``G u >= h``."""
-    n, f = W.shape
-    others = np.array([k for k in range(n) if k != i and k != j], dtype=np.int64)
-    a = W[i] - W[j]
-    s = a @ x + (b[i] - b[j])
-    rows = [a[None, :], -a[None, :], W[i] - W[others]]
-    rhs = [np.array([-s]), np.array([s]), -((W[i] - W[others]) @ x + b[i] - b[others])]
-    if nonneg:
-        rows.append(np.eye(f))
-        rhs.append(-x)
-    return np.vstack(rows), np.concatenate(rhs)
-
-
 def exact_pair_margin(
     x: np.ndarray, W: np.ndarray, b: np.ndarray, i: int, j: int, nonneg: bool
 ) -> tuple[float, np.ndarray | None, float]:
@@ -106,25 +71,31 @@ def exact_pair_margin(
 
     Returns ``(distance, flip_point, certificate_gap)``; ``(inf, None, 0)`` if unreachable.
     """
-    G, h = _pair_constraints(x, W, b, i, j, nonneg)
-    out = _ldp(G, h)
-    if out is None:
-        return np.inf, None, 0.0
-    u, lower = out
-    dist = float(np.linalg.norm(u))
-    return dist, x + u, max(dist - lower, 0.0)
+    return pair_margin(np.asarray(x, dtype=np.float64), W, b, i, j, nonneg)
 
 
-def closed_form_margins(
+def _satisfies_eq8(Y: np.ndarray, W: np.ndarray, b: np.ndarray, pred: np.ndarray) -> np.ndarray:
+    """Whether the points Y (..., f) keep ``pred`` (weakly) on top (eq. 8), within tolerance."""
+    z = Y @ W.T + b
+    zi = np.take_along_axis(z, pred.reshape(pred.shape + (1,) * (z.ndim - pred.ndim)), axis=-1)
+    scale = 1.0 + np.abs(z).max(axis=-1, keepdims=True)
+    return (zi - z >= -_FEAS_TOL * scale).all(axis=-1)
+
+
+def relaxed_margins(
     X: np.ndarray, W: np.ndarray, b: np.ndarray, pred: np.ndarray, nonneg: bool
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Hyperplane distances, their foot points and whether each foot point is feasible.
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Steps 1-2 for every pair: lower bounds, their points, and where they are exact.
 
     Args:
         X: (N, f) float64 features. W: (n, f). b: (n,). pred: (N,) predicted classes.
 
     Returns:
-        dist (N, n) with NaN at pred, foot (N, n, f), feasible (N, n) bool.
+        closed (N, n): hyperplane distances (NaN at pred);
+        lower (N, n): the best lower bound (closed form, or the orthant projection);
+        point (N, n, f): the point attaining ``lower``;
+        exact (N, n): ``lower`` is the exact margin (its point satisfies every constraint);
+        gap (N, n): certificate gap of the orthant step (0 for the closed form).
     """
     N, n = X.shape[0], W.shape[0]
     A = W[pred][:, None, :] - W[None, :, :]  # (N, n, f): w_i - w_j
@@ -133,21 +104,33 @@ def closed_form_margins(
     norm2 = np.einsum("nkf,nkf->nk", A, A)
     rows = np.arange(N)
     with np.errstate(divide="ignore", invalid="ignore"):
-        dist = np.where(norm2 > 0, s / np.sqrt(norm2), np.where(s == 0, 0.0, np.inf))
+        closed = np.where(norm2 > 0, s / np.sqrt(norm2), np.where(s == 0, 0.0, np.inf))
         step = np.where(norm2 > 0, s / norm2, 0.0)
-    dist[rows, pred] = np.nan
-    foot = X[:, None, :] - step[..., None] * A
-    # Feasibility of every foot point: pred must still (weakly) beat every class there.
-    z = np.einsum("nkf,cf->nkc", foot, W) + b  # (N, n, n) logits at the foot points
-    zi = np.take_along_axis(z, pred[:, None, None], axis=2)
-    scale = 1.0 + np.abs(z).max(axis=2, keepdims=True)
-    ok = (zi - z >= -_FEAS_TOL * scale).all(axis=2)
+    closed[rows, pred] = np.nan
+    point = X[:, None, :] - step[..., None] * A
+    exact = _satisfies_eq8(point, W, b, np.repeat(pred[:, None], n, axis=1))
     if nonneg:
         fscale = 1.0 + np.abs(X).max(axis=1)[:, None, None]
-        ok &= (foot >= -_FEAS_TOL * fscale).all(axis=2)
-    ok &= np.isfinite(dist)
-    ok[rows, pred] = False
-    return dist, foot, ok
+        exact &= (point >= -_FEAS_TOL * fscale).all(axis=2)
+    finite = np.isfinite(closed)
+    exact &= finite
+    exact[rows, pred] = False
+    lower = closed.copy()
+    gap = np.zeros((N, n))
+    todo = ~exact & finite
+    todo[rows, pred] = False
+    if nonneg and todo.any():
+        r, j = np.nonzero(todo)
+        y, _, low = project_hyperplane_orthant(X[r], A[r, j], -c[r, j])
+        empty = ~np.isfinite(low)  # no y >= 0 on the hyperplane: unreachable
+        d = np.linalg.norm(y - X[r], axis=1)
+        ok = ~empty & _satisfies_eq8(y, W, b, pred[r])
+        lower[r, j] = np.where(empty, np.inf, np.maximum(low, closed[r, j]))
+        point[r[~empty], j[~empty]] = y[~empty]
+        exact[r, j] = ok | empty
+        lower[r[ok], j[ok]] = np.maximum(d[ok], closed[r[ok], j[ok]])
+        gap[r[ok], j[ok]] = np.maximum(d[ok] - low[ok], 0.0)
+    return closed, lower, point, exact, gap
 
 
 def compute_margins(
@@ -201,13 +184,13 @@ def compute_margins(
     with progress_bar(N, "margins", enabled=progress) as bar:
         for lo in range(0, N, chunk):
             sl = slice(lo, min(lo + chunk, N))
-            dist, foot, ok = closed_form_margins(X[sl], W, b, pred[sl], nonneg)
-            closed[sl] = dist
-            for r in range(dist.shape[0]):
+            cf, lower, point, exact, pgap = relaxed_margins(X[sl], W, b, pred[sl], nonneg)
+            closed[sl] = cf
+            for r in range(cf.shape[0]):
                 row = lo + r
                 d_min[row], nearest[row], pt, gap[row], n_qp[row] = _row_margins(
-                    X[row], W, b, int(pred[row]), dist[r], foot[r], ok[r], nonneg, d_min_only,
-                    margins[row],
+                    X[row], W, b, int(pred[row]), lower[r], point[r], exact[r], pgap[r],
+                    nonneg, d_min_only, margins[row],
                 )
                 if pt is not None:
                     flip[row] = pt
@@ -220,30 +203,32 @@ def _row_margins(
     W: np.ndarray,
     b: np.ndarray,
     i: int,
-    dist: np.ndarray,
-    foot: np.ndarray,
-    ok: np.ndarray,
+    lower: np.ndarray,
+    point: np.ndarray,
+    exact: np.ndarray,
+    pgap: np.ndarray,
     nonneg: bool,
     d_min_only: bool,
     out: np.ndarray,
 ) -> tuple[float, int, np.ndarray | None, float, int]:
     """Margins of one row (written into ``out``); returns (d_min, j*, flip point, gap, #QPs)."""
-    order = np.argsort(np.where(np.isnan(dist), np.inf, dist), kind="stable")
+    order = np.argsort(np.where(np.isnan(lower), np.inf, lower), kind="stable")
     best, best_j, best_pt, gap, n_qp = np.inf, -1, None, 0.0, 0
     for j in map(int, order):
         if j == i:
             continue
-        if d_min_only and dist[j] >= best:
+        if d_min_only and lower[j] >= best:
             break  # every remaining lower bound is already >= the best exact margin
-        if ok[j]:
-            d, pt = float(dist[j]), foot[j]
+        if exact[j]:
+            d, pt = float(lower[j]), point[j]
+            gap = max(gap, float(pgap[j]))
         else:
-            d, pt, g = exact_pair_margin(x, W, b, i, j, nonneg)
+            d, pt, g = pair_margin(x, W, b, i, j, nonneg)
             n_qp += 1
             gap = max(gap, g)
-            # The exact value is never below the closed-form lower bound; solver rounding may
-            # put it a hair (~1e-15) under, so clamp.
-            d = max(d, float(dist[j]))
+            # The exact value is never below a lower bound; solver rounding may put it a hair
+            # (~1e-15) under, so clamp.
+            d = max(d, float(lower[j]))
         out[j] = d
         if d < best:
             best, best_j, best_pt = d, j, pt

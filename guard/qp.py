@@ -1,0 +1,103 @@
+"""The margin QP of one class pair (eq. 9 s.t. 7, 8, 10), solved exactly with a certificate.
+
+Primary solver: DAQP (Arnström et al. 2022), a dual active-set method in C that terminates
+finitely with the exact active set; bounds ``y >= 0`` are handled as simple bounds. Fallback
+(should DAQP not report optimality, and to confirm infeasibility): Lawson-Hanson NNLS on the
+least-distance form (see :func:`ldp`). Both return Lagrange multipliers, from which a dual lower
+bound is computed here independently of the solver: ``certificate gap = primal - dual``.
+"""
+
+from __future__ import annotations
+
+import daqp
+import numpy as np
+from scipy.optimize import nnls
+
+_INF = 1e30
+_EQ = 5  # DAQP sense flag: equality constraint (bits: active | immutable)
+
+
+def ldp(G: np.ndarray, h: np.ndarray) -> tuple[np.ndarray, float] | None:
+    """Least-distance program ``min ||u|| s.t. G u >= h`` via NNLS (Lawson & Hanson, ch. 23).
+
+    Returns ``(u, lower)`` with ``lower`` a dual lower bound of ``||u*||``; ``None`` when the
+    constraints are infeasible.
+    """
+    E = np.vstack([G.T, h[None, :]])
+    rhs = np.zeros(E.shape[0])
+    rhs[-1] = 1.0
+    v, _ = nnls(E, rhs, maxiter=50 * E.shape[1])
+    r = E @ v - rhs
+    s = -r[-1]  # = 1 - h.v, > 0 iff the program is feasible
+    if s <= 1e-12:
+        return None
+    lam = v / s  # Lagrange multipliers of G u >= h, all >= 0
+    u = G.T @ lam
+    dual = lam @ h - 0.5 * (u @ u)  # dual objective: lower bound of ||u*||^2 / 2
+    return u, float(np.sqrt(max(2.0 * dual, 0.0)))
+
+
+def _class_rows(W: np.ndarray, b: np.ndarray, i: int, j: int) -> tuple[np.ndarray, np.ndarray]:
+    """Rows ``a_k . y >= -c_k``: first the i|j boundary (an equality), then i >= k."""
+    others = [k for k in range(W.shape[0]) if k != i and k != j]
+    A = np.vstack([W[i] - W[j], W[i] - W[others]])
+    c = np.concatenate([[b[i] - b[j]], b[i] - b[others]])
+    return A, c
+
+
+def pair_margin_nnls(x, W, b, i, j, nonneg):  # noqa: ANN001, ANN201
+    """Reference path: the LDP in ``u = y - x`` solved by NNLS. Returns (d, y, gap)."""
+    A, c = _class_rows(W, b, i, j)
+    s = A @ x + c
+    G = [A[:1], -A[:1], A[1:]]
+    h = [-s[:1], s[:1], -s[1:]]
+    if nonneg:
+        G.append(np.eye(len(x)))
+        h.append(-x)
+    out = ldp(np.vstack(G), np.concatenate(h))
+    if out is None:
+        return np.inf, None, 0.0
+    u, lower = out
+    d = float(np.linalg.norm(u))
+    return d, x + u, max(d - lower, 0.0)
+
+
+def pair_margin(x, W, b, i, j, nonneg):  # noqa: ANN001, ANN201
+    """Exact i|j margin of ``x`` (float64 arrays). Returns ``(distance, flip point, gap)``;
+    ``(inf, None, 0)`` when the boundary cannot be reached."""
+    f = len(x)
+    A, c = _class_rows(W, b, i, j)
+    m = A.shape[0]
+    if nonneg:
+        lower_b = np.concatenate([np.zeros(f), -c])
+        upper_b = np.concatenate([np.full(f, _INF), -c[:1], np.full(m - 1, _INF)])
+        sense = np.zeros(f + m, dtype=np.int32)
+        sense[f] = _EQ
+    else:
+        lower_b, upper_b = -c, np.concatenate([-c[:1], np.full(m - 1, _INF)])
+        sense = np.zeros(m, dtype=np.int32)
+        sense[0] = _EQ
+    y, _, flag, info = daqp.solve(np.eye(f), -x, A, upper_b, lower_b, sense,
+                                  primal_tol=1e-10, dual_tol=1e-12)
+    if flag != 1:  # not optimal (infeasible, or numerical trouble): the reference decides
+        return pair_margin_nnls(x, W, b, i, j, nonneg)
+    y = np.asarray(y)
+    lam = np.asarray(info["lam"])
+    # Dual bound from DAQP's multipliers (lam > 0: upper side active, < 0: lower side) for the
+    # rows M = [I; A] (bounds, then classes): theta = -1/2 ||M^T lam||^2 + lam.(M x)
+    # - sum(lam+ ub - lam- lb); a lower bound of ||y* - x||^2 / 2 for any such lam.
+    finite_ub = upper_b < _INF
+    lp = np.where(finite_ub, np.maximum(lam, 0.0), 0.0)
+    ln = np.maximum(-lam, 0.0)
+    lam = lp - ln
+    lb = np.where(ln > 0, lower_b, 0.0)
+    ub = np.where(lp > 0, upper_b, 0.0)
+    if nonneg:
+        g = lam[:f] + A.T @ lam[f:]
+        lam_mx = lam[:f] @ x + lam[f:] @ (A @ x)
+    else:
+        g = A.T @ lam
+        lam_mx = lam @ (A @ x)
+    theta = -0.5 * (g @ g) + lam_mx - (lp @ ub - ln @ lb)
+    d = float(np.linalg.norm(y - x))
+    return d, y, max(d - float(np.sqrt(max(2.0 * theta, 0.0))), 0.0)
