@@ -5,7 +5,8 @@ generation with a certificate:
 
 1. FAISS returns the ``k`` nearest training points: the first working set ``S``.
 2. The small QP ``min ||q - S^T a||  s.t.  a >= 0, sum(a) = 1`` is solved exactly on ``S``
-   (:func:`min_norm_point`). ``p = S^T a`` lies in the hull, so ``||q - p||`` is an **upper bound**.
+   (:func:`min_norm_point_warm`, warm-started from the previous round's multipliers).
+   ``p = S^T a`` lies in the hull, so ``||q - p||`` is an **upper bound**.
 3. With ``g = q - p`` an exact scan over **all** N training points gives ``M = max_t g.t``, and
    every point ``h`` of the hull satisfies ``||q - h|| >= (g.q - M) / ||g||``: a **lower bound**.
    The scan runs in float32 (one GEMM for a batch of queries); the few points whose float32 value
@@ -23,6 +24,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
+import daqp
 import faiss
 import numpy as np
 from scipy.optimize import nnls
@@ -44,7 +46,7 @@ class HullDistances:
         projection: (N, d) the point ``p`` (approximate projection of q onto the hull).
         support_idx: (N, K) training indices of the largest weights, -1 padded.
         support_alpha: (N, K) their convex weights (the full weight vector sums to 1).
-        rounds: (N,) exact scans over all training points used for the query.
+        rounds: (N,) exact scans over all N training points used for the query.
         converged: (N,) whether the relative gap reached ``tol`` (or upper <= atol).
     """
 
@@ -83,6 +85,33 @@ def min_norm_point(P: np.ndarray) -> np.ndarray:
     return v / total
 
 
+def min_norm_point_warm(
+    P: np.ndarray, dual_start: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Like :func:`min_norm_point`, faster, warm-startable: the dual of the least-distance
+    program ``min ||y|| s.t. P y >= 1`` (its solution is ``x* / ||x*||^2``, with multipliers
+    proportional to the convex weights) solved by DAQP's dual active-set method.
+
+    Args:
+        P: (m, d) points shifted so the query is the origin.
+        dual_start: multipliers of a previous solve (0 for new points) to warm-start from.
+
+    Returns:
+        (weights a (m,), multipliers (m,)); falls back to NNLS when the origin is in the hull
+        (the program is then infeasible).
+    """
+    m, d = P.shape
+    kwargs = {} if dual_start is None else {"dual_start": -dual_start}
+    _, _, flag, info = daqp.solve(np.eye(d), np.zeros(d), P, np.full(m, 1e30), np.ones(m),
+                                  np.zeros(m, dtype=np.int32), primal_tol=1e-12,
+                                  dual_tol=1e-14, **kwargs)
+    lam = np.maximum(-np.asarray(info["lam"]), 0.0) if flag == 1 else None
+    if lam is None or not lam.sum() > 0:
+        a = min_norm_point(P)
+        return a, a
+    return lam / lam.sum(), lam
+
+
 class ConvexHullIndex:
     """Index of training features answering certified distance-to-hull queries.
 
@@ -106,7 +135,7 @@ class ConvexHullIndex:
         tol: float = 1e-3,
         atol: float = 1e-7,
         max_rounds: int = 100,
-        add_per_round: int = 16,
+        add_per_round: int = 64,
         time_budget_s: float | None = None,
         index: faiss.Index | None = None,
     ) -> None:
@@ -123,8 +152,8 @@ class ConvexHullIndex:
         self.max_rounds = int(max_rounds)
         self.add_per_round = int(add_per_round)
         self.time_budget_s = time_budget_s
-        self.norms = np.linalg.norm(points.astype(np.float64), axis=1)
-        self.atol = float(atol) * max(float(self.norms.max()), 1.0)
+        self.max_norm = float(np.sqrt((points.astype(np.float64) ** 2).sum(axis=1).max()))
+        self.atol = float(atol) * max(self.max_norm, 1.0)
         self._max_working = max(4 * points.shape[1], 2 * self.k)
         if index is None:
             index = faiss.IndexFlatL2(points.shape[1])
@@ -144,17 +173,18 @@ class ConvexHullIndex:
         """Exact ``max_t g.t`` from the float32 scan ``v32 = T g32`` plus a float64 re-check."""
         d = self.dim
         gamma = d * _U32 / (1 - d * _U32)
-        # |fl32(g32.t) - g.t| <= (gamma ||g32|| + ||g - g32||) ||t||   (Higham, eq. 3.5)
-        c = gamma * float(np.linalg.norm(g32.astype(np.float64))) + float(
-            np.linalg.norm(g - g32.astype(np.float64))
-        )
-        err = c * self.norms
-        v = v32.astype(np.float64)
-        best_low = float(np.max(v - err))
-        cand = np.flatnonzero(v + err >= best_low)
+        # |fl32(g32.t) - g.t| <= (gamma ||g32|| + ||g - g32||) ||t|| =: err_t <= err (Higham 3.5)
+        g32_64 = g32.astype(np.float64)
+        err = (gamma * float(np.linalg.norm(g32_64)) + float(np.linalg.norm(g - g32_64))) * \
+            self.max_norm
+        # Only points whose float32 value is within 2 err (+ float32 rounding of the comparison
+        # itself) of the float32 maximum can hold the true maximum: re-evaluate those in float64.
+        top = float(v32.max())
+        cut = top - 2.0 * err - 4.0 * _U32 * abs(top)
+        cand = np.flatnonzero(v32 >= cut)
         exact = self.points[cand].astype(np.float64) @ g
         # float64 rounding of the re-check itself
-        slack = d * _U64 / (1 - d * _U64) * float(np.linalg.norm(g)) * float(self.norms[cand].max())
+        slack = d * _U64 / (1 - d * _U64) * float(np.linalg.norm(g)) * self.max_norm
         return float(exact.max()) + slack
 
     def query(
@@ -193,7 +223,9 @@ class ConvexHullIndex:
     def _query_block(self, Q: np.ndarray) -> list[tuple]:
         start = time.perf_counter()
         _, knn = self.index.search(np.ascontiguousarray(Q, dtype=np.float32), self.k)
+        # Working sets keep insertion order so the multipliers of one round warm-start the next.
         work = [np.unique(row[row >= 0]) for row in knn]
+        duals: list[np.ndarray | None] = [None] * len(Q)
         state: list[tuple | None] = [None] * len(Q)
         active = []
         for qi, row in enumerate(knn):
@@ -209,12 +241,13 @@ class ConvexHullIndex:
             sols = []
             for a, qi in enumerate(active):
                 ws = work[qi]
-                alpha = min_norm_point(self.points[ws].astype(np.float64) - Q[qi])
-                p = alpha @ self.points[ws].astype(np.float64)
+                S = self.points[ws].astype(np.float64)
+                alpha, duals[qi] = min_norm_point_warm(S - Q[qi], duals[qi])
+                p = alpha @ S
                 G[a] = Q[qi] - p
                 sols.append((ws, alpha, p))
             G32 = G.astype(np.float32)
-            V = self.points @ G32.T  # (N, len(active)) float32: the exact scan
+            V = G32 @ self.points.T  # (len(active), N) float32: the exact scan, rows contiguous
             still = []
             out_of_budget = n_rounds >= self.max_rounds or (
                 self.time_budget_s is not None and time.perf_counter() - start > self.time_budget_s
@@ -226,27 +259,26 @@ class ConvexHullIndex:
                 if up <= self.atol:
                     state[qi] = (up, 0.0, p, ws, alpha, n_rounds, True)
                     continue
-                m = self._certified_max(V[:, a], g, G32[a])
-                low = max((float(g @ Q[qi]) - m) / up, 0.0)
-                low = min(low, up)
+                m = self._certified_max(V[a], g, G32[a])
+                low = min(max((float(g @ Q[qi]) - m) / up, 0.0), up)
                 done = up - low <= self.tol * up
                 if done or out_of_budget:
                     state[qi] = (up, low, p, ws, alpha, n_rounds, done)
                     continue
                 # Add the points that violate the supporting hyperplane {h : g.h <= g.p} most.
-                col = V[:, a]
+                col = V[a]
                 viol = np.flatnonzero(col > float(g @ p))  # usually few: no full sort needed
                 viol = viol[~np.isin(viol, ws)]
                 if len(viol) > self.add_per_round:
-                    viol = viol[np.argpartition(-col[viol], self.add_per_round)]
-                new = viol[np.argsort(-col[viol], kind="stable")][: self.add_per_round]
-                if len(new) == 0:  # nothing left to add: the inner solve limits the gap
+                    viol = viol[np.argpartition(-col[viol], self.add_per_round)[: self.add_per_round]]
+                if len(viol) == 0:  # nothing left to add: the inner solve limits the gap
                     state[qi] = (up, low, p, ws, alpha, n_rounds, False)
                     continue
                 # Keep the whole working set while it is small (no cycling); past the cap keep
                 # only the current support, which still contains the optimum's support.
-                keep = ws if len(ws) < self._max_working else ws[alpha > 0]
-                work[qi] = np.union1d(keep, new)
+                keep = np.ones(len(ws), dtype=bool) if len(ws) < self._max_working else alpha > 0
+                work[qi] = np.concatenate([ws[keep], viol])
+                duals[qi] = np.concatenate([duals[qi][keep], np.zeros(len(viol))])
                 still.append(qi)
             active = still
         return state  # type: ignore[return-value]
