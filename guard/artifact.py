@@ -171,7 +171,7 @@ def load_artifact(
             raise ArtifactError(f"{mfile} was modified after fitting (sha256 differs): refit")
         model = OnnxClassifier(mfile)
     arrays = {}
-    for name in _ARRAYS:
+    for name in (n for n in _ARRAYS if n != "train_features"):
         f = path / f"{name}.npy"
         arrays[name] = np.load(f, allow_pickle=False) if f.is_file() else None
     s = manifest["settings"]
@@ -198,9 +198,12 @@ def load_artifact(
     if fitted is not None:
         guard.affine_error_ = fitted.get("affine_error")
     index = faiss.read_index(str(path / "index.faiss"))
+    if index.ntotal != len(arrays["radii"]) or index.d != guard.W_.shape[1]:
+        raise ArtifactError(f"{path / 'index.faiss'} holds {index.ntotal} x {index.d} features; "
+                            f"expected {len(arrays['radii'])} x {guard.W_.shape[1]}: refit")
+    # The features are held once, by the index; train_features.npy stays for readers.
     guard.hull_ = ConvexHullIndex(
-        arrays["train_features"], k=guard.hull_k, tol=guard.hull_tol,
-        max_rounds=guard.hull_max_rounds, index=index,
+        None, k=guard.hull_k, tol=guard.hull_tol, max_rounds=guard.hull_max_rounds, index=index,
     )
     guard.manifest_ = manifest
     return guard

@@ -112,11 +112,18 @@ def min_norm_point_warm(
     return lam / lam.sum(), lam
 
 
+def _blocks(a: np.ndarray, rows: int = 65536):
+    """Row blocks of ``a`` as float64 (bounded temporary memory)."""
+    for lo in range(0, a.shape[0], rows):
+        yield a[lo : lo + rows].astype(np.float64)
+
+
 class ConvexHullIndex:
     """Index of training features answering certified distance-to-hull queries.
 
     Args:
-        points: (N, d) training features; stored as float32 (the model's own precision).
+        points: (N, d) training features, stored as float32 (the model's own precision) in
+            the FAISS index; ``None`` when ``index`` is given.
         k: nearest neighbours from FAISS forming the first working set.
         tol: target relative gap ``(upper - lower) / upper``.
         atol: absolute distance below which a query counts as inside the hull, relative to the
@@ -124,12 +131,12 @@ class ConvexHullIndex:
         max_rounds: budget of exact scans per query.
         add_per_round: violating points added to the working set per round.
         time_budget_s: optional wall-clock budget for the rounds of one block of queries.
-        index: a prebuilt exact FAISS L2 index over ``points`` (e.g. loaded from an artifact).
+        index: a prebuilt exact FAISS ``IndexFlat`` over the features (e.g. from an artifact).
     """
 
     def __init__(
         self,
-        points: np.ndarray,
+        points: np.ndarray | None,
         *,
         k: int = 64,
         tol: float = 1e-3,
@@ -139,28 +146,38 @@ class ConvexHullIndex:
         time_budget_s: float | None = None,
         index: faiss.Index | None = None,
     ) -> None:
-        points = np.ascontiguousarray(points, dtype=np.float32)
-        if points.ndim != 2 or points.shape[0] == 0:
-            raise InputError(f"expected training features (N, d) with N >= 1, got {points.shape}")
-        if not np.all(np.isfinite(points)):
-            raise InputError("training features contain NaN or Inf")
+        if index is None:
+            points = np.ascontiguousarray(points, dtype=np.float32)
+            if points.ndim != 2 or points.shape[0] == 0:
+                raise InputError(f"expected training features (N, d) with N >= 1, got "
+                                 f"{points.shape}")
+            if not np.all(np.isfinite(points)):
+                raise InputError("training features contain NaN or Inf")
+            index = faiss.IndexFlatL2(points.shape[1])
+            index.add(points)
+        if not isinstance(index, faiss.IndexFlat):
+            self._owner = index  # downcast_index returns a wrapper that does not own the index
+            index = faiss.downcast_index(index)
+        if not isinstance(index, faiss.IndexFlat) or index.ntotal == 0:
+            raise InputError("expected a non-empty exact FAISS IndexFlat over the training features")
+        if points is not None and np.shape(points) != (index.ntotal, index.d):
+            raise InputError(f"index holds {index.ntotal} x {index.d}, points are "
+                             f"{np.shape(points)}")
         if not 0 < tol < 1:
             raise InputError(f"tol must be in (0, 1), got {tol}")
-        self.points = points
-        self.k = int(min(max(k, 1), points.shape[0]))
+        self.index = index
+        # The training features live once in memory: a view of the FAISS index's own storage.
+        self.points = faiss.rev_swig_ptr(index.get_xb(), index.ntotal * index.d).reshape(
+            index.ntotal, index.d)
+        self.k = int(min(max(k, 1), index.ntotal))
         self.tol = float(tol)
         self.max_rounds = int(max_rounds)
         self.add_per_round = int(add_per_round)
         self.time_budget_s = time_budget_s
-        self.max_norm = float(np.sqrt((points.astype(np.float64) ** 2).sum(axis=1).max()))
+        self.max_norm = float(np.sqrt(max(float(np.einsum("ij,ij->i", b, b).max())
+                                          for b in _blocks(self.points))))
         self.atol = float(atol) * max(self.max_norm, 1.0)
-        self._max_working = max(4 * points.shape[1], 2 * self.k)
-        if index is None:
-            index = faiss.IndexFlatL2(points.shape[1])
-            index.add(points)
-        if index.ntotal != points.shape[0] or index.d != points.shape[1]:
-            raise InputError(f"index holds {index.ntotal} x {index.d}, points are {points.shape}")
-        self.index = index
+        self._max_working = max(4 * index.d, 2 * self.k)
 
     @property
     def dim(self) -> int:
