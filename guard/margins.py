@@ -83,12 +83,14 @@ def _satisfies_eq8(Y: np.ndarray, W: np.ndarray, b: np.ndarray, pred: np.ndarray
 
 
 def relaxed_margins(
-    X: np.ndarray, W: np.ndarray, b: np.ndarray, pred: np.ndarray, nonneg: bool
+    X: np.ndarray, W: np.ndarray, b: np.ndarray, pred: np.ndarray, nonneg: bool,
+    orthant: bool = True,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Steps 1-2 for every pair: lower bounds, their points, and where they are exact.
 
     Args:
         X: (N, f) float64 features. W: (n, f). b: (n,). pred: (N,) predicted classes.
+        orthant: run step 2 for every pair now (False: the caller runs it lazily per pair).
 
     Returns:
         closed (N, n): hyperplane distances (NaN at pred);
@@ -119,7 +121,7 @@ def relaxed_margins(
     gap = np.zeros((N, n))
     todo = ~exact & finite
     todo[rows, pred] = False
-    if nonneg and todo.any():
+    if nonneg and orthant and todo.any():
         r, j = np.nonzero(todo)
         y, _, low = project_hyperplane_orthant(X[r], A[r, j], -c[r, j])
         empty = ~np.isfinite(low)  # no y >= 0 on the hyperplane: unreachable
@@ -181,16 +183,20 @@ def compute_margins(
     gap = np.zeros(N)
     n_qp = np.zeros(N, dtype=np.int64)
     chunk = max(1, chunk_bytes // (8 * n * (f + n)))
+    # With many classes and only d_min wanted, most pairs are pruned by their closed form:
+    # refine the survivors one at a time instead of all pairs up front.
+    lazy = d_min_only and n > 32
     with progress_bar(N, "margins", enabled=progress) as bar:
         for lo in range(0, N, chunk):
             sl = slice(lo, min(lo + chunk, N))
-            cf, lower, point, exact, pgap = relaxed_margins(X[sl], W, b, pred[sl], nonneg)
+            cf, lower, point, exact, pgap = relaxed_margins(X[sl], W, b, pred[sl], nonneg,
+                                                            orthant=not lazy)
             closed[sl] = cf
             for r in range(cf.shape[0]):
                 row = lo + r
                 d_min[row], nearest[row], pt, gap[row], n_qp[row] = _row_margins(
                     X[row], W, b, int(pred[row]), lower[r], point[r], exact[r], pgap[r],
-                    nonneg, d_min_only, margins[row],
+                    nonneg and lazy, nonneg, d_min_only, margins[row],
                 )
                 if pt is not None:
                     flip[row] = pt
@@ -207,6 +213,7 @@ def _row_margins(
     point: np.ndarray,
     exact: np.ndarray,
     pgap: np.ndarray,
+    refine: bool,
     nonneg: bool,
     d_min_only: bool,
     out: np.ndarray,
@@ -219,6 +226,19 @@ def _row_margins(
             continue
         if d_min_only and lower[j] >= best:
             break  # every remaining lower bound is already >= the best exact margin
+        if refine and not exact[j] and np.isfinite(lower[j]):  # step 2 for this pair only
+            a, c = W[i] - W[j], b[j] - b[i]
+            y, _, low = project_hyperplane_orthant(x[None], a[None], np.array([c]))
+            if not np.isfinite(low[0]):
+                exact[j], lower[j] = True, np.inf
+            else:
+                lower[j] = max(float(low[0]), float(lower[j]))
+                if d_min_only and lower[j] >= best:
+                    continue
+                if _satisfies_eq8(y[0], W, b, np.array(i)):
+                    exact[j], point[j] = True, y[0]
+                    lower[j] = max(float(np.linalg.norm(y[0] - x)), float(lower[j]))
+                    pgap[j] = max(float(np.linalg.norm(y[0] - x)) - float(low[0]), 0.0)
         if exact[j]:
             d, pt = float(lower[j]), point[j]
             gap = max(gap, float(pgap[j]))

@@ -134,3 +134,13 @@ def test_lipschitz_is_largest_singular_value():
     # eq. 14 on random pairs
     x, y = rng.normal(size=(2, 64))
     assert np.linalg.norm(W @ x - W @ y) <= sigma * np.linalg.norm(x - y) + 1e-12
+
+
+def test_d_min_only_with_many_classes_refines_lazily():
+    """n > 32 with d_min only: the orthant step runs per surviving pair; same d_min as full."""
+    X, W, b = _relu_case(13, n=40, f=24, N=15)
+    full = compute_margins(X, W, b, True)
+    lazy = compute_margins(X, W, b, True, d_min_only=True)
+    np.testing.assert_allclose(lazy.d_min, full.d_min, rtol=1e-12)
+    np.testing.assert_array_equal(lazy.nearest_class, full.nearest_class)
+    assert np.isnan(lazy.margins).sum() > np.isnan(full.margins).sum()  # most pairs pruned
