@@ -7,7 +7,9 @@ whether some ball contains it (``||q - x_t|| < r_t``), how many do, and the larg
 
 Membership uses a FAISS range search with the largest radius; the best slack of a query outside
 the union needs the points with ``||q - x_t|| <= r_max - s`` where ``s`` is any achievable slack,
-so a k-NN search first gives ``s`` and the range search is widened just enough.
+so a k-NN search first gives ``s`` and the range search is widened just enough. One batched range
+search serves a chunk of queries; slacks come from FAISS's float32 distances, and wherever
+float32 rounding could change a membership or the maximum they are recomputed in float64.
 """
 
 from __future__ import annotations
@@ -60,30 +62,81 @@ def union_membership(
     n = Q.shape[0]
     in_union = np.zeros(n, dtype=bool)
     n_balls = np.zeros(n, dtype=np.int64)
-    slack = np.full(n, -np.inf)
+    slack_out = np.full(n, -np.inf)
     best = np.full(n, -1, dtype=np.int64)
     if index.ntotal == 0 or n == 0:
-        return Regions(in_union, n_balls, slack, best)
+        return Regions(in_union, n_balls, slack_out, best)
     r_max = float(radii.max())
     k = min(k, index.ntotal)
     for lo in range(0, n, chunk):
         q = Q[lo : lo + chunk]
         d2, nn = index.search(q, k)
         s_knn = (radii[nn] - np.sqrt(np.maximum(d2, 0))).max(axis=1)
+        # Every containing ball is within r_max; a ball beating s_knn within r_max - s_knn. One
+        # batched range search with the chunk's largest reach; the squared radius is padded so
+        # float32 rounding in FAISS cannot drop a boundary point.
+        reach = r_max - min(0.0, float(s_knn.min()))
+        lims, D, ids = index.range_search(q, reach * reach * (1 + 1e-5) + 1e-12)
+        slack = radii[ids] - np.sqrt(np.maximum(D.astype(np.float64), 0.0))
+        # FAISS distances are float32: where the sign of a slack could flip, recompute exactly.
+        scale = 1e-5 * (1.0 + radii[ids] + np.sqrt(np.maximum(D, 0)))
+        near = np.flatnonzero(np.abs(slack) <= scale)
+        if len(near):
+            rows = np.searchsorted(lims, near, side="right") - 1
+            diff = index.reconstruct_batch(ids[near]).astype(np.float64) - \
+                q[rows].astype(np.float64)
+            slack[near] = radii[ids[near]] - np.sqrt((diff * diff).sum(axis=1))
         for r in range(q.shape[0]):
-            # Every containing ball is within r_max; a ball beating s_knn within r_max - s_knn.
-            reach = r_max - min(0.0, float(s_knn[r]))
-            # Pad the squared radius so float32 rounding in FAISS cannot drop a boundary point;
-            # the exact test below is in float64.
-            lims, _, ids = index.range_search(q[r : r + 1], reach * reach * (1 + 1e-5) + 1e-12)
-            ids = ids[lims[0] : lims[1]]
-            if len(ids) == 0:
+            if lims[r + 1] == lims[r]:
                 continue
-            diff = index.reconstruct_batch(ids).astype(np.float64) - q[r].astype(np.float64)
-            s = radii[ids] - np.sqrt((diff * diff).sum(axis=1))
-            j = int(np.argmax(s))
+            seg = slice(lims[r], lims[r + 1])
+            s_r, id_r = slack[seg], ids[seg]
             row = lo + r
-            slack[row], best[row] = float(s[j]), int(ids[j])
-            n_balls[row] = int((s > 0).sum())
+            n_balls[row] = int((s_r > 0).sum())
             in_union[row] = n_balls[row] > 0
-    return Regions(in_union, n_balls, slack, best)
+            # the largest slack: every candidate within the float32 error of the top, in float64
+            cand = np.flatnonzero(s_r >= s_r.max() - 2 * scale[seg].max())
+            diff = index.reconstruct_batch(id_r[cand]).astype(np.float64) - \
+                q[r].astype(np.float64)
+            exact = radii[id_r[cand]] - np.sqrt((diff * diff).sum(axis=1))
+            j = int(np.argmax(exact))
+            slack_out[row], best[row] = float(exact[j]), int(id_r[cand[j]])
+    return Regions(in_union, n_balls, slack_out, best)
+    r_max = float(radii.max())
+    k = min(k, index.ntotal)
+    for lo in range(0, n, chunk):
+        q = Q[lo : lo + chunk]
+        d2, nn = index.search(q, k)
+        s_knn = (radii[nn] - np.sqrt(np.maximum(d2, 0))).max(axis=1)
+        # Every containing ball is within r_max; a ball beating s_knn within r_max - s_knn. One
+        # batched range search with the chunk's largest reach; the squared radius is padded so
+        # float32 rounding in FAISS cannot drop a boundary point.
+        reach = r_max - min(0.0, float(s_knn.min()))
+        lims, D, ids = index.range_search(q, reach * reach * (1 + 1e-5) + 1e-12)
+        slack = radii[ids] - np.sqrt(np.maximum(D.astype(np.float64), 0.0))
+        # FAISS distances are float32: where the sign of a slack could flip, recompute exactly.
+        scale = 1e-5 * (1.0 + radii[ids] + np.sqrt(np.maximum(D, 0)))
+        near = np.flatnonzero(np.abs(slack) <= scale)
+        if len(near):
+            rows = np.searchsorted(lims, near, side="right") - 1
+            diff = index.reconstruct_batch(ids[near]).astype(np.float64) - \
+                q[rows].astype(np.float64)
+            slack[near] = radii[ids[near]] - np.sqrt((diff * diff).sum(axis=1))
+        for r in range(q.shape[0]):
+            seg = slice(lims[r], lims[r + 1])
+            if lims[r + 1] == lims[r]:
+                continue
+            s_r = slack[seg]
+            j = int(np.argmax(s_r))
+            row = lo + r
+            slack_best = float(s_r[j])
+            # slacks from float32 distances are accurate to ~1e-6 relative: exact where it
+            # matters (membership, above); the reported maximum is refined in float64 too.
+            diff = index.reconstruct(int(ids[seg][j])).astype(np.float64) - q[r].astype(np.float64)
+            slack_best = float(radii[ids[seg][j]] - np.sqrt(diff @ diff))
+            slack[row] if False else None
+            best[row] = int(ids[seg][j])
+            n_balls[row] = int((s_r > 0).sum())
+            in_union[row] = n_balls[row] > 0
+            slack_out[row] = slack_best
+    return Regions(in_union, n_balls, slack_out, best)
