@@ -84,7 +84,8 @@ def fmt_num(x: object, digits: int = 3) -> str:
             return "inf" if x > 0 else "-inf"
         if abs(x) >= 10 ** (digits - 1):
             return f"{x:,.0f}"
-        return f"{x:.{digits}g}"
+        text = f"{x:#.{digits}g}"  # keep trailing zeros: 1.00, 0.0500
+        return text[:-1] if text.endswith(".") else text
     return str(x)
 
 
@@ -185,6 +186,7 @@ def write_results(
     summary: dict[str, Any] | None = None,
     notes: list[str] | None = None,
     config: dict[str, Any] | None = None,
+    rows_title: str = "Results",
 ) -> tuple[Path, Path]:
     """Write ``<out_dir>/<name>.json`` and ``<out_dir>/<name>.md``; returns both paths.
 
@@ -196,7 +198,8 @@ def write_results(
     out.mkdir(parents=True, exist_ok=True)
     machine = machine_info()
     doc = {"name": name, "title": title or name, "machine": machine, "command": machine["command"],
-           "config": config or {}, "summary": summary or {}, "rows": rows,
+           "config": config or {}, "summary": summary or {}, "rows_title": rows_title,
+           "rows": rows,
            "sections": sections or {}, "notes": notes or []}
     jpath = out / f"{name}.json"
     jpath.write_text(json.dumps(_jsonable(doc), indent=2) + "\n")
@@ -213,7 +216,7 @@ def write_results(
         md += ["## Summary", ""]
         md += [f"- **{k}**: {fmt_stat(v)}" for k, v in summary.items()]
         md.append("")
-    md += ["## Results", "", markdown_table(rows)]
+    md += [f"## {rows_title}", "", markdown_table(rows)]
     for sec_title, sec_rows in (sections or {}).items():
         md += [f"## {sec_title}", "", markdown_table(sec_rows)]
     if notes:
