@@ -33,6 +33,7 @@ class Scores:
         margins: (N, n) exact distance to each decision boundary; NaN at ``pred``, inf if the
             boundary is unreachable.
         d_min: (N,) distance to the nearest boundary (eq. 12); nearest_class: (N,) its class.
+        flip_point: (N, f) closest point on that boundary (the closest flip point).
         margin_gap: (N,) largest primal-dual certificate gap of the exact margin solves.
         logit_radius: (N,) ``sigma_max(W) * d_min``: logits move at most this much (L2) inside
             the ball B(x) of guaranteed classification (eq. 13-14).
@@ -50,6 +51,7 @@ class Scores:
     margins: np.ndarray
     d_min: np.ndarray
     nearest_class: np.ndarray
+    flip_point: np.ndarray
     margin_gap: np.ndarray
     logit_radius: np.ndarray
     hull_upper: np.ndarray
@@ -247,6 +249,7 @@ class Guard:
             margins=m.margins,
             d_min=m.d_min,
             nearest_class=m.nearest_class,
+            flip_point=m.flip_point,
             margin_gap=m.certificate_gap,
             logit_radius=self.lipschitz_ * m.d_min,
             hull_upper=h.upper,
