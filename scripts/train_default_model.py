@@ -14,6 +14,16 @@ Augmentation (random crop with 2-pixel zero padding, horizontal flip) is done wi
 ops; torchvision is not needed. Run from the repository root:
 
     .venv/bin/python scripts/train_default_model.py --epochs 15
+
+``--classes`` trains on a subset of the classes (labels remapped to ``0..k-1`` in the given order,
+train and test restricted to them) and ``--name`` sets the output file stem. The near-OOD model,
+whose held-out classes 8 (Bag) and 9 (Ankle boot) serve as near out-of-distribution data:
+
+    .venv/bin/python scripts/train_default_model.py --epochs 15 \
+        --classes 0,1,2,3,4,5,6,7 --name fmnist_resnet_8cls
+
+With the defaults (all 10 classes, name ``fmnist_resnet``) nothing differs from the original
+recipe: the data, the random number stream and the outputs are the same.
 """
 
 from __future__ import annotations
@@ -53,9 +63,36 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--weight-decay", type=float, default=5e-4)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument(
+        "--classes",
+        type=parse_classes,
+        default=None,
+        help="comma-separated Fashion-MNIST classes to train on, e.g. 0,1,2,3,4,5,6,7; labels are "
+        "remapped to 0..k-1 in this order (default: all 10)",
+    )
+    p.add_argument("--name", default=MODEL_NAME, help=f"output file stem (default {MODEL_NAME})")
+    p.add_argument(
         "--max-batches", type=int, default=0, help="stop each epoch after this many batches (0 = all; for timing)"
     )
     return p.parse_args(argv)
+
+
+def parse_classes(text: str) -> list[int]:
+    """``"0,1,2"`` -> ``[0, 1, 2]``: distinct Fashion-MNIST classes, at least two."""
+    try:
+        classes = [int(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    if len(classes) < 2 or len(set(classes)) != len(classes) or not all(0 <= c <= 9 for c in classes):
+        raise argparse.ArgumentTypeError(f"expected at least two distinct classes in 0..9, got {text!r}")
+    return classes
+
+
+def select_classes(x: np.ndarray, y: np.ndarray, classes: list[int]) -> tuple[np.ndarray, np.ndarray]:
+    """Keep the images of ``classes`` (original order) and remap their labels to ``0..k-1``."""
+    keep = np.isin(y, classes)
+    remap = np.full(10, -1, dtype=np.int64)
+    remap[classes] = np.arange(len(classes))
+    return x[keep], remap[y[keep]]
 
 
 def seed_everything(seed: int) -> None:
@@ -103,6 +140,11 @@ def main(argv: list[str] | None = None) -> int:
 
     train_x_np, train_y_np = load_fashion_mnist("train")
     test_x_np, test_y_np = load_fashion_mnist("test")
+    subset = args.classes is not None and args.classes != list(range(10))
+    n_classes = len(args.classes) if subset else 10
+    if subset:  # the default run skips this, so its data and random stream are unchanged
+        train_x_np, train_y_np = select_classes(train_x_np, train_y_np, args.classes)
+        test_x_np, test_y_np = select_classes(test_x_np, test_y_np, args.classes)
     train_x = torch.from_numpy(as_model_input(train_x_np))
     train_y = torch.from_numpy(train_y_np)
     test_x_f = as_model_input(test_x_np)
@@ -114,12 +156,18 @@ def main(argv: list[str] | None = None) -> int:
         steps_per_epoch = min(steps_per_epoch, args.max_batches)
 
     model = FashionResNet()
+    if n_classes != model.num_classes:
+        model.fc = torch.nn.Linear(model.num_features, n_classes)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
     sched = torch.optim.lr_scheduler.OneCycleLR(
         opt, max_lr=args.lr, epochs=args.epochs, steps_per_epoch=steps_per_epoch, pct_start=0.25
     )
     n_params = sum(p.numel() for p in model.parameters())
-    print(f"FashionResNet: {n_params} parameters; {args.epochs} epochs x {steps_per_epoch} steps", flush=True)
+    print(
+        f"FashionResNet: {n_params} parameters, {n_classes} classes, {n} training images; "
+        f"{args.epochs} epochs x {steps_per_epoch} steps",
+        flush=True,
+    )
 
     t0 = time.perf_counter()
     test_acc = 0.0
@@ -156,9 +204,9 @@ def main(argv: list[str] | None = None) -> int:
 
     out_dir = args.out_dir
     out_dir.mkdir(parents=True, exist_ok=True)
-    pt_path = out_dir / f"{MODEL_NAME}.pt"
-    onnx_path = out_dir / f"{MODEL_NAME}.onnx"
-    json_path = out_dir / f"{MODEL_NAME}.json"
+    pt_path = out_dir / f"{args.name}.pt"
+    onnx_path = out_dir / f"{args.name}.onnx"
+    json_path = out_dir / f"{args.name}.json"
 
     model.eval()
     torch.save(model.state_dict(), pt_path)
@@ -175,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
         "module": "guard.nets.FashionResNet",
         "dataset": "fashion-mnist",
         "input": {"name": "input", "shape": ["batch", 1, 28, 28], "dtype": "float32", "range": [0.0, 1.0]},
-        "output": {"name": "logits", "shape": ["batch", 10]},
+        "output": {"name": "logits", "shape": ["batch", n_classes]},
         "num_parameters": n_params,
         "test_accuracy": test_acc,
         "test_accuracy_onnxruntime": ort_acc,
@@ -192,6 +240,13 @@ def main(argv: list[str] | None = None) -> int:
         "onnx_size_bytes": onnx_size,
         "command": shlex.join(["python", *sys.argv]),
     }
+    if subset:
+        from guard.datasets import FASHION_MNIST_CLASSES
+
+        meta["classes"] = args.classes
+        meta["class_names"] = [FASHION_MNIST_CLASSES[c] for c in args.classes]
+        meta["held_out_classes"] = [c for c in range(10) if c not in args.classes]
+        meta["test_images"] = int(len(test_x_np))
     json_path.write_text(json.dumps(meta, indent=2) + "\n")
     print(f"wrote {pt_path}, {onnx_path} ({onnx_size} bytes), {json_path}")
     print(f"final test accuracy: torch {test_acc:.4f}, onnxruntime {ort_acc:.4f}; training time {train_time:.0f} s")
