@@ -9,6 +9,7 @@ Layout::
     radii.npy            (N,) d_min of each training point (union of learned regions)
     train_index.npy      (N,) index of each hull point in the data given to fit
     calib_*.npy          held-out calibration scores (hull distance, d_min, ambiguity)
+    ood.npz              the fitted combined OOD score (guard.ood.OODScorer), arrays only
     train_pred.npy       (N,) predicted classes;  train_labels.npy (N,) if labels were given
     index.faiss          FAISS index over the training features
 
@@ -72,6 +73,9 @@ def save_artifact(guard: Guard, out: str | Path, *, overwrite: bool = False) -> 
             if arr is not None:
                 np.save(tmp / f"{name}.npy", np.asarray(arr), allow_pickle=False)
                 files[f"{name}.npy"] = _sha256_file(tmp / f"{name}.npy")
+        if getattr(guard, "ood_", None) is not None:
+            np.savez(tmp / "ood.npz", **guard.ood_.to_arrays())
+            files["ood.npz"] = _sha256_file(tmp / "ood.npz")
         faiss.write_index(guard.hull_.index, str(tmp / "index.faiss"))
         files["index.faiss"] = _sha256_file(tmp / "index.faiss")
         model = getattr(guard, "model_", None)
@@ -190,6 +194,12 @@ def load_artifact(
     guard.train_labels_ = arrays["train_labels"]
     guard.train_index_ = arrays["train_index"]
     guard.thresholds_ = Thresholds.from_dict(manifest["thresholds"])
+    guard.ood_ = None
+    if (path / "ood.npz").is_file():
+        from .ood import OODScorer
+
+        with np.load(path / "ood.npz", allow_pickle=False) as z:
+            guard.ood_ = OODScorer.from_arrays({k: z[k] for k in z.files})
     guard.calib_scores_ = None
     if arrays["calib_hull"] is not None:
         guard.calib_scores_ = {k: arrays[f"calib_{k}"] for k in ("hull", "d_min", "ambiguity")}

@@ -40,6 +40,10 @@ class Scores:
         hull_upper, hull_lower: (N,) certified bounds of the distance to the training hull.
         hull_converged: (N,) relative gap reached the tolerance.
         ambiguity: (N,) ``d_min - hull_upper`` (eq. 26); negative = ambiguous.
+        ood_score: (N,) the guard's combined out-of-distribution score (higher = more OOD;
+            :mod:`guard.ood`); NaN when the guard has no calibrated scorer.
+        p_value: (N,) conformal p-value of ``ood_score`` against held-out in-distribution
+            data; abstaining at ``p_value < a`` abstains on at most a share ``a`` of such data.
         in_union: (N,) bool; n_balls: (N,) int64; union_slack: (N,) ``max_t r_t - ||x - x_t||``.
         support_idx: (N, K) indices (into the data given to ``fit``) of the training inputs
             supporting the hull projection (-1 padded);
@@ -58,6 +62,8 @@ class Scores:
     hull_lower: np.ndarray
     hull_converged: np.ndarray
     ambiguity: np.ndarray
+    ood_score: np.ndarray
+    p_value: np.ndarray
     in_union: np.ndarray
     n_balls: np.ndarray
     union_slack: np.ndarray
@@ -87,7 +93,9 @@ class Guard:
             the decision thresholds when no calibration data is given; 0 disables.
         target_abstain_rate: false-abstain rate of the out-of-distribution threshold.
         target_flag_rate: false adversarial-flag rate of the margin threshold.
-        ambiguity_threshold: abstain when ``d_min - d_hull`` is below this (paper: 0).
+        ambiguity_threshold: flag as ambiguous when ``d_min - d_hull`` is below this (paper: 0).
+        ood: fit the combined OOD score (:class:`guard.ood.OODScorer`) on the calibration data;
+            then the guard abstains at ``p_value < target_abstain_rate``.
         seed: seed of the calibration split.
     """
 
@@ -106,6 +114,7 @@ class Guard:
         target_flag_rate: float = 0.01,
         ambiguity_threshold: float = 0.0,
         seed: int = 0,
+        ood: bool = True,
     ) -> None:
         self.nonneg = nonneg
         self.hull_k = hull_k
@@ -119,6 +128,7 @@ class Guard:
         self.target_flag_rate = target_flag_rate
         self.ambiguity_threshold = ambiguity_threshold
         self.seed = seed
+        self.ood = ood
 
     # ------------------------------------------------------------------ fitting
     def fit(
@@ -192,8 +202,17 @@ class Guard:
         self._build_hull(Ft)
         self.thresholds_ = Thresholds(ambiguity=self.ambiguity_threshold)
         self.calib_scores_: dict[str, np.ndarray] | None = None
+        self.ood_ = None
         if calib_features is not None:
-            s = self.score_features(np.asarray(calib_features, dtype=np.float32))
+            Fc = np.asarray(calib_features, dtype=np.float32)
+            s = self.score_features(Fc)
+            if self.ood:
+                from .ood import OODScorer
+
+                labels = self.train_labels_ if self.train_labels_ is not None else m.pred
+                self.ood_ = OODScorer(seed=self.seed).fit(
+                    Ft, labels, W, b, {"features": Fc, "logits": s.logits, "hull": s.hull_upper,
+                                       "d_min": s.d_min, "margins": s.margins})
             self.calib_scores_ = {"hull": s.hull_upper, "d_min": s.d_min,
                                   "ambiguity": s.ambiguity}
             self.thresholds_ = calibrate(
@@ -243,6 +262,10 @@ class Guard:
         m = compute_margins(F, self.W_, self.b_, self.nonneg_, progress=self.progress)
         h = self.hull_.query(F, top_support=self.top_support, progress=self.progress)
         r = union_membership(self.hull_.index, self.radii_, F)
+        ood_score = p_value = np.full(len(F), np.nan)
+        if getattr(self, "ood_", None) is not None:
+            ood_score, p_value = self.ood_.score(features=F, logits=logits, hull=h.upper,
+                                                 d_min=m.d_min, margins=m.margins)
         return Scores(
             pred=m.pred,
             logits=np.asarray(logits, dtype=np.float32),
@@ -256,6 +279,8 @@ class Guard:
             hull_lower=h.lower,
             hull_converged=h.converged,
             ambiguity=m.d_min - h.upper,
+            ood_score=ood_score,
+            p_value=p_value,
             in_union=r.in_union,
             n_balls=r.n_balls,
             union_slack=r.slack,

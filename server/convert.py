@@ -96,6 +96,10 @@ OUTPUTS: dict[str, OutputSpec] = {
                              "certified lower bound of the hull distance"),
     "ambiguity": OutputSpec("FP32", _scalar, lambda r: r.scores.ambiguity, True,
                             "margin_min - hull_distance (negative = ambiguous)"),
+    "ood_score": OutputSpec("FP32", _scalar, lambda r: r.scores.ood_score, True,
+                            "combined out-of-distribution score (higher = more OOD)"),
+    "p_value": OutputSpec("FP32", _scalar, lambda r: r.scores.p_value, True,
+                          "conformal p-value of ood_score; abstain when below the target rate"),
     "in_union": OutputSpec("BOOL", _scalar, lambda r: r.scores.in_union, True,
                            "inside the union of learned regions"),
     "margins": OutputSpec("FP32", _classes, lambda r: r.scores.margins, True,
@@ -186,6 +190,8 @@ def classify_response(guard: Guard, model_name: str, r: BatchResult) -> gpb.Clas
         res.in_union = bool(s.in_union[i])
         res.n_balls = int(s.n_balls[i])
         res.union_slack = float(s.union_slack[i])
+        res.ood_score = float(s.ood_score[i])
+        res.p_value = float(s.p_value[i])
         for idx, w in zip(s.support_idx[i], s.support_alpha[i]):
             if idx >= 0:
                 res.support.add(index=int(idx), weight=float(w))

@@ -396,10 +396,20 @@ def print_report(sources: list[Source], results: dict[str, dict[str, np.ndarray]
           "(0 = inside what training covered);")
     print("  ambig = d_min - hull (negative: a decision boundary is closer than the training "
           "data, so the prediction is unsupported).")
-    print(f"Decision rules (thresholds calibrated on {t.get('n_calib', 0)} held-out training "
-          f"images): ABSTAIN (ood) if hull > {hull_txt}; ABSTAIN (ambiguous) if ambig < "
-          f"{t.get('ambiguity', 0.0):g}; FLAG adversarial if d_min < {t.get('d_min', 0.0):.3g}.")
-    if t.get("target_abstain_rate") is not None:
+    if "ood.npz" in (manifest.get("files") or {}):
+        rate = t.get("target_abstain_rate") or 0.05
+        print(f"Decision rules (calibrated on {t.get('n_calib', 0)} held-out training images): "
+              f"ABSTAIN (ood) when the p-value of the guard's combined out-of-distribution score "
+              f"is below {rate:g} (so at most {100 * rate:g}% of in-distribution images "
+              f"abstain); 'ambiguous' (ambig < {t.get('ambiguity', 0.0):g}) is reported; FLAG "
+              f"adversarial if d_min < {t.get('d_min', 0.0):.3g} (the "
+              f"{100 * (t.get('target_flag_rate') or 0):g}% lowest clean margins).")
+    else:
+        print(f"Decision rules (thresholds calibrated on {t.get('n_calib', 0)} held-out training "
+              f"images): ABSTAIN (ood) if hull > {hull_txt}; ABSTAIN (ambiguous) if ambig < "
+              f"{t.get('ambiguity', 0.0):g}; FLAG adversarial if d_min < "
+              f"{t.get('d_min', 0.0):.3g}.")
+    if t.get("target_abstain_rate") is not None and "ood.npz" not in (manifest.get("files") or {}):
         print(f"  (hull threshold: {100 * t['target_abstain_rate']:g}% of clean in-distribution "
               f"images exceed it; d_min threshold: {100 * (t.get('target_flag_rate') or 0):g}% "
               f"of clean images fall below it)")

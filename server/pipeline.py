@@ -14,7 +14,7 @@ import numpy as np
 
 from guard import Guard
 from guard.core import Scores
-from guard.decide import FLAG_NAMES, Decisions
+from guard.decide import FLAG_AMBIGUOUS, FLAG_NAMES, FLAG_OOD, Decisions
 
 from .metrics import Metrics
 
@@ -80,5 +80,10 @@ class Pipeline:
             raised = int(np.count_nonzero(d.flags & bit))
             if raised:
                 m.flags.labels(flag=name).inc(raised)
-                if name != "adversarial":
-                    m.abstentions.labels(reason=name).inc(raised)
+        # abstentions by the reason that caused them (out of distribution first), so that the
+        # reasons add up to the number of abstentions
+        ood = d.abstain & (d.flags & FLAG_OOD != 0)
+        ambiguous_only = d.abstain & ~ood & (d.flags & FLAG_AMBIGUOUS != 0)
+        for reason, mask in (("ood", ood), ("ambiguous", ambiguous_only)):
+            if mask.any():
+                m.abstentions.labels(reason=reason).inc(int(np.count_nonzero(mask)))

@@ -198,12 +198,13 @@ def expected(guard: Guard, x: np.ndarray) -> dict[str, np.ndarray]:
         "hull_lower": s.hull_lower, "ambiguity": s.ambiguity, "in_union": s.in_union,
         "margins": s.margins, "support_indices": s.support_idx,
         "support_weights": s.support_alpha, "reasons": d.reasons, "adversarial": d.adversarial,
-        "n_balls": s.n_balls, "union_slack": s.union_slack,
+        "n_balls": s.n_balls, "union_slack": s.union_slack, "ood_score": s.ood_score,
+        "p_value": s.p_value,
     }
 
 
 FLOAT_OUTPUTS = ("logits", "margin_min", "hull_distance", "hull_lower", "ambiguity", "margins",
-                 "support_weights")
+                 "support_weights", "ood_score", "p_value")
 
 
 def assert_outputs_match(got: dict[str, np.ndarray], want: dict[str, np.ndarray]) -> None:

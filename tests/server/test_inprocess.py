@@ -87,7 +87,8 @@ def test_classify_matches_guard(server, guard):  # noqa: ANN001
         assert np.isnan(r.margins[r.prediction])
         for field, key in (("margin_min", "margin_min"), ("hull_distance", "hull_distance"),
                            ("hull_lower", "hull_lower"), ("ambiguity", "ambiguity"),
-                           ("union_slack", "union_slack")):
+                           ("union_slack", "union_slack"), ("ood_score", "ood_score"),
+                           ("p_value", "p_value")):
             np.testing.assert_allclose(getattr(r, field), want[key][i], rtol=1e-9, atol=1e-12,
                                        err_msg=field)
         assert r.nearest_class == want["nearest_class"][i]
