@@ -92,9 +92,9 @@ def cmd_fit(args: argparse.Namespace) -> int:
           f"classes, nonneg={guard.nonneg_}, affine check error {guard.affine_error_:.1e}")
     t = guard.thresholds_
     if t.n_calib:
-        print(f"calibrated on {t.n_calib} held-out inputs: abstain when hull distance > "
-              f"{t.hull:.4g} ({100 * t.target_abstain_rate:g}%) or ambiguity < {t.ambiguity:g}; "
-              f"flag adversarial when d_min < {t.d_min:.4g} ({100 * t.target_flag_rate:g}%)")
+        print(f"calibrated on {t.n_calib} held-out inputs: abstain when the p-value of the "
+              f"combined OOD score < {t.target_abstain_rate:g}; flag adversarial when d_min < "
+              f"{t.d_min:.4g} ({100 * t.target_flag_rate:g}% of clean margins are lower)")
     else:
         print("no calibration data: only the ambiguity rule decides (hull threshold off)")
     print(f"artifact written to {out}")
