@@ -383,9 +383,11 @@ def markdown(doc: dict) -> str:
          f"Torch twin vs ONNX on the clean images: max |Δ logit| = "
          f"{t['max_abs_logit_diff']:.2e}, prediction agreement {_pct(t['pred_agreement'])}.\n\n"
          f"Thresholds: flag when d_min < {th['d_min']:.4g} (calibrated at "
-         f"{_pct(th['target_flag_rate'])} false flags), abstain when hull distance > "
-         f"{th['hull']:.4g} ({_pct(th['target_abstain_rate'])}) or ambiguity < "
-         f"{th['ambiguity']:g}.\n\n"
+         f"{_pct(th['target_flag_rate'])} false flags), abstain "
+         + (f"when the p-value of the combined OOD score < {th['target_abstain_rate']:g}"
+            if doc.get("combined_ood") else
+            f"when hull distance > {th['hull']:.4g} ({_pct(th['target_abstain_rate'])}) or "
+            f"ambiguity < {th['ambiguity']:g}") + ".\n\n"
          f"Clean images: flagged {_pct(c['flag_rate'])}, abstain {_pct(c['abstain_rate'])}, "
          f"caught {_pct(c['caught_rate'])}, median d_min {c['median_d_min']:.3f}, median hull "
          f"distance {c['median_hull']:.3f}.\n\n"
@@ -468,6 +470,7 @@ def main(argv: list[str] | None = None) -> dict:
            "adaptive_grid": [] if args.no_adaptive else [
                dict(zip(("eps", "lam", "mu", "ce_cap"), a)) for a in ADAPTIVE]},
         "thresholds": guard.thresholds_.to_dict(),
+        "combined_ood": getattr(guard, "ood_", None) is not None,
         "results": res,
         "seconds": time.perf_counter() - t0,
     }
