@@ -256,7 +256,8 @@ class OODScorer:
         self.cov_ = C
         self.weights_ = self._weights(C)
         self.scale_ = float(math.sqrt(max(float(self.weights_ @ C @ self.weights_), 1e-300)))
-        self.calib_scores_ = np.sort(self._combine(T))
+        # the p-value reference: the held-out half the transforms and weights never saw
+        self.calib_scores_ = np.sort(self._combine(self._normal(B)))
         self.n_fit_ = int(n_fit)
         return self
 
