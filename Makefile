@@ -2,11 +2,18 @@
 PY      ?= python3
 VENV    := .venv
 STAMP   := $(VENV)/.installed
+# A second env for the cross-check against pytorch-ood (it needs torchvision, which cannot sit
+# beside the pinned torch CPU build): tests/guard/test_peers_vs_pytorch_ood.py runs it as a subprocess.
+XVENV   := .venv-xcheck
+XREQS   := tests/xcheck-requirements.txt
+XSTAMP  := $(XVENV)/.installed
 FMNIST  := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 
-.PHONY: setup demo test test-fast clean
+.PHONY: setup xcheck demo test test-fast clean
 
 setup: $(STAMP) $(FMNIST)
+
+xcheck: $(XSTAMP)
 
 # Debian's dataset-fashion-mnist package holds the real data set (nothing is downloaded at run time).
 $(FMNIST):
@@ -19,13 +26,19 @@ $(STAMP): pyproject.toml
 	$(VENV)/bin/pip install --quiet -e '.[torch,test]'
 	touch $(STAMP)
 
+$(XSTAMP): $(XREQS)
+	test -d $(XVENV) || $(PY) -m venv $(XVENV)
+	$(XVENV)/bin/pip install --quiet --upgrade pip
+	$(XVENV)/bin/pip install --quiet -r $(XREQS)
+	touch $(XSTAMP)
+
 # Fit the default guard on Fashion-MNIST (first run only) and score test images.
 demo: setup
 	$(VENV)/bin/guard demo
 
 # The whole test suite.
-test: setup
+test: setup $(XSTAMP)
 	$(VENV)/bin/python -m pytest -q
 
 clean:
-	rm -rf $(VENV) artifacts .pytest_cache
+	rm -rf $(VENV) $(XVENV) artifacts .pytest_cache
