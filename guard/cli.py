@@ -138,6 +138,36 @@ def summary_line(scores) -> str:  # noqa: ANN001 - Scores
     )
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from .artifact import load_artifact
+    from .report import build_report, builtin, from_files
+
+    files = (args.train, args.test)
+    if any(files) and not all(files):
+        raise InputError("pass both --train (the data given to guard fit) and --test, or "
+                         "neither for the built-in Fashion-MNIST sets")
+    if args.ood and not args.test:
+        raise InputError("--ood needs --train and --test")
+    guard = load_artifact(args.artifact, args.model, progress=not args.no_progress)
+    if guard.model_ is None:
+        raise InputError("this artifact has no model; the report needs it to run the images")
+    if args.test:
+        data = from_files(args.train, args.test, args.ood, args.n_test, seed=args.seed)
+    else:
+        shape = tuple(guard.model_.input_shape[1:])
+        if len(shape) != 3 or any(d not in (None, e) for d, e in zip(shape, (1, 28, 28))):
+            raise InputError(f"the built-in Fashion-MNIST images are (1, 28, 28); this model "
+                             f"takes {shape}: pass --train and --test")
+        data = builtin(args.n_test, args.n_shift, seed=args.seed)
+    guard.progress = not args.no_progress
+    path = build_report(guard, data, args.out, n_calib=args.n_calib, n_pixel=args.n_pixel,
+                        includes=tuple(args.include), seed=args.seed,
+                        command="guard " + " ".join(sys.argv[1:] if args.argv is None
+                                                    else args.argv))
+    print(f"report written to {path}")
+    return 0
+
+
 def cmd_info(args: argparse.Namespace) -> int:
     from .artifact import read_manifest
 
@@ -187,6 +217,29 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--no-progress", action="store_true")
     s.set_defaults(func=cmd_score)
 
+    r = sub.add_parser("report", help="write a Markdown report with figures: the paper's "
+                       "facts and plots, and the guard vs OOD peers, for a fitted artifact")
+    r.add_argument("--artifact", required=True)
+    r.add_argument("--out", required=True, help="directory for report.md, report.json, PNGs")
+    r.add_argument("--model", help="check that this ONNX model is the one the artifact was fit on")
+    r.add_argument("--train", help=".npz with 'x' (and 'y'): the data given to guard fit "
+                   "(default: the built-in Fashion-MNIST training set)")
+    r.add_argument("--test", help=".npz with 'x' and 'y': labelled test data")
+    r.add_argument("--ood", action="append", default=[], metavar="NAME=PATH",
+                   help=".npz with 'x' of out-of-distribution inputs (repeatable)")
+    r.add_argument("--n-test", type=int, default=2000, help="test images (seeded subset)")
+    r.add_argument("--n-calib", type=int, default=2000,
+                   help="held-out training inputs that calibrate the peers' thresholds")
+    r.add_argument("--n-shift", type=int, default=1000,
+                   help="images per covariate shift (built-in data only; 0: none)")
+    r.add_argument("--n-pixel", type=int, default=300,
+                   help="test images projected onto the pixel-space training hull")
+    r.add_argument("--include", action="append", default=[], metavar="FILE.md",
+                   help="append another evaluation's Markdown (repeatable)")
+    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--no-progress", action="store_true")
+    r.set_defaults(func=cmd_report)
+
     i = sub.add_parser("info", help="print an artifact's manifest")
     i.add_argument("--artifact", required=True)
     i.set_defaults(func=cmd_info)
@@ -210,6 +263,7 @@ def main(argv: list[str] | None = None) -> int:
 
         return int(importlib.import_module(_SERVING_COMMANDS[argv[0]]).main(argv[1:]))
     args = build_parser().parse_args(argv)
+    args.argv = argv
     try:
         return int(args.func(args))
     except GuardError as exc:
