@@ -9,7 +9,7 @@ XREQS   := tests/xcheck-requirements.txt
 XSTAMP  := $(XVENV)/.installed
 FMNIST  := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 
-.PHONY: setup xcheck demo test test-fast clean
+.PHONY: setup xcheck demo test test-fast report clean
 
 setup: $(STAMP) $(FMNIST)
 
@@ -35,6 +35,15 @@ $(XSTAMP): $(XREQS)
 # Fit the default guard on Fashion-MNIST (first run only) and score test images.
 demo: setup
 	$(VENV)/bin/guard demo
+
+# The default model's report (reports/fmnist_resnet): fits the default artifact first if missing.
+ARTIFACT := artifacts/fmnist_resnet
+$(ARTIFACT)/manifest.json: | setup
+	$(VENV)/bin/python -c "from pathlib import Path; from guard.demo import default_guard; default_guard(Path('$(ARTIFACT)'))"
+
+report: setup $(ARTIFACT)/manifest.json
+	$(VENV)/bin/guard report --artifact $(ARTIFACT) --out reports/fmnist_resnet --n-test 10000 \
+		--include reports/ood/eval_ood.md --include reports/adversarial/adversarial.md
 
 # The whole test suite.
 test: setup $(XSTAMP)

@@ -26,7 +26,7 @@ training images, or the training features of an existing artifact with ``--artif
   error rate of the abstained vs the accepted inputs.
 
 Metrics (guard.evaluation): AUROC, FPR at 95% TPR and AUPR, with OOD as the positive class.
-Run from the repository root (about 5 minutes on 2 cores with the defaults):
+Run from the repository root (about 1 minute on 2 cores with the defaults):
 
     .venv/bin/python scripts/eval_ood.py --n-id 2000 --n-train 20000
 """

@@ -61,3 +61,41 @@ def test_real_margins_match_reference_and_need_the_exact_path(fitted):
     exact_cf = np.isclose(m.closed_form[valid], m.margins[valid], rtol=1e-9)
     print(f"\nclosed form exact for {100 * exact_cf.mean():.1f}% of class pairs")
     assert exact_cf.mean() < 0.5
+
+
+def test_calibrated_rates_hold_on_a_second_held_out_split():
+    """Real data: fit on 6,000 training images with 20% held out for calibration (target
+    false-abstain 5%, false-flag 2%), then score 3,000 *other* training images (a second
+    held-out split, exchangeable with the first): the realised rates must lie in the 95% range
+    split-conformal calibration guarantees (beta-binomial: counts both the calibration split's
+    and the second split's randomness)."""
+    from guard.ood_eval import conformal_range
+
+    try:
+        x, y = datasets.load_fashion_mnist("train")
+    except datasets.DataError as exc:  # pragma: no cover - setup installs the package
+        pytest.skip(str(exc))
+    clf = OnnxClassifier(DEFAULT_MODEL)
+    guard = Guard(calib_fraction=0.2, target_abstain_rate=0.05, target_flag_rate=0.02, seed=3)
+    guard.fit(clf, datasets.as_model_input(x[:N_TRAIN]), y[:N_TRAIN])
+    second = datasets.as_model_input(x[N_TRAIN:N_TRAIN + 3000])
+    s = guard.score(second)
+    d = guard.decide(s)
+    n_pv = guard.ood_.calib_scores_.size  # p-values are computed against this many inputs
+    lo, hi = conformal_range(n_pv, len(second), 0.05)
+    abstain = float(np.mean(d.abstain))
+    print(f"\nsecond split: false abstain {100 * abstain:.2f}% (target 5%, 95% range "
+          f"[{100 * lo:.2f}, {100 * hi:.2f}]%)", end="")
+    assert lo <= abstain <= hi
+    # flag rule d_min < k-th smallest of n_cal clean margins, k = floor((n_cal + 1) * rate):
+    # given the calibration set the rate is Beta(k, n_cal + 1 - k), the count beta-binomial
+    from scipy.stats import betabinom
+
+    n_cal = guard.thresholds_.n_calib
+    k = int(np.floor((n_cal + 1) * 0.02))
+    dist = betabinom(len(second), k, n_cal + 1 - k)
+    lo, hi = dist.ppf(0.025) / len(second), dist.ppf(0.975) / len(second)
+    flag = float(np.mean(s.d_min < guard.thresholds_.d_min))
+    print(f"; false flag {100 * flag:.2f}% (target 2%, 95% range [{100 * lo:.2f}, "
+          f"{100 * hi:.2f}]%)")
+    assert lo <= flag <= hi
