@@ -2,12 +2,25 @@
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 import pytest
 
-from guard.hull import ConvexHullIndex, min_norm_point
+from guard.hull import ConvexHullIndex, _top_indices, min_norm_point
 
 from . import reference
+
+# (algorithm, extra options): the legacy scheme, the pool scheme with each full-round scan; small
+# subsample and pool force several full rounds.
+CONFIGS = {
+    "legacy": dict(algorithm="legacy"),
+    "pool-exact": dict(scan="exact"),
+    "pool-pca": dict(scan="pca", pca_k=3),
+    "pool-pca-small-pool": dict(scan="pca", pca_k=5, subsample=100, pool_size=64,
+                                add_per_round=8),
+    "pool-exact-small-pool": dict(scan="exact", subsample=100, pool_size=64, add_per_round=8),
+}
 
 
 def _relu_points(seed: int, N: int, d: int) -> np.ndarray:
@@ -17,15 +30,23 @@ def _relu_points(seed: int, N: int, d: int) -> np.ndarray:
     )
 
 
-@pytest.mark.parametrize("N,d,seed", [(1500, 8, 0), (2000, 32, 1), (400, 64, 2)])
-def test_interval_contains_full_qp(N, d, seed):
+@lru_cache(maxsize=None)
+def _qp_case(N: int, d: int, seed: int) -> tuple[np.ndarray, np.ndarray, tuple[float, ...]]:
+    """Training points, queries and the reference distances (full QP, solved once per case)."""
     T = _relu_points(seed, N, d)
     rng = np.random.default_rng(seed + 100)
     Q = np.maximum(rng.normal(size=(8, d)) * 2.0, 0)
-    idx = ConvexHullIndex(T, k=32, tol=1e-3)
+    return T, Q, tuple(reference.hull_distance(T, q) for q in Q)
+
+
+@pytest.mark.parametrize("config", sorted(CONFIGS))
+@pytest.mark.parametrize("N,d,seed", [(1500, 8, 0), (2000, 32, 1), (400, 64, 2)])
+def test_interval_contains_full_qp(N, d, seed, config):
+    T, Q, refs = _qp_case(N, d, seed)
+    idx = ConvexHullIndex(T, k=32, tol=1e-3, **CONFIGS[config])
     h = idx.query(Q)
     for qi in range(len(Q)):
-        ref = reference.hull_distance(T, Q[qi])
+        ref = refs[qi]
         # the reference is the square root of an interior-point objective: accurate to ~1e-6
         # near 0, to ~1e-9 relative elsewhere
         assert h.lower[qi] <= ref + 1e-5, (qi, h.lower[qi], ref)
@@ -41,7 +62,8 @@ def test_interval_contains_full_qp(N, d, seed):
         assert np.linalg.norm(Q[qi] - h.projection[qi]) == pytest.approx(h.upper[qi], rel=1e-9)
 
 
-def test_inside_and_training_points_get_zero():
+@pytest.mark.parametrize("config", sorted(CONFIGS))
+def test_inside_and_training_points_get_zero(config):
     T = _relu_points(3, 1000, 16)
     rng = np.random.default_rng(0)
     inside = []
@@ -49,14 +71,15 @@ def test_inside_and_training_points_get_zero():
         a = rng.dirichlet(np.ones(200))
         inside.append(a @ T[rng.choice(len(T), 200, replace=False)].astype(np.float64))
     Q = np.vstack([np.array(inside), T[[0, 17, 999]].astype(np.float64)])
-    h = ConvexHullIndex(T, k=16).query(Q)
+    h = ConvexHullIndex(T, k=16, **CONFIGS[config]).query(Q)
     assert (h.lower == 0).all()
     assert (h.upper[:5] < 1e-6).all()
     assert (h.upper[5:] == 0).all()
     assert h.support_idx[5, 0] == 0 and h.support_alpha[5, 0] == pytest.approx(1.0)
 
 
-def test_rounds_add_points_the_prefilter_missed():
+@pytest.mark.parametrize("config", sorted(CONFIGS))
+def test_rounds_add_points_the_prefilter_missed(config):
     """Nearest neighbours are the wrong candidates: the scan must find the far support points."""
     rng = np.random.default_rng(4)
     d = 6
@@ -67,30 +90,35 @@ def test_rounds_add_points_the_prefilter_missed():
     T = np.vstack([cluster, far]).astype(np.float32)
     q = np.zeros(d)
     q[0], q[1] = 10.0, 2.0  # closest hull point lies on the segment cluster-far points
-    h = ConvexHullIndex(T, k=8).query(q[None])
+    h = ConvexHullIndex(T, k=8, **CONFIGS[config]).query(q[None])
     ref = reference.hull_distance(T, q)
-    assert h.rounds[0] > 1
+    assert h.qp_solves[0] > 1  # the first working set was not enough
+    if config == "legacy":
+        assert h.rounds[0] > 1
     assert h.lower[0] <= ref + 1e-7 <= h.upper[0] + 2e-7
     assert h.upper[0] == pytest.approx(ref, rel=1e-3)
     assert (h.support_idx[0][h.support_idx[0] >= 0] >= 500).any()
 
 
-def test_bounds_certified_for_large_offsets():
+@pytest.mark.parametrize("config", sorted(CONFIGS))
+def test_bounds_certified_for_large_offsets(config):
     """float32 scan with features far from the origin: the rounding bound keeps lower valid."""
     T = _relu_points(5, 800, 16) + 300.0
     rng = np.random.default_rng(1)
     Q = T[:6].astype(np.float64) + rng.normal(size=(6, 16)) * 0.05
-    h = ConvexHullIndex(T, k=32, tol=1e-3).query(Q)
+    h = ConvexHullIndex(T, k=32, tol=1e-3, **CONFIGS[config]).query(Q)
     for qi in range(len(Q)):
         ref = reference.hull_distance(T, Q[qi])
         assert h.lower[qi] <= ref + 1e-6
         assert h.upper[qi] >= ref - 1e-6
 
 
-def test_budget_exhausted_still_bounds():
+@pytest.mark.parametrize("config", sorted(CONFIGS))
+def test_budget_exhausted_still_bounds(config):
     T = _relu_points(6, 1500, 24)
     q = np.maximum(np.random.default_rng(2).normal(size=24) * 3, 0)
-    h = ConvexHullIndex(T, k=2, max_rounds=1, add_per_round=1).query(q[None])
+    h = ConvexHullIndex(T, **{**CONFIGS[config], "k": 2, "max_rounds": 1,
+                               "add_per_round": 1}).query(q[None])
     ref = reference.hull_distance(T, q)
     assert h.rounds[0] == 1
     assert h.lower[0] <= ref + 1e-7 <= h.upper[0] + 2e-7
@@ -115,3 +143,146 @@ def test_support_weights_are_a_convex_combination():
         assert h.support_alpha[qi][ok].sum() == pytest.approx(1.0)
         p = h.support_alpha[qi][ok] @ T[h.support_idx[qi][ok]].astype(np.float64)
         np.testing.assert_allclose(p, h.projection[qi], atol=1e-9)
+
+
+# ------------------------------------------------------------------ PCA-bounded full rounds
+def _adversarial(kind: str, seed: int = 0) -> np.ndarray:
+    """Training sets built to stress the PCA bound and its rounding-error terms."""
+    rng = np.random.default_rng(seed)
+    N, d = 3000, 24
+    low_rank = rng.normal(size=(N, 4)) @ rng.normal(size=(4, d))
+    if kind == "low-rank+noise":
+        T = low_rank + 0.05 * rng.normal(size=(N, d))
+    elif kind == "huge-residuals":  # a few points far outside the principal subspace
+        T = low_rank + 0.01 * rng.normal(size=(N, d))
+        T[rng.choice(N, 20, replace=False)] += 300.0 * rng.normal(size=(20, d))
+    elif kind == "offset-mean-large-norm":  # everything far from the origin: cancellation
+        T = 1e4 + low_rank + 0.1 * rng.normal(size=(N, d))
+    elif kind == "near-ties":  # many points on one hyperplane, some a hair above or below
+        T = rng.normal(size=(N, d))
+        T[:, 0] = 5.0
+        T[:200, 0] += rng.choice([-1.0, 1.0], 200) * 1e-6
+        T[200:400] = T[200]  # exact duplicates
+    elif kind == "relu":
+        T = _relu_points(seed, N, d).astype(np.float64)
+    else:
+        raise ValueError(kind)
+    return T.astype(np.float32)
+
+
+def _exact_max(T: np.ndarray, g: np.ndarray) -> float:
+    """Brute force in extended precision (float32 points are exact there)."""
+    return float((T.astype(np.longdouble) @ g.astype(np.longdouble)).max())
+
+
+KINDS = ["low-rank+noise", "huge-residuals", "offset-mean-large-norm", "near-ties", "relu"]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("k", [1, 4, 12])
+def test_pca_certified_max_equals_brute_force(kind, k):
+    T = _adversarial(kind)
+    idx = ConvexHullIndex(T, scan="pca", pca_k=k)
+    assert idx.scan == "pca" and idx.pca_k == k
+    rng = np.random.default_rng(k)
+    U = idx._U
+    dirs = [rng.normal(size=T.shape[1]) for _ in range(6)]
+    dirs += [U[:, 0], U @ rng.normal(size=k)]  # inside the principal subspace
+    r = rng.normal(size=T.shape[1])
+    dirs.append(r - U @ (U.T @ r))  # orthogonal to it: only the residual bound is left
+    dirs += [1e-8 * dirs[0], 1e6 * dirs[1], np.eye(T.shape[1])[0]]
+    for g in dirs:
+        ref = _exact_max(T, g)
+        scale = float(np.linalg.norm(g)) * idx.max_norm
+        m_pca = idx.max_along(g)
+        assert m_pca >= ref - 1e-15 * scale  # certified: never below the true maximum
+        assert m_pca <= ref + 1e-12 * scale  # and the exact maximum (up to float64 slack)
+        m_exact = idx._certified_max(T @ g.astype(np.float32), g, g.astype(np.float32))
+        assert m_exact == pytest.approx(m_pca, rel=0, abs=1e-12 * scale)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_pca_bound_below_any_threshold_is_certified(kind):
+    """For any target theta: m >= the true maximum; m is exact when the maximum exceeds theta;
+    only the points whose bound exceeds theta are evaluated."""
+    T = _adversarial(kind, seed=1)
+    idx = ConvexHullIndex(T, scan="pca", pca_k=4)
+    rng = np.random.default_rng(2)
+    for _ in range(5):
+        g = rng.normal(size=T.shape[1])
+        ref = _exact_max(T, g)
+        scale = float(np.linalg.norm(g)) * idx.max_norm
+        h = g @ idx._U
+        z = idx._C @ h.astype(np.float32)
+        for theta in (ref - 0.5 * abs(ref) - 1, ref - 1e-6 * scale, ref, ref + 1e-3 * scale,
+                      ref + 10 * scale):
+            m, cand, x, bound_all = idx._pca_bound(g, h, z, theta)
+            assert m >= ref - 1e-15 * scale and bound_all >= ref - 1e-15 * scale
+            if ref > theta:
+                assert m <= ref + 1e-12 * scale
+            else:  # no point above theta: m stays at or below theta (plus rounding)
+                assert m <= max(theta, ref) + 1e-12 * scale
+            # every point left out is certified below theta by its bound
+            assert len(cand) <= len(T)
+            out = np.setdiff1d(np.arange(len(T)), cand)
+            if len(out):
+                vals = T[out].astype(np.float64) @ g
+                assert vals.max() <= theta + 1e-12 * scale
+
+
+def test_pool_and_legacy_paths_agree():
+    """Mid-size set with a subsample, several full rounds, PCA and exact scans: all intervals
+    overlap and the upper bounds agree to tol."""
+    rng = np.random.default_rng(11)
+    T = (rng.normal(size=(6000, 6)) @ rng.normal(size=(6, 20))
+         + 0.05 * rng.normal(size=(6000, 20))).astype(np.float32)
+    Q = np.vstack([T[:5].astype(np.float64) + rng.normal(size=(5, 20)) * 0.5,
+                   np.abs(rng.normal(size=(5, 20))) * 3])
+    res = {}
+    for name, kw in {"legacy": dict(algorithm="legacy"), "exact": dict(scan="exact"),
+                     "pca": dict(scan="pca", pca_k=6),
+                     "auto": dict(), "small": dict(scan="pca", pca_k=3, subsample=300,
+                                                   pool_size=128)}.items():
+        res[name] = ConvexHullIndex(T, **kw).query(Q)
+        assert res[name].converged.all(), name
+    for a in res:
+        for b in res:
+            assert (res[a].lower <= res[b].upper * (1 + 1e-9) + 1e-12).all(), (a, b)
+        np.testing.assert_allclose(res[a].upper, res["legacy"].upper, rtol=1.1e-3, atol=1e-9)
+    assert (res["pca"].exact_fraction <= 1).all()
+    assert (res["exact"].exact_fraction == 1).all()
+
+
+def test_auto_scan_choice():
+    rng = np.random.default_rng(3)
+    low_rank = (rng.normal(size=(5000, 4)) @ rng.normal(size=(4, 32))
+                + 0.01 * rng.normal(size=(5000, 32))).astype(np.float32)
+    assert ConvexHullIndex(low_rank).scan == "pca"
+    assert ConvexHullIndex(low_rank).pca_k <= 16
+    iso = rng.normal(size=(5000, 32)).astype(np.float32)  # no principal subspace: exact
+    assert ConvexHullIndex(iso).scan == "exact"
+    assert ConvexHullIndex(low_rank[:1000]).scan == "exact"  # tiny: exact
+    assert ConvexHullIndex(low_rank, algorithm="legacy").scan == "exact"
+
+
+def test_training_point_lookup_handles_negative_zero():
+    T = _relu_points(12, 500, 8)
+    T[7] = 0.0
+    q = -np.zeros(8)
+    idx = ConvexHullIndex(T)
+    h = idx.query(np.vstack([q, T[3].astype(np.float64)]))
+    assert (h.upper == 0).all() and (h.lower == 0).all()
+    assert h.support_idx[1, 0] == 3 or np.array_equal(T[h.support_idx[1, 0]], T[3])
+
+
+@pytest.mark.parametrize("n,m", [(10, 3), (1000, 64), (100_000, 64), (50_000, 2048)])
+def test_top_indices(n, m):
+    rng = np.random.default_rng(n)
+    v = rng.normal(size=n).astype(np.float32)
+    v[: n // 10] = v[0]  # ties
+    top = _top_indices(v, m)
+    assert len(top) == min(m, n) and len(np.unique(top)) == len(top)
+    assert v[top].min() >= np.sort(v)[-min(m, n)]
+    floor = float(np.sort(v)[-m // 2]) if m > 1 else None
+    top = _top_indices(v, m, floor)
+    assert (v[top] > floor).all() and len(top) == (v > floor).sum()
