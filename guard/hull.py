@@ -191,7 +191,7 @@ class _Query:
     """Column-generation state of one query."""
 
     __slots__ = ("q", "ws", "dual", "pool", "pool32", "alpha", "p", "g", "up", "qp", "evals",
-                 "done")
+                 "mark")
 
     def __init__(self, q: np.ndarray, ws: np.ndarray, pool: np.ndarray, pool32: np.ndarray):
         self.q, self.ws, self.dual, self.pool, self.pool32 = q, ws, None, pool, pool32
@@ -199,7 +199,7 @@ class _Query:
         self.up = np.inf
         self.qp = 0
         self.evals = 0
-        self.done: tuple | None = None
+        self.mark: np.ndarray | None = None  # scratch (N,) bools shared by a block's queries
 
 
 class ConvexHullIndex:
@@ -480,7 +480,9 @@ class ConvexHullIndex:
                 near = np.argpartition(col, k0 - 1)[:k0] if k0 < len(col) else np.arange(len(col))
                 active[a] = (qi, _Query(Q[qi], self._sub[near], self._sub, self._sub32))
             del D
-        self._mark = np.zeros(len(self), dtype=bool)  # scratch: membership in a working set
+        mark = np.zeros(len(self), dtype=bool)  # scratch: membership in a working set
+        for _, st in active:
+            st.mark = mark
         n_full = 0
         while active:
             for _, st in active:
@@ -547,7 +549,7 @@ class ConvexHullIndex:
     def _add(self, st: _Query, idx: np.ndarray, vals: np.ndarray) -> bool:
         """Add the (at most ``add_per_round``) largest violators ``idx`` not yet in the working
         set; False when there is none."""
-        mark = self._mark
+        mark = st.mark
         mark[st.ws] = True
         new = ~mark[idx]
         mark[st.ws] = False
