@@ -153,7 +153,6 @@ def child(artifact: str) -> dict:
     stages = {}
     try:  # the stages of score_features one by one (internal API: skipped if it changed)
         from guard.margins import compute_margins
-        from guard.regions import union_membership
 
         r0 = rss_bytes()
         for name, fn in (
@@ -161,8 +160,8 @@ def child(artifact: str) -> dict:
              lambda: compute_margins(feats, guard.W_, guard.b_, guard.nonneg_)),
             ("hull distance (ConvexHullIndex.query)",
              lambda: guard.hull_.query(feats, top_support=guard.top_support)),
-            ("union of balls (union_membership)",
-             lambda: union_membership(guard.hull_.index, guard.radii_, feats)),
+            ("union of balls (UnionOfBalls.query)",
+             lambda: guard.regions_.query(feats)),
         ):
             fn()
             gc.collect()

@@ -18,7 +18,7 @@ from .errors import InputError, NotFittedError
 from .hull import ConvexHullIndex
 from .margins import compute_margins, lipschitz_constant
 from .model import OnnxClassifier
-from .regions import union_membership
+from .regions import UnionOfBalls
 
 # Radii of balls whose class borders no other class get this finite stand-in for inf.
 _BIG_RADIUS = 1e18
@@ -200,6 +200,7 @@ class Guard:
         self.radii_ = np.minimum(m.d_min, _BIG_RADIUS)
         self.lipschitz_ = lipschitz_constant(W)
         self._build_hull(Ft)
+        self._regions = None
         self.thresholds_ = Thresholds(ambiguity=self.ambiguity_threshold)
         self.calib_scores_: dict[str, np.ndarray] | None = None
         self.ood_ = None
@@ -225,6 +226,13 @@ class Guard:
         self.hull_ = ConvexHullIndex(
             F, k=self.hull_k, tol=self.hull_tol, max_rounds=self.hull_max_rounds
         )
+
+    @property
+    def regions_(self) -> UnionOfBalls:
+        """The union of learned regions (built on first use from the hull's points and radii)."""
+        if getattr(self, "_regions", None) is None:
+            self._regions = UnionOfBalls(self._fitted().hull_.points, self.radii_)
+        return self._regions
 
     @property
     def train_features_(self) -> np.ndarray:
@@ -261,7 +269,7 @@ class Guard:
             logits = (F.astype(np.float64) @ self.W_.T + self.b_).astype(np.float32)
         m = compute_margins(F, self.W_, self.b_, self.nonneg_, progress=self.progress)
         h = self.hull_.query(F, top_support=self.top_support, progress=self.progress)
-        r = union_membership(self.hull_.index, self.radii_, F)
+        r = self.regions_.query(F)
         ood_score = p_value = np.full(len(F), np.nan)
         if getattr(self, "ood_", None) is not None:
             ood_score, p_value = self.ood_.score(features=F, logits=logits, hull=h.upper,

@@ -5,11 +5,12 @@ these balls is a region the model is known to classify consistently. For a query
 whether some ball contains it (``||q - x_t|| < r_t``), how many do, and the largest slack
 ``max_t r_t - ||q - x_t||`` (positive inside the union, negative outside).
 
-Membership uses a FAISS range search with the largest radius; the best slack of a query outside
-the union needs the points with ``||q - x_t|| <= r_max - s`` where ``s`` is any achievable slack,
-so a k-NN search first gives ``s`` and the range search is widened just enough. One batched range
-search serves a chunk of queries; slacks come from FAISS's float32 distances, and wherever
-float32 rounding could change a membership or the maximum they are recomputed in float64.
+:class:`UnionOfBalls` scans every ball for a chunk of queries with one float32 matrix product
+(``r_t^2 - ||q - x_t||^2 = (r_t^2 - ||x_t||^2) + 2 q.x_t - ||q||^2``), bounds its rounding error,
+and recomputes in float64 every ball whose membership, or whose slack near the maximum, the
+rounding could change: counts, memberships and the best slack are exact.
+:func:`union_membership` (kNN + range search on a FAISS index) is the first version, kept as an
+independent implementation for tests and benchmarks.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ import faiss
 import numpy as np
 
 from .errors import InputError
+
+_U32 = 2.0**-24  # unit roundoff of float32
 
 
 @dataclass(frozen=True)
@@ -37,6 +40,101 @@ class Regions:
     n_balls: np.ndarray
     slack: np.ndarray
     best_ball: np.ndarray
+
+
+class UnionOfBalls:
+    """The union of balls ``(points[t], radii[t])``; :meth:`query` is exact.
+
+    Args:
+        points: (N, d) float32 ball centres (kept by reference: a view of a FAISS index's
+            storage does not copy the training features).
+        radii: (N,) finite radii ``r_t >= 0``. Radii far beyond the data's scale (a class no
+            other class borders gets a huge stand-in) are handled apart, in float64.
+    """
+
+    def __init__(self, points: np.ndarray, radii: np.ndarray) -> None:
+        radii = np.asarray(radii, dtype=np.float64)
+        if points.ndim != 2 or radii.shape != (points.shape[0],) or not np.all(np.isfinite(radii)):
+            raise InputError(f"expected {points.shape[0]} finite radii, got shape {radii.shape}")
+        self.points = points if points.dtype == np.float32 else points.astype(np.float32)
+        self.radii = radii
+        tn = np.empty(len(points))
+        for lo in range(0, len(points), 65536):  # float64 norms without an N x d float64 copy
+            blk = self.points[lo : lo + 65536].astype(np.float64)
+            tn[lo : lo + len(blk)] = np.einsum("ij,ij->i", blk, blk)
+        self.max_norm = float(np.sqrt(tn.max())) if len(tn) else 0.0
+        self.huge = np.flatnonzero(radii > 1e3 * (1.0 + self.max_norm))
+        offset = radii * radii - tn  # r_t^2 - ||x_t||^2
+        offset[self.huge] = -np.inf  # never inside, never the best slack in the float32 scan
+        self.big = float(np.abs(offset[np.isfinite(offset)]).max(initial=0.0))
+        self.r_max = float(np.delete(radii, self.huge).max(initial=0.0))
+        self._r32 = radii.astype(np.float32)
+        self._r2_32 = (radii * radii).astype(np.float32)
+        self._off32 = offset.astype(np.float32)
+
+    def query(self, queries: np.ndarray, *, chunk: int = 32) -> Regions:
+        """Membership of ``queries`` (M, d): exact counts, memberships and best slacks."""
+        Q = np.ascontiguousarray(queries, dtype=np.float32)
+        N, d = self.points.shape
+        if Q.ndim != 2 or Q.shape[1] != d:
+            raise InputError(f"expected queries (M, {d}), got {Q.shape}")
+        m = Q.shape[0]
+        in_union = np.zeros(m, dtype=bool)
+        n_balls = np.zeros(m, dtype=np.int64)
+        slack_out = np.full(m, -np.inf)
+        best = np.full(m, -1, dtype=np.int64)
+        if N == 0 or m == 0:
+            return Regions(in_union, n_balls, slack_out, best)
+        gamma = d * _U32 / (1 - d * _U32)  # float32 dot products: |error| <= gamma |q| |x|
+        r2 = self.radii * self.radii
+        for lo in range(0, m, chunk):
+            q = Q[lo : lo + chunk]
+            q64 = q.astype(np.float64)
+            qn = np.einsum("ij,ij->i", q64, q64)
+            # V[t, i] ~ r_t^2 - ||q_i - x_t||^2 in float32 (N x chunk: the fast orientation of
+            # the product). Error: the dot products' 2 gamma |q| |x|, plus the rounding of the
+            # stored offset, the doubling and the two additions (each <= u of a magnitude
+            # below big + 2 |q| |x| + |q|^2), padded.
+            V = self.points @ q.T
+            V *= 2.0
+            V += self._off32[:, None]
+            V -= qn.astype(np.float32)
+            qx = np.sqrt(qn) * self.max_norm
+            err = (2.0 * gamma * qx + 4.0 * _U32 * (self.big + 2.0 * qx + qn)) * 1.01 + 1e-30
+            err32 = err.astype(np.float32)
+            inside = V > err32
+            t_idx, r_idx = np.nonzero((V >= -err32) & ~inside)
+            if len(r_idx):  # float64 recheck of memberships the rounding could flip
+                inside[t_idx, r_idx] = r2[t_idx] > self._d2(q64[r_idx], t_idx)
+            counts = inside.sum(axis=0)
+            # slack r - ||q - x||: |error of the distance| <= sqrt(err) + float32 rounding of
+            # the subtraction, the square root and the final subtraction (magnitudes below
+            # |q| + |x| + r_max)
+            np.subtract(self._r2_32[:, None], V, out=V)
+            np.maximum(V, 0.0, out=V)
+            np.sqrt(V, out=V)
+            np.subtract(self._r32[:, None], V, out=V)  # V is now the slack (-inf: huge balls)
+            top = V.max(axis=0).astype(np.float64)
+            mag = np.sqrt(qn) + self.max_norm + self.r_max
+            tol = (2.0 * np.sqrt(err) + 8.0 * _U32 * (mag + np.abs(top))) * 1.01
+            cand_t, cand_i = np.nonzero(V >= (top - tol).astype(np.float32))
+            if len(self.huge):  # huge balls: exactly, in float64
+                hh = np.repeat(self.huge, len(q))
+                ii = np.tile(np.arange(len(q)), len(self.huge))
+                counts += (r2[hh] > self._d2(q64[ii], hh)).reshape(len(self.huge), -1).sum(0)
+                cand_t, cand_i = np.concatenate([cand_t, hh]), np.concatenate([cand_i, ii])
+            n_balls[lo : lo + len(q)] = counts
+            in_union[lo : lo + len(q)] = counts > 0
+            exact = self.radii[cand_t] - np.sqrt(self._d2(q64[cand_i], cand_t))
+            for i in range(len(q)):  # the exact best among each query's candidates
+                sel = np.flatnonzero(cand_i == i)
+                j = sel[int(np.argmax(exact[sel]))]
+                slack_out[lo + i], best[lo + i] = float(exact[j]), int(cand_t[j])
+        return Regions(in_union, n_balls, slack_out, best)
+
+    def _d2(self, q64: np.ndarray, idx: np.ndarray) -> np.ndarray:
+        diff = self.points[idx].astype(np.float64) - q64
+        return np.einsum("ij,ij->i", diff, diff)
 
 
 def union_membership(

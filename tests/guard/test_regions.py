@@ -6,7 +6,7 @@ import faiss
 import numpy as np
 import pytest
 
-from guard.regions import union_membership
+from guard.regions import UnionOfBalls, union_membership
 
 
 def _brute(T, radii, Q):
@@ -44,3 +44,54 @@ def test_zero_radius_balls_contain_nothing():
     index.add(T)
     r = union_membership(index, np.zeros(3), T)
     assert not r.in_union.any() and (r.slack == 0).all()
+
+
+def _check_exact(T, radii, Q):
+    r = UnionOfBalls(T, radii).query(Q, chunk=7)
+    inside, count, slack, best = _brute(T, radii, Q)
+    np.testing.assert_array_equal(r.in_union, inside)
+    np.testing.assert_array_equal(r.n_balls, count)
+    np.testing.assert_allclose(r.slack, slack, rtol=1e-12, atol=1e-12)
+    np.testing.assert_array_equal(r.best_ball, best)
+    return r
+
+
+@pytest.mark.parametrize("seed,d", [(0, 4), (1, 16), (2, 64), (3, 512)])
+def test_matrix_scan_matches_brute_force_and_the_range_search(seed, d):
+    rng = np.random.default_rng(seed)
+    T = np.maximum(rng.normal(size=(700, d)), 0).astype(np.float32)
+    radii = rng.gamma(1.0, 0.4 * np.sqrt(d / 4), size=700)
+    Q = np.vstack([
+        T[:10] + rng.normal(size=(10, d)).astype(np.float32) * 0.3,
+        rng.normal(size=(10, d)).astype(np.float32) * 5 + 10,
+        T[20:25],
+    ]).astype(np.float32)
+    r = _check_exact(T, radii, Q)
+    index = faiss.IndexFlatL2(d)
+    index.add(T)
+    r0 = union_membership(index, radii, Q, k=4)
+    np.testing.assert_array_equal(r.n_balls, r0.n_balls)
+    np.testing.assert_array_equal(r.best_ball, r0.best_ball)
+
+
+def test_matrix_scan_on_boundaries_large_offsets_and_huge_radii():
+    """Queries 1e-8 inside or outside sphere surfaces (float32 cannot decide them, float64
+    can), centres far from the origin (cancellation in |q|^2 + |x|^2 - 2 q.x), and a few balls
+    of a huge stand-in radius."""
+    rng = np.random.default_rng(7)
+    d = 32
+    T = (rng.normal(size=(400, d)) + 300.0).astype(np.float32)
+    radii = rng.uniform(0.5, 3.0, size=400)
+    dirs = rng.normal(size=(12, d))
+    dirs /= np.linalg.norm(dirs, axis=1, keepdims=True)
+    on = T[:12].astype(np.float64) + dirs * radii[:12, None]  # on (float32-rounded) surfaces
+    Q = np.vstack([on, T[50:60] + 0.01, T[:5] + 40.0]).astype(np.float32)
+    side = np.where(np.arange(12) % 2 == 0, 1e-8, -1e-8)  # even: just inside, odd: outside
+    radii[:12] = np.linalg.norm(Q[:12].astype(np.float64) - T[:12].astype(np.float64),
+                                axis=1) + side
+    r = _check_exact(T, radii, Q)
+    np.testing.assert_array_equal(r.n_balls[:12] > 0, side > 0)
+    radii2 = radii.copy()
+    radii2[[3, 200]] = 1e18
+    r = _check_exact(T, radii2, Q)
+    assert r.in_union.all() and set(r.best_ball.tolist()) <= {3, 200}
