@@ -15,17 +15,22 @@ def _brute(T, radii, Q):
     return (S > 0).any(1), (S > 0).sum(1), S.max(1), S.argmax(1)
 
 
-@pytest.mark.parametrize("seed,d", [(0, 4), (1, 16), (2, 64)])
-def test_matches_brute_force(seed, d):
+def _cloud(seed, d, n=800):
+    """ReLU-like centres, gamma radii; queries near centres, far away, and at centres."""
     rng = np.random.default_rng(seed)
-    T = np.maximum(rng.normal(size=(800, d)), 0).astype(np.float32)
-    radii = rng.gamma(1.0, 0.4 * np.sqrt(d / 4), size=800)
-    # in-distribution-ish, far away, and exactly at training points
+    T = np.maximum(rng.normal(size=(n, d)), 0).astype(np.float32)
+    radii = rng.gamma(1.0, 0.4 * np.sqrt(d / 4), size=n)
     Q = np.vstack([
         T[:10] + rng.normal(size=(10, d)).astype(np.float32) * 0.3,
         rng.normal(size=(10, d)).astype(np.float32) * 5 + 10,
         T[20:25],
     ]).astype(np.float32)
+    return T, radii, Q
+
+
+@pytest.mark.parametrize("seed,d", [(0, 4), (1, 16), (2, 64)])
+def test_matches_brute_force(seed, d):
+    T, radii, Q = _cloud(seed, d)
     index = faiss.IndexFlatL2(d)
     index.add(T)
     r = union_membership(index, radii, Q, k=4)
@@ -58,14 +63,7 @@ def _check_exact(T, radii, Q):
 
 @pytest.mark.parametrize("seed,d", [(0, 4), (1, 16), (2, 64), (3, 512)])
 def test_matrix_scan_matches_brute_force_and_the_range_search(seed, d):
-    rng = np.random.default_rng(seed)
-    T = np.maximum(rng.normal(size=(700, d)), 0).astype(np.float32)
-    radii = rng.gamma(1.0, 0.4 * np.sqrt(d / 4), size=700)
-    Q = np.vstack([
-        T[:10] + rng.normal(size=(10, d)).astype(np.float32) * 0.3,
-        rng.normal(size=(10, d)).astype(np.float32) * 5 + 10,
-        T[20:25],
-    ]).astype(np.float32)
+    T, radii, Q = _cloud(seed, d, n=700)
     r = _check_exact(T, radii, Q)
     index = faiss.IndexFlatL2(d)
     index.add(T)
