@@ -98,10 +98,10 @@ def osqp_full_qp(T: np.ndarray, q: np.ndarray) -> float:
 
 
 def row(name: str, T: np.ndarray, Q: np.ndarray, n_single: int,
-        previous: bool = True) -> tuple[dict, object]:
+        previous: bool = True, scan: str = "exact") -> tuple[dict, object]:
     """One size: this version and (``previous``) the pre-change version, same queries."""
     t0 = time.perf_counter()
-    index = ConvexHullIndex(T)
+    index = ConvexHullIndex(T, scan=scan)
     build_s = time.perf_counter() - t0
     lat, batch, _ = time_queries(index, Q[:n_single])
     full = index.query(Q)
@@ -201,6 +201,8 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     T, Q = real_features(50 if q else 200)
     r, _ = row("real (Fashion-MNIST train, default model)", T, Q, 20 if q else 50)
+    rows.append(r)
+    r, _ = row("real, scan=pca (opt-in: +k/d memory)", T, Q, 20 if q else 50, scan="pca")
     rows.append(r)
     base = baselines(T, Q, 1000 if q else 2000, 5 if q else 10)
     sizes = [(50_000, 64), (50_000, 512)] if q else [

@@ -72,7 +72,7 @@ class UnionOfBalls:
         self._r2_32 = (radii * radii).astype(np.float32)
         self._off32 = offset.astype(np.float32)
 
-    def query(self, queries: np.ndarray, *, chunk: int = 32) -> Regions:
+    def query(self, queries: np.ndarray, *, chunk: int = 16) -> Regions:
         """Membership of ``queries`` (M, d): exact counts, memberships and best slacks."""
         Q = np.ascontiguousarray(queries, dtype=np.float32)
         N, d = self.points.shape

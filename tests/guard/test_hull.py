@@ -257,12 +257,13 @@ def test_auto_scan_choice():
     rng = np.random.default_rng(3)
     low_rank = (rng.normal(size=(5000, 4)) @ rng.normal(size=(4, 32))
                 + 0.01 * rng.normal(size=(5000, 32))).astype(np.float32)
-    assert ConvexHullIndex(low_rank).scan == "pca"
-    assert ConvexHullIndex(low_rank).pca_k <= 16
+    assert ConvexHullIndex(low_rank).scan == "exact"  # the default holds no extra memory
+    assert ConvexHullIndex(low_rank, scan="auto").scan == "pca"
+    assert ConvexHullIndex(low_rank, scan="auto").pca_k <= 16
     iso = rng.normal(size=(5000, 32)).astype(np.float32)  # no principal subspace: exact
-    assert ConvexHullIndex(iso).scan == "exact"
-    assert ConvexHullIndex(low_rank[:1000]).scan == "exact"  # tiny: exact
-    assert ConvexHullIndex(low_rank, algorithm="legacy").scan == "exact"
+    assert ConvexHullIndex(iso, scan="auto").scan == "exact"
+    assert ConvexHullIndex(low_rank[:1000], scan="auto").scan == "exact"  # tiny: exact
+    assert ConvexHullIndex(low_rank, algorithm="legacy", scan="auto").scan == "exact"
 
 
 def test_training_point_lookup_handles_negative_zero():
