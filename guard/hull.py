@@ -55,6 +55,7 @@ import faiss
 import numpy as np
 from scipy.optimize import nnls
 
+from .accel import RowProducts, default_device
 from .errors import InputError
 from .progress import progress_bar
 
@@ -145,8 +146,9 @@ def min_norm_point_warm(
     return lam / lam.sum(), lam
 
 
-def _blocks(a: np.ndarray, rows: int = 65536):
-    """Row blocks of ``a`` as float64 (bounded temporary memory)."""
+def _blocks(a: np.ndarray, rows: int | None = None):
+    """Row blocks of ``a`` as float64 (bounded temporary memory: ~4 MB per block)."""
+    rows = rows or max(256, (1 << 19) // max(a.shape[1], 1))
     for lo in range(0, a.shape[0], rows):
         yield a[lo : lo + rows].astype(np.float64)
 
@@ -234,6 +236,8 @@ class ConvexHullIndex:
         subsample: size of the random subsample the first inner rounds search (``None``:
             ``N / 16`` clipped to [2048, 16384], all points when N is below 8192).
         seed: seed of the subsample and of the PCA fit sample.
+        device: where full rounds scan (:class:`guard.accel.RowProducts`: ``auto`` = a CUDA
+            GPU through torch when present, else the CPU; default ``GUARD_DEVICE`` or auto).
     """
 
     def __init__(
@@ -254,6 +258,7 @@ class ConvexHullIndex:
         pool_size: int = 2048,
         subsample: int | None = None,
         seed: int = 0,
+        device: str | None = None,
     ) -> None:
         if index is None:
             points = np.ascontiguousarray(points, dtype=np.float32)
@@ -296,10 +301,15 @@ class ConvexHullIndex:
         self.max_inner = 50
         self.scan = "exact"
         self.pca_k = 0
+        device = default_device() if device is None else device
         if algorithm == "pool":
             self._build_pool(subsample, seed)
             if scan != "exact":
                 self._build_pca(scan, pca_k, pca_residual, seed)
+            self._scan = RowProducts(self._C if self.scan == "pca" else self.points, device)
+            self.device = self._scan.device
+        else:
+            self.device = "cpu"
 
     @property
     def dim(self) -> int:
@@ -357,7 +367,7 @@ class ConvexHullIndex:
         fit = self.points if N <= 50_000 else self.points[np.sort(
             np.random.default_rng(seed + 2).choice(N, 50_000, replace=False))]
         cov = np.zeros((d, d))
-        for b in _blocks(fit, rows=8192):
+        for b in _blocks(fit):
             b -= mu
             cov += b.T @ b
         w, V = np.linalg.eigh(cov)
@@ -374,7 +384,7 @@ class ConvexHullIndex:
         sk = float(np.sqrt(k))
         c_max = r_max = e_max = 0.0
         lo = 0
-        for b in _blocks(self.points, rows=8192):  # bounded float64 temporaries
+        for b in _blocks(self.points):  # bounded float64 temporaries
             hi = lo + len(b)
             b -= mu  # t - mu, relative error <= u64 (absorbed by eps below)
             c32 = (b @ U).astype(np.float32)
@@ -509,10 +519,10 @@ class ConvexHullIndex:
             G = np.stack([st.g for _, st in todo])
             if self.scan == "pca":
                 H = G @ self._U
-                V = H.astype(np.float32) @ self._C.T  # (B, N): the PCA-bounded scan
+                V = self._scan(H.astype(np.float32))  # (B, N): the PCA-bounded scan
             else:
                 H = None
-                V = G.astype(np.float32) @ self.points.T  # (B, N): the exact scan
+                V = self._scan(G.astype(np.float32))  # (B, N): the exact scan
             still = []
             for a, (qi, st) in enumerate(todo):
                 if H is None:

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import faiss
 import numpy as np
 
+from .accel import RowProducts, default_device
 from .errors import InputError
 
 _U32 = 2.0**-24  # unit roundoff of float32
@@ -50,9 +51,11 @@ class UnionOfBalls:
             storage does not copy the training features).
         radii: (N,) finite radii ``r_t >= 0``. Radii far beyond the data's scale (a class no
             other class borders gets a huge stand-in) are handled apart, in float64.
+        device: where the scan runs (:class:`guard.accel.RowProducts`; default
+            ``GUARD_DEVICE`` or auto: a CUDA GPU through torch when present).
     """
 
-    def __init__(self, points: np.ndarray, radii: np.ndarray) -> None:
+    def __init__(self, points: np.ndarray, radii: np.ndarray, device: str | None = None) -> None:
         radii = np.asarray(radii, dtype=np.float64)
         if points.ndim != 2 or radii.shape != (points.shape[0],) or not np.all(np.isfinite(radii)):
             raise InputError(f"expected {points.shape[0]} finite radii, got shape {radii.shape}")
@@ -71,8 +74,9 @@ class UnionOfBalls:
         self._r32 = radii.astype(np.float32)
         self._r2_32 = (radii * radii).astype(np.float32)
         self._off32 = offset.astype(np.float32)
+        self._scan = RowProducts(self.points, default_device() if device is None else device)
 
-    def query(self, queries: np.ndarray, *, chunk: int = 16) -> Regions:
+    def query(self, queries: np.ndarray, *, chunk: int = 32) -> Regions:
         """Membership of ``queries`` (M, d): exact counts, memberships and best slacks."""
         Q = np.ascontiguousarray(queries, dtype=np.float32)
         N, d = self.points.shape
@@ -95,7 +99,7 @@ class UnionOfBalls:
             # the product). Error: the dot products' 2 gamma |q| |x|, plus the rounding of the
             # stored offset, the doubling and the two additions (each <= u of a magnitude
             # below big + 2 |q| |x| + |q|^2), padded.
-            V = self.points @ q.T
+            V = self._scan.by_row(q)
             V *= 2.0
             V += self._off32[:, None]
             V -= qn.astype(np.float32)

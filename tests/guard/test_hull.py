@@ -20,6 +20,11 @@ CONFIGS = {
     "pool-pca-small-pool": dict(scan="pca", pca_k=5, subsample=100, pool_size=64,
                                 add_per_round=8),
     "pool-exact-small-pool": dict(scan="exact", subsample=100, pool_size=64, add_per_round=8),
+    # the torch code path of guard.accel (what runs on a CUDA GPU), here on the CPU
+    "pool-exact-torch": dict(scan="exact", device="torch", subsample=100, pool_size=64,
+                             add_per_round=8),
+    "pool-pca-torch": dict(scan="pca", pca_k=5, device="torch", subsample=100, pool_size=64,
+                           add_per_round=8),
 }
 
 

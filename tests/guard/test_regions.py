@@ -51,8 +51,8 @@ def test_zero_radius_balls_contain_nothing():
     assert not r.in_union.any() and (r.slack == 0).all()
 
 
-def _check_exact(T, radii, Q):
-    r = UnionOfBalls(T, radii).query(Q, chunk=7)
+def _check_exact(T, radii, Q, device="cpu"):
+    r = UnionOfBalls(T, radii, device=device).query(Q, chunk=7)
     inside, count, slack, best = _brute(T, radii, Q)
     np.testing.assert_array_equal(r.in_union, inside)
     np.testing.assert_array_equal(r.n_balls, count)
@@ -65,6 +65,7 @@ def _check_exact(T, radii, Q):
 def test_matrix_scan_matches_brute_force_and_the_range_search(seed, d):
     T, radii, Q = _cloud(seed, d, n=700)
     r = _check_exact(T, radii, Q)
+    _check_exact(T, radii, Q, device="torch")  # the GPU code path, on the CPU
     index = faiss.IndexFlatL2(d)
     index.add(T)
     r0 = union_membership(index, radii, Q, k=4)
@@ -89,6 +90,7 @@ def test_matrix_scan_on_boundaries_large_offsets_and_huge_radii():
                                 axis=1) + side
     r = _check_exact(T, radii, Q)
     np.testing.assert_array_equal(r.n_balls[:12] > 0, side > 0)
+    _check_exact(T, radii, Q, device="torch")
     radii2 = radii.copy()
     radii2[[3, 200]] = 1e18
     r = _check_exact(T, radii2, Q)
