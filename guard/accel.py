@@ -28,6 +28,11 @@ def default_device() -> str:
     return os.environ.get("GUARD_DEVICE", "auto")
 
 
+def _gpu_present() -> bool:
+    """Cheap test for an NVIDIA GPU (its device node) before importing torch."""
+    return os.path.exists("/dev/nvidiactl") or os.path.exists("/dev/nvidia0")
+
+
 class RowProducts:
     """``products(X) = X @ M.T`` (B x N, C-contiguous float32) for a fixed (N, k) float32 ``M``.
 
@@ -43,8 +48,8 @@ class RowProducts:
         self.M = M
         self.device = "cpu"
         self._t = None
-        if device == "cpu":
-            return
+        if device == "cpu" or (device == "auto" and not _gpu_present()):
+            return  # (auto: torch is not even imported on a machine without an NVIDIA GPU)
         try:
             import torch
         except ImportError:
