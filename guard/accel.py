@@ -6,7 +6,8 @@ few rows of X; a transposed copy would cost more than it saves, so ``__call__`` 
 copy of the matrix lives on the GPU and the product runs there; TF32 is switched off for it so
 that every product is an IEEE float32 sum of float32 products, the arithmetic the callers'
 rounding-error bounds assume (``|fl(x.y) - x.y| <= gamma_d |x| |y|`` for any summation order).
-``device="torch"`` runs the same torch code on the CPU (used by the tests).
+``device="torch"`` runs the same torch code on the CPU (used by the tests). The server's
+setting is ``GUARD_DEVICE`` / ``guard serve --device``.
 """
 
 from __future__ import annotations
@@ -21,11 +22,6 @@ from .errors import InputError
 log = logging.getLogger(__name__)
 
 DEVICES = ("auto", "cpu", "cuda", "torch")
-
-
-def default_device() -> str:
-    """``GUARD_DEVICE`` if set (auto, cpu, cuda), else ``auto``."""
-    return os.environ.get("GUARD_DEVICE", "auto")
 
 
 def _gpu_present() -> bool:

@@ -149,8 +149,10 @@ def load_artifact(
     model: str | Path | bytes | OnnxClassifier | None = None,
     *,
     progress: bool = False,
+    device: str = "auto",
 ) -> Guard:
-    """Load a fitted guard; ``model`` (optional) must be the very model it was fitted on."""
+    """Load a fitted guard; ``model`` (optional) must be the very model it was fitted on.
+    ``device``: where its scans run (:mod:`guard.accel`: auto, cpu or cuda)."""
     path = Path(path)
     manifest = read_manifest(path)
     for name, digest in manifest["files"].items():
@@ -212,8 +214,10 @@ def load_artifact(
         raise ArtifactError(f"{path / 'index.faiss'} holds {index.ntotal} x {index.d} features; "
                             f"expected {len(arrays['radii'])} x {guard.W_.shape[1]}: refit")
     # The features are held once, by the index; train_features.npy stays for readers.
+    guard.device = device
     guard.hull_ = ConvexHullIndex(
         None, k=guard.hull_k, tol=guard.hull_tol, max_rounds=guard.hull_max_rounds, index=index,
+        device=device,
     )
     guard.manifest_ = manifest
     return guard

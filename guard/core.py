@@ -97,6 +97,8 @@ class Guard:
         ood: fit the combined OOD score (:class:`guard.ood.OODScorer`) on the calibration data;
             then the guard abstains at ``p_value < target_abstain_rate``.
         seed: seed of the calibration split.
+        device: where the hull and union scans run: ``auto`` (a CUDA GPU through torch when
+            present, else the CPU), ``cpu`` or ``cuda`` (:mod:`guard.accel`).
     """
 
     def __init__(
@@ -115,6 +117,7 @@ class Guard:
         ambiguity_threshold: float = 0.0,
         seed: int = 0,
         ood: bool = True,
+        device: str = "auto",
     ) -> None:
         self.nonneg = nonneg
         self.hull_k = hull_k
@@ -129,6 +132,7 @@ class Guard:
         self.ambiguity_threshold = ambiguity_threshold
         self.seed = seed
         self.ood = ood
+        self.device = device
 
     # ------------------------------------------------------------------ fitting
     def fit(
@@ -224,14 +228,16 @@ class Guard:
 
     def _build_hull(self, F: np.ndarray) -> None:
         self.hull_ = ConvexHullIndex(
-            F, k=self.hull_k, tol=self.hull_tol, max_rounds=self.hull_max_rounds
+            F, k=self.hull_k, tol=self.hull_tol, max_rounds=self.hull_max_rounds,
+            device=getattr(self, "device", "auto"),
         )
 
     @property
     def regions_(self) -> UnionOfBalls:
         """The union of learned regions (built on first use from the hull's points and radii)."""
         if getattr(self, "_regions", None) is None:
-            self._regions = UnionOfBalls(self._fitted().hull_.points, self.radii_)
+            self._regions = UnionOfBalls(self._fitted().hull_.points, self.radii_,
+                                         device=getattr(self, "device", "auto"))
         return self._regions
 
     @property

@@ -12,7 +12,7 @@ ASSETS = Path(__file__).parent / "assets"
 DEFAULT_MODEL = ASSETS / "fmnist_resnet.onnx"
 
 
-def default_guard(path: Path, *, progress: bool = True) -> Guard:
+def default_guard(path: Path, *, progress: bool = True, device: str = "auto") -> Guard:
     """Load the default artifact at ``path``, fitting it first if missing or stale."""
     from .datasets import FASHION_MNIST_CLASSES, as_model_input, load_fashion_mnist
     from .model import OnnxClassifier
@@ -20,7 +20,7 @@ def default_guard(path: Path, *, progress: bool = True) -> Guard:
     model = OnnxClassifier(DEFAULT_MODEL)
     if (path / "manifest.json").is_file():
         try:
-            return load_artifact(path, model, progress=progress)
+            return load_artifact(path, model, progress=progress, device=device)
         except ArtifactError as exc:
             print(f"existing artifact not usable ({exc}); refitting")
     print(f"fitting the default guard on the 60,000 Fashion-MNIST training images -> {path}")
@@ -29,5 +29,5 @@ def default_guard(path: Path, *, progress: bool = True) -> Guard:
         model, as_model_input(x), y, class_names=list(FASHION_MNIST_CLASSES)
     )
     save_artifact(guard, path, overwrite=True)
-    return load_artifact(path, model, progress=progress)
+    return load_artifact(path, model, progress=progress, device=device)
 

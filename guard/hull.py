@@ -55,7 +55,7 @@ import faiss
 import numpy as np
 from scipy.optimize import nnls
 
-from .accel import RowProducts, default_device
+from .accel import RowProducts
 from .errors import InputError
 from .progress import progress_bar
 
@@ -237,7 +237,7 @@ class ConvexHullIndex:
             ``N / 16`` clipped to [2048, 16384], all points when N is below 8192).
         seed: seed of the subsample and of the PCA fit sample.
         device: where full rounds scan (:class:`guard.accel.RowProducts`: ``auto`` = a CUDA
-            GPU through torch when present, else the CPU; default ``GUARD_DEVICE`` or auto).
+            GPU through torch when present, else the CPU).
     """
 
     def __init__(
@@ -258,7 +258,7 @@ class ConvexHullIndex:
         pool_size: int = 2048,
         subsample: int | None = None,
         seed: int = 0,
-        device: str | None = None,
+        device: str = "auto",
     ) -> None:
         if index is None:
             points = np.ascontiguousarray(points, dtype=np.float32)
@@ -301,7 +301,6 @@ class ConvexHullIndex:
         self.max_inner = 50
         self.scan = "exact"
         self.pca_k = 0
-        device = default_device() if device is None else device
         if algorithm == "pool":
             self._build_pool(subsample, seed)
             if scan != "exact":

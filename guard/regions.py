@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import faiss
 import numpy as np
 
-from .accel import RowProducts, default_device
+from .accel import RowProducts
 from .errors import InputError
 
 _U32 = 2.0**-24  # unit roundoff of float32
@@ -51,11 +51,11 @@ class UnionOfBalls:
             storage does not copy the training features).
         radii: (N,) finite radii ``r_t >= 0``. Radii far beyond the data's scale (a class no
             other class borders gets a huge stand-in) are handled apart, in float64.
-        device: where the scan runs (:class:`guard.accel.RowProducts`; default
-            ``GUARD_DEVICE`` or auto: a CUDA GPU through torch when present).
+        device: where the scan runs (:class:`guard.accel.RowProducts`; auto: a CUDA GPU
+            through torch when present, else the CPU).
     """
 
-    def __init__(self, points: np.ndarray, radii: np.ndarray, device: str | None = None) -> None:
+    def __init__(self, points: np.ndarray, radii: np.ndarray, device: str = "auto") -> None:
         radii = np.asarray(radii, dtype=np.float64)
         if points.ndim != 2 or radii.shape != (points.shape[0],) or not np.all(np.isfinite(radii)):
             raise InputError(f"expected {points.shape[0]} finite radii, got shape {radii.shape}")
@@ -74,7 +74,7 @@ class UnionOfBalls:
         self._r32 = radii.astype(np.float32)
         self._r2_32 = (radii * radii).astype(np.float32)
         self._off32 = offset.astype(np.float32)
-        self._scan = RowProducts(self.points, default_device() if device is None else device)
+        self._scan = RowProducts(self.points, device)
 
     def query(self, queries: np.ndarray, *, chunk: int = 32) -> Regions:
         """Membership of ``queries`` (M, d): exact counts, memberships and best slacks."""

@@ -39,12 +39,12 @@ def load_guard(settings: Settings) -> tuple[Guard, str]:
     """The guard to serve and its model name (the built-in default when no artifact is set)."""
     if settings.artifact:
         path = Path(settings.artifact)
-        guard = load_artifact(path)
+        guard = load_artifact(path, device=settings.device)
     else:
         from guard.demo import default_guard
 
         path = DEFAULT_ARTIFACT
-        guard = default_guard(path)
+        guard = default_guard(path, device=settings.device)
     if guard.model_ is None:
         raise InputError(f"artifact {path} has no model (fitted from features); refit it with "
                          f"`guard fit --model ...` to serve it")

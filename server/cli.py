@@ -31,6 +31,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-message-bytes", type=int, help="largest gRPC message (64 MiB)")
     p.add_argument("--no-geometry", dest="geometry", action="store_const", const=False,
                    help="serve the bare model (logits/prediction): the 'guard off' baseline")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"],
+                   help="where the geometry's scans run (auto: a CUDA GPU when present)")
     p.add_argument("--grace-s", type=float, help="seconds in-flight requests get on SIGTERM")
     p.add_argument("--log-level")
     return p

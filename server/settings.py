@@ -36,6 +36,8 @@ class Settings:
     """Largest gRPC message accepted or sent."""
     geometry: bool = True
     """False serves the bare model (logits and prediction only): the 'guard off' baseline."""
+    device: str = "auto"
+    """Where the geometry's scans run: auto (a CUDA GPU through torch when present), cpu, cuda."""
     grace_s: float = 10.0
     """On SIGTERM: seconds in-flight requests get to finish."""
     log_level: str = "INFO"
@@ -62,6 +64,8 @@ class Settings:
             raise InputError("max_queue_delay_ms and grace_s must be >= 0")
         if self.max_message_bytes < 1024:
             raise InputError("max_message_bytes must be >= 1024")
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise InputError(f"device must be auto, cpu or cuda, got {self.device!r}")
 
 
 def _parse(name: str, type_name: str, raw: str) -> object:
