@@ -13,7 +13,7 @@ generation with a certificate:
    current supporting hyperplane) join ``S`` and the QP is solved again; repeat until the gap
    closes or the round budget is spent (then ``converged`` is False, the bounds still hold).
 
-Full rounds are the expensive part, so the default algorithm (``algorithm="pool"``) spends as few
+Full rounds are the expensive part, so the algorithm spends as few
 as possible:
 
 * Between full rounds the violators are searched in a small *pool* (a fixed random subsample of
@@ -35,12 +35,13 @@ as possible:
     exact maximum over the evaluated points and the bound over the others: a rigorous upper
     bound on ``max_t g.t``, tight enough to close the gap to ``tol``.
   ``"exact"`` is the default (it holds nothing beyond the features); ``"pca"`` costs k/d of the
-  feature matrix in memory (default model: k = 27 of 64, +42%, for ~20% lower latency);
+  feature matrix in memory (default model: k = 27 of 64, +42%, for 3-20% lower latency in our
+  measurements);
   ``"auto"`` picks ``"pca"`` when k <= d/2 principal directions leave at most
   ``pca_residual`` of the variance, else ``"exact"``.
 
-* ``algorithm="legacy"`` is the previous scheme (FAISS kNN working set, a full exact scan every
-  round), kept for comparison.
+The previous scheme (FAISS kNN working set, a full exact scan every round) is frozen in
+``bench/hull_v2.py`` for benchmarks and tests.
 
 At the optimum the supporting hyperplane touches the hull, so the gap closes.
 """
@@ -212,9 +213,7 @@ class ConvexHullIndex:
     Args:
         points: (N, d) training features, stored as float32 (the model's own precision) in
             the FAISS index; ``None`` when ``index`` is given.
-        k: nearest neighbours forming the first working set (FAISS over all points for
-            ``algorithm="legacy"``; the pool algorithm uses the ``min(k, 16)`` nearest points of
-            its subsample).
+        k: the first working set is the ``min(k, 16)`` nearest points of the subsample.
         tol: target relative gap ``(upper - lower) / upper``.
         atol: absolute distance below which a query counts as inside the hull, relative to the
             largest training-feature norm.
@@ -222,8 +221,6 @@ class ConvexHullIndex:
         add_per_round: violating points added to the working set per round.
         time_budget_s: optional wall-clock budget for the rounds of one block of queries.
         index: a prebuilt exact FAISS ``IndexFlat`` over the features (e.g. from an artifact).
-        algorithm: ``"pool"`` (cheap inner rounds on a pool, full rounds only to certify) or
-            ``"legacy"`` (a full exact scan every round).
         scan: how full rounds bound ``max_t g.t``: ``"exact"`` (the default: no memory beyond
             the features), ``"pca"`` (reads N x k principal coefficients instead of N x d and
             evaluates only the points their bound cannot exclude; holds those coefficients,
@@ -251,7 +248,6 @@ class ConvexHullIndex:
         add_per_round: int = 64,
         time_budget_s: float | None = None,
         index: faiss.Index | None = None,
-        algorithm: str = "pool",
         scan: str = "exact",
         pca_k: int | None = None,
         pca_residual: float = 0.01,
@@ -279,8 +275,6 @@ class ConvexHullIndex:
                              f"{np.shape(points)}")
         if not 0 < tol < 1:
             raise InputError(f"tol must be in (0, 1), got {tol}")
-        if algorithm not in ("pool", "legacy"):
-            raise InputError(f"algorithm must be 'pool' or 'legacy', got {algorithm!r}")
         if scan not in ("auto", "exact", "pca"):
             raise InputError(f"scan must be 'auto', 'exact' or 'pca', got {scan!r}")
         self.index = index
@@ -292,7 +286,6 @@ class ConvexHullIndex:
         self.max_rounds = int(max_rounds)
         self.add_per_round = int(max(add_per_round, 1))
         self.time_budget_s = time_budget_s
-        self.algorithm = algorithm
         self.max_norm = float(np.sqrt(max(float(np.einsum("ij,ij->i", b, b).max())
                                           for b in _blocks(self.points))))
         self.atol = float(atol) * max(self.max_norm, 1.0)
@@ -301,14 +294,11 @@ class ConvexHullIndex:
         self.max_inner = 50
         self.scan = "exact"
         self.pca_k = 0
-        if algorithm == "pool":
-            self._build_pool(subsample, seed)
-            if scan != "exact":
-                self._build_pca(scan, pca_k, pca_residual, seed)
-            self._scan = RowProducts(self._C if self.scan == "pca" else self.points, device)
-            self.device = self._scan.device
-        else:
-            self.device = "cpu"
+        self._build_pool(subsample, seed)
+        if scan != "exact":
+            self._build_pca(scan, pca_k, pca_residual, seed)
+        self._scan = RowProducts(self._C if self.scan == "pca" else self.points, device)
+        self.device = self._scan.device
 
     @property
     def dim(self) -> int:
@@ -456,11 +446,10 @@ class ConvexHullIndex:
         sup_alpha = np.zeros((n_q, top_support))
         # Queries are processed in blocks so one float32 GEMM scans the block (<= ~64 MB).
         block = max(1, min(256, (64 << 20) // (4 * len(self))))
-        run = self._query_block_legacy if self.algorithm == "legacy" else self._query_block_pool
         with progress_bar(total=n_q, desc="hull distance", enabled=progress) as bar:
             for lo in range(0, n_q, block):
                 hi = min(lo + block, n_q)
-                res = run(Q[lo:hi])
+                res = self._query_block_pool(Q[lo:hi])
                 for r, (u, low, p, ws, alpha, nr, conv, nqp, fr) in enumerate(res):
                     qi = lo + r
                     upper[qi], lower[qi], proj[qi], rounds[qi], converged[qi] = u, low, p, nr, conv
@@ -711,67 +700,3 @@ class ConvexHullIndex:
         out = float(w.max())
         w[idx] = saved
         return out
-
-    def _query_block_legacy(self, Q: np.ndarray) -> list[tuple]:
-        """The previous scheme: FAISS kNN working set, a full exact scan every round."""
-        start = time.perf_counter()
-        _, knn = self.index.search(np.ascontiguousarray(Q, dtype=np.float32), self.k)
-        # Working sets keep insertion order so the multipliers of one round warm-start the next.
-        work = [np.unique(row[row >= 0]) for row in knn]
-        duals: list[np.ndarray | None] = [None] * len(Q)
-        state: list[tuple | None] = [None] * len(Q)
-        active = []
-        for qi, row in enumerate(knn):
-            t = int(row[0])
-            if np.array_equal(self.points[t].astype(np.float64), Q[qi]):  # a training point
-                state[qi] = (0.0, 0.0, Q[qi].copy(), np.array([t]), np.ones(1), 0, True, 0, 0.0)
-            else:
-                active.append(qi)
-        n_rounds = 0
-        while active:
-            n_rounds += 1
-            G = np.zeros((len(active), self.dim))
-            sols = []
-            for a, qi in enumerate(active):
-                ws = work[qi]
-                S = self.points[ws].astype(np.float64)
-                alpha, duals[qi] = min_norm_point_warm(S - Q[qi], duals[qi])
-                p = alpha @ S
-                G[a] = Q[qi] - p
-                sols.append((ws, alpha, p))
-            G32 = G.astype(np.float32)
-            V = G32 @ self.points.T  # (len(active), N) float32: the exact scan, rows contiguous
-            still = []
-            out_of_budget = n_rounds >= self.max_rounds or (
-                self.time_budget_s is not None and time.perf_counter() - start > self.time_budget_s
-            )
-            for a, qi in enumerate(active):
-                ws, alpha, p = sols[a]
-                g = G[a]
-                up = float(np.linalg.norm(g))
-                if up <= self.atol:
-                    state[qi] = (up, 0.0, p, ws, alpha, n_rounds, True, n_rounds, 1.0)
-                    continue
-                m = self._certified_max(V[a], g, G32[a])
-                low = min(max((float(g @ Q[qi]) - m) / up, 0.0), up)
-                done = up - low <= self.tol * up
-                if done or out_of_budget:
-                    state[qi] = (up, low, p, ws, alpha, n_rounds, done, n_rounds, 1.0)
-                    continue
-                # Add the points that violate the supporting hyperplane {h : g.h <= g.p} most.
-                col = V[a]
-                viol = np.flatnonzero(col > float(g @ p))  # usually few: no full sort needed
-                viol = viol[~np.isin(viol, ws)]
-                if len(viol) > self.add_per_round:
-                    viol = viol[np.argpartition(-col[viol], self.add_per_round)[: self.add_per_round]]
-                if len(viol) == 0:  # nothing left to add: the inner solve limits the gap
-                    state[qi] = (up, low, p, ws, alpha, n_rounds, False, n_rounds, 1.0)
-                    continue
-                # Keep the whole working set while it is small (no cycling); past the cap keep
-                # only the current support, which still contains the optimum's support.
-                keep = np.ones(len(ws), dtype=bool) if len(ws) < self._max_working else alpha > 0
-                work[qi] = np.concatenate([ws[keep], viol])
-                duals[qi] = np.concatenate([duals[qi][keep], np.zeros(len(viol))])
-                still.append(qi)
-            active = still
-        return state  # type: ignore[return-value]

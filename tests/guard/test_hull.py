@@ -11,10 +11,8 @@ from guard.hull import ConvexHullIndex, _top_indices, min_norm_point
 
 from . import reference
 
-# (algorithm, extra options): the legacy scheme, the pool scheme with each full-round scan; small
-# subsample and pool force several full rounds.
+# Options: each full-round scan; a small subsample and pool force several full rounds.
 CONFIGS = {
-    "legacy": dict(algorithm="legacy"),
     "pool-exact": dict(scan="exact"),
     "pool-pca": dict(scan="pca", pca_k=3),
     "pool-pca-small-pool": dict(scan="pca", pca_k=5, subsample=100, pool_size=64,
@@ -98,8 +96,6 @@ def test_rounds_add_points_the_prefilter_missed(config):
     h = ConvexHullIndex(T, k=8, **CONFIGS[config]).query(q[None])
     ref = reference.hull_distance(T, q)
     assert h.qp_solves[0] > 1  # the first working set was not enough
-    if config == "legacy":
-        assert h.rounds[0] > 1
     assert h.lower[0] <= ref + 1e-7 <= h.upper[0] + 2e-7
     assert h.upper[0] == pytest.approx(ref, rel=1e-3)
     assert (h.support_idx[0][h.support_idx[0] >= 0] >= 500).any()
@@ -235,25 +231,28 @@ def test_pca_bound_below_any_threshold_is_certified(kind):
                 assert vals.max() <= theta + 1e-12 * scale
 
 
-def test_pool_and_legacy_paths_agree():
-    """Mid-size set with a subsample, several full rounds, PCA and exact scans: all intervals
-    overlap and the upper bounds agree to tol."""
+def test_all_paths_and_the_previous_version_agree():
+    """Mid-size set with a subsample, several full rounds, PCA and exact scans, and the frozen
+    previous algorithm (bench/hull_v2.py: FAISS kNN start, a full scan every round): all
+    intervals overlap and the upper bounds agree to tol."""
+    from bench import hull_v2
+
     rng = np.random.default_rng(11)
     T = (rng.normal(size=(6000, 6)) @ rng.normal(size=(6, 20))
          + 0.05 * rng.normal(size=(6000, 20))).astype(np.float32)
     Q = np.vstack([T[:5].astype(np.float64) + rng.normal(size=(5, 20)) * 0.5,
                    np.abs(rng.normal(size=(5, 20))) * 3])
     res = {}
-    for name, kw in {"legacy": dict(algorithm="legacy"), "exact": dict(scan="exact"),
-                     "pca": dict(scan="pca", pca_k=6),
-                     "auto": dict(), "small": dict(scan="pca", pca_k=3, subsample=300,
-                                                   pool_size=128)}.items():
+    res["previous"] = hull_v2.ConvexHullIndex(T).query(Q)
+    for name, kw in {"exact": dict(scan="exact"), "pca": dict(scan="pca", pca_k=6),
+                     "auto": dict(scan="auto"), "small": dict(scan="pca", pca_k=3, subsample=300,
+                                                              pool_size=128)}.items():
         res[name] = ConvexHullIndex(T, **kw).query(Q)
         assert res[name].converged.all(), name
     for a in res:
         for b in res:
             assert (res[a].lower <= res[b].upper * (1 + 1e-9) + 1e-12).all(), (a, b)
-        np.testing.assert_allclose(res[a].upper, res["legacy"].upper, rtol=1.1e-3, atol=1e-9)
+        np.testing.assert_allclose(res[a].upper, res["previous"].upper, rtol=1.1e-3, atol=1e-9)
     assert (res["pca"].exact_fraction <= 1).all()
     assert (res["exact"].exact_fraction == 1).all()
 
@@ -268,7 +267,6 @@ def test_auto_scan_choice():
     iso = rng.normal(size=(5000, 32)).astype(np.float32)  # no principal subspace: exact
     assert ConvexHullIndex(iso, scan="auto").scan == "exact"
     assert ConvexHullIndex(low_rank[:1000], scan="auto").scan == "exact"  # tiny: exact
-    assert ConvexHullIndex(low_rank, algorithm="legacy", scan="auto").scan == "exact"
 
 
 def test_training_point_lookup_handles_negative_zero():
