@@ -130,9 +130,9 @@ def _table1(r: dict, names: list[str]) -> list[str]:
 
 def _support(sup: dict, figs: dict) -> list[str]:
     lines = ["## 4. What supports the hull projection: feature vs pixel space (paper Fig. 6)", "",
-             f"Share of the support of each test image's projection onto the training hull that "
-             f"has the image's own label: weighted by the convex weights of the reported support "
-             f"points (top 8), and among the 4 largest weights.", "",
+             "Share of the support of each test image's projection onto the training hull that "
+             "has the image's own label: weighted by the convex weights of the reported support "
+             "points (top 8), and among the 4 largest weights.", "",
              "| space | test images | same label (weighted) | same label (top 4) |",
              "|---|---|---|---|",
              f"| feature | all | {_pct(sup['feature_all']['weighted'])} | "
