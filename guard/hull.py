@@ -25,15 +25,10 @@ as possible:
   - ``"exact"``: one float32 GEMM over the N x d features with a rigorous rounding-error bound;
     the few points whose float32 value could be the maximum are re-evaluated in float64, so ``M``
     is the exact maximum.
-  - ``"pca"``: with the training mean ``mu``, k principal directions ``U`` (d x k), float32
-    coefficients ``c_t`` (N x k) and residual norms ``r_t >= ||(t - mu) - U c_t||`` (stored
-    rounded up), Cauchy-Schwarz gives ``g.t <= g.mu + (U^T g).c_t + ||g_perp|| r_t + e`` (``e``
-    bounds every rounding error: the float32 scan, the float32 query vector, the coefficients'
-    own rounding through ``max_t ||U^T res_t||``). The scan reads N x k instead of N x d
-    numbers; only the points whose bound exceeds the target ``g.p + tol ||g||^2`` are evaluated
-    exactly (float32 with an error bound, float64 re-check of the largest). ``M`` is then the
-    exact maximum over the evaluated points and the bound over the others: a rigorous upper
-    bound on ``max_t g.t``, tight enough to close the gap to ``tol``.
+  - ``"pca"``: a rigorous Cauchy-Schwarz bound from k principal coefficients per point
+    (:mod:`guard.hull_pca`) excludes most points; only those it cannot exclude are evaluated
+    exactly. ``M`` is then a rigorous upper bound on ``max_t g.t``, tight enough to close the
+    gap to ``tol``.
   ``"exact"`` is the default (it holds nothing beyond the features); ``"pca"`` costs k/d of the
   feature matrix in memory (default model: k = 27 of 64, +42%, for 3-20% lower latency in our
   measurements);
@@ -58,10 +53,12 @@ from scipy.optimize import nnls
 
 from .accel import RowProducts
 from .errors import InputError
+from .floats import U32 as _U32
+from .floats import U64 as _U64
+from .floats import blocks as _blocks
+from .hull_pca import PcaBound
 from .progress import progress_bar
 
-_U32 = 2.0**-24  # unit roundoff of float32
-_U64 = 2.0**-53
 _EYE: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # identity / zero vector per dimension
 
 
@@ -145,27 +142,6 @@ def min_norm_point_warm(
         a = min_norm_point(P)
         return a, a
     return lam / lam.sum(), lam
-
-
-def _blocks(a: np.ndarray, rows: int | None = None):
-    """Row blocks of ``a`` as float64 (bounded temporary memory: ~4 MB per block)."""
-    rows = rows or max(256, (1 << 19) // max(a.shape[1], 1))
-    for lo in range(0, a.shape[0], rows):
-        yield a[lo : lo + rows].astype(np.float64)
-
-
-def _round_up32(x: np.ndarray) -> np.ndarray:
-    """float32 values ``>= x`` (float64 input), each the nearest such float32."""
-    y = x.astype(np.float32)
-    low = y.astype(np.float64) < x
-    y[low] = np.nextafter(y[low], np.float32(np.inf))
-    return y
-
-
-def _down32(x: float) -> np.float32:
-    """The largest float32 ``<= x``."""
-    y = np.float32(x)
-    return np.nextafter(y, np.float32(-np.inf)) if float(y) > x else y
 
 
 def _top_indices(v: np.ndarray, m: int, floor: float | None = None) -> np.ndarray:
@@ -294,10 +270,14 @@ class ConvexHullIndex:
         self.max_inner = 50
         self.scan = "exact"
         self.pca_k = 0
+        self._pca: PcaBound | None = None
         self._build_pool(subsample, seed)
         if scan != "exact":
-            self._build_pca(scan, pca_k, pca_residual, seed)
-        self._scan = RowProducts(self._C if self.scan == "pca" else self.points, device)
+            self._pca = PcaBound.fit(self.points, scan, pca_k, pca_residual, seed)
+        if self._pca is not None:
+            self.scan, self.pca_k = "pca", self._pca.k
+            self.explained_variance = self._pca.explained_variance
+        self._scan = RowProducts(self._pca.C if self._pca is not None else self.points, device)
         self.device = self._scan.device
 
     @property
@@ -345,64 +325,6 @@ class ConvexHullIndex:
                 return int(j)
         return -1
 
-    def _build_pca(self, scan: str, pca_k: int | None, residual: float, seed: int) -> None:
-        N, d = self.points.shape
-        if N < 4096 and scan == "auto":
-            return  # tiny: the exact scan is cheap already
-        mu = np.zeros(d)
-        for b in _blocks(self.points):
-            mu += b.sum(axis=0)
-        mu /= N
-        fit = self.points if N <= 50_000 else self.points[np.sort(
-            np.random.default_rng(seed + 2).choice(N, 50_000, replace=False))]
-        cov = np.zeros((d, d))
-        for b in _blocks(fit):
-            b -= mu
-            cov += b.T @ b
-        w, V = np.linalg.eigh(cov)
-        w, V = np.maximum(w[::-1], 0), V[:, ::-1]
-        left = 1.0 - np.cumsum(w) / max(float(w.sum()), 1e-300)  # residual variance fraction
-        k = int(pca_k) if pca_k is not None else int(np.argmax(left <= residual)) + 1
-        k = int(min(max(k, 1), d))
-        if scan == "auto" and k > d // 2:
-            return  # the residual bound would be too loose: the exact scan wins
-        U = np.ascontiguousarray(V[:, :k])
-        C = np.empty((N, k), dtype=np.float32)
-        r = np.empty(N, dtype=np.float32)
-        eps = 4.0 * (d + k + 2) * _U64  # generous bound on the float64 relative errors below
-        sk = float(np.sqrt(k))
-        c_max = r_max = e_max = 0.0
-        lo = 0
-        for b in _blocks(self.points):  # bounded float64 temporaries
-            hi = lo + len(b)
-            b -= mu  # t - mu, relative error <= u64 (absorbed by eps below)
-            c32 = (b @ U).astype(np.float32)
-            c64 = c32.astype(np.float64)
-            res = b - c64 @ U.T  # residual of the *stored* coefficients
-            rn = np.sqrt(np.einsum("ij,ij->i", res, res))
-            cn = np.sqrt(np.einsum("ij,ij->i", c64, c64))
-            # |computed res - exact res| <= eps (||t - mu|| + sqrt(k) ||c|| + ||res||) per row
-            err = eps * (np.sqrt(np.einsum("ij,ij->i", b, b)) + sk * cn + rn + float(
-                np.linalg.norm(mu)))
-            C[lo:hi] = c32
-            r[lo:hi] = _round_up32(rn * (1 + eps) + err)
-            # ||U^T res_t||: the coefficients' own rounding (res_t is not exactly orthogonal)
-            ures = np.sqrt(np.einsum("ij,ij->i", res @ U, res @ U)) + 1.01 * err
-            e_max = max(e_max, float(ures.max()))
-            c_max = max(c_max, float(cn.max()))
-            r_max = max(r_max, float(r[lo:hi].max()))
-            lo = hi
-        self.scan = "pca"
-        self.pca_k = k
-        self._mu = mu
-        self._U = U
-        self._C = C
-        self._r = r
-        self._c_max = c_max * (1 + eps)
-        self._r_max = r_max
-        self._e_max = e_max * (1 + eps)
-        self._mu_norm = float(np.linalg.norm(mu))
-        self.explained_variance = float(1.0 - left[k - 1])
     def _certified_max(self, v32: np.ndarray, g: np.ndarray, g32: np.ndarray,
                        rows: np.ndarray | None = None) -> float:
         """Exact ``max_t g.t`` (plus a float64 rounding slack) over the training points ``rows``
@@ -506,7 +428,7 @@ class ConvexHullIndex:
                 break
             G = np.stack([st.g for _, st in todo])
             if self.scan == "pca":
-                H = G @ self._U
+                H = G @ self._pca.U
                 V = self._scan(H.astype(np.float32))  # (B, N): the PCA-bounded scan
             else:
                 H = None
@@ -599,50 +521,14 @@ class ConvexHullIndex:
 
     def _pca_bound(self, g: np.ndarray, h: np.ndarray, z: np.ndarray, theta: float,
                    cap: int | None = None) -> tuple[float | None, np.ndarray, np.ndarray, float]:
-        """Rigorous upper bound ``m >= max_t g.t`` from the PCA scan ``z = fl32(C fl32(h))``,
-        ``h = fl(U^T g)``: the points whose bound exceeds ``theta`` (the candidates) are evaluated
-        exactly, every other point is bounded by ``theta``-or-less. ``m`` is the exact maximum
-        whenever it exceeds ``theta``.
+        """:meth:`guard.hull_pca.PcaBound.bound` with this index's exact evaluation."""
+        g32 = g.astype(np.float32)
 
-        Returns ``(m, candidates, their float32 values, bound over all points)``; ``m`` is None
-        (nothing evaluated) when there are more than ``cap`` candidates.
-        """
-        d, k = self.dim, self.pca_k
-        eps = 4.0 * (d + k + 2) * _U64  # generous float64 relative error of the small products
-        gn = float(np.linalg.norm(g))
-        sk = float(np.sqrt(k))
-        h32 = h.astype(np.float32)
-        hn, h32n = float(np.linalg.norm(h)), float(np.linalg.norm(h32.astype(np.float64)))
-        dh = 1.01 * eps * sk * gn  # >= ||fl(U^T g) - U^T g||
-        # >= ||g - U U^T g|| (exact) from the computed residual of g
-        s = float(np.linalg.norm(g - self._U @ h)) * (1 + eps) + 1.01 * dh + eps * (gn + sk * hn)
-        s32 = _round_up32(np.array([s]))[0]
-        gk = k * _U32 / (1 - k * _U32)
-        cz = self._c_max * h32n
-        # g.t = g.mu + (U^T g).c_t + (U^T g).(U^T res_t) + g_perp.res_t, every term bounded:
-        E = (gk * cz  # float32 GEMV C h32 (Higham 3.5)
-             + (float(np.linalg.norm(h - h32.astype(np.float64))) * (1 + eps) + dh) * self._c_max
-             + (hn + dh) * self._e_max  # (U^T g).(U^T res_t): the coefficients' own rounding
-             + 3 * _U32 * (cz * (1 + gk) + float(s32) * self._r_max)  # w = fl32(z + s32 r)
-             + eps * gn * self._mu_norm)  # a0 = fl(g.mu)
-        a0 = float(g @ self._mu)
-        # for every t: g.t <= a0 + w_t + E with w = fl32(z + s32 r)   (Cauchy-Schwarz)
-        w = self._r * s32
-        w += z
-        slack = eps * (abs(theta) + abs(a0) + E)  # float64 rounding of the threshold
-        thr = _down32(theta - a0 - E - slack)
-        cand = np.flatnonzero(w > thr)
-        bound_all = a0 + float(w.max()) + E + slack
-        if cap is not None and len(cand) > cap:
-            return None, cand, np.empty(0, dtype=np.float32), bound_all
-        rest = self._max_outside(w, cand)  # <= thr
-        m = a0 + rest + E + slack if rest > -np.inf else -np.inf
-        x = np.empty(0, dtype=np.float32)
-        if len(cand):
-            g32 = g.astype(np.float32)
-            x = np.take(self.points, cand, axis=0) @ g32
-            m = max(m, self._certified_max(x, g, g32, rows=cand))
-        return m, cand, x, bound_all
+        def exact(rows: np.ndarray) -> tuple[np.ndarray, float]:
+            x = np.take(self.points, rows, axis=0) @ g32
+            return x, self._certified_max(x, g, g32, rows=rows)
+
+        return self._pca.bound(g, h, z, theta, exact, cap)
 
     def max_along(self, g: np.ndarray) -> float:
         """Certified ``max_t g.t`` over all training points: the exact maximum plus at most a
@@ -651,8 +537,8 @@ class ConvexHullIndex:
         g32 = g.astype(np.float32)
         if self.scan != "pca":
             return self._certified_max(self.points @ g32, g, g32)
-        h = g @ self._U
-        z = self._C @ h.astype(np.float32)
+        h = g @ self._pca.U
+        z = self._pca.C @ h.astype(np.float32)
         # threshold: the best exact value among the points with the largest estimates
         top = _top_indices(z, 32)
         theta = float((self.points[top].astype(np.float64) @ g).max())
@@ -687,16 +573,3 @@ class ConvexHullIndex:
             return 0.0, False
         # no new violator there: fall back to the exact scan for this query
         return self._full_exact(st, self.points @ g.astype(np.float32))
-
-    @staticmethod
-    def _max_outside(w: np.ndarray, idx: np.ndarray) -> float:
-        """``max`` of ``w`` over the entries not in ``idx``."""
-        if len(idx) == 0:
-            return float(w.max())
-        if len(idx) == len(w):
-            return -np.inf
-        saved = w[idx].copy()
-        w[idx] = -np.inf
-        out = float(w.max())
-        w[idx] = saved
-        return out

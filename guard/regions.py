@@ -22,8 +22,7 @@ import numpy as np
 
 from .accel import RowProducts
 from .errors import InputError
-
-_U32 = 2.0**-24  # unit roundoff of float32
+from .floats import U32 as _U32
 
 
 @dataclass(frozen=True)

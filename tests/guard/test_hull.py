@@ -186,7 +186,7 @@ def test_pca_certified_max_equals_brute_force(kind, k):
     idx = ConvexHullIndex(T, scan="pca", pca_k=k)
     assert idx.scan == "pca" and idx.pca_k == k
     rng = np.random.default_rng(k)
-    U = idx._U
+    U = idx._pca.U
     dirs = [rng.normal(size=T.shape[1]) for _ in range(6)]
     dirs += [U[:, 0], U @ rng.normal(size=k)]  # inside the principal subspace
     r = rng.normal(size=T.shape[1])
@@ -213,8 +213,8 @@ def test_pca_bound_below_any_threshold_is_certified(kind):
         g = rng.normal(size=T.shape[1])
         ref = _exact_max(T, g)
         scale = float(np.linalg.norm(g)) * idx.max_norm
-        h = g @ idx._U
-        z = idx._C @ h.astype(np.float32)
+        h = g @ idx._pca.U
+        z = idx._pca.C @ h.astype(np.float32)
         for theta in (ref - 0.5 * abs(ref) - 1, ref - 1e-6 * scale, ref, ref + 1e-3 * scale,
                       ref + 10 * scale):
             m, cand, x, bound_all = idx._pca_bound(g, h, z, theta)
