@@ -6,7 +6,9 @@ import faiss
 import numpy as np
 import pytest
 
-from guard.regions import UnionOfBalls, union_membership
+from guard.regions import UnionOfBalls
+
+from .union_range_search import union_membership
 
 
 def _brute(T, radii, Q):
