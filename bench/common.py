@@ -14,7 +14,6 @@ import os
 import platform
 import re
 import shlex
-import signal
 import subprocess
 import sys
 import tempfile
@@ -349,18 +348,14 @@ class ServerProc:
 
     def stop(self, timeout_s: float = 30.0) -> int:
         """SIGTERM, wait (SIGKILL after ``timeout_s``); returns the exit code."""
+        from server.demo import stop_process
+
         if self.proc is None:
             return 0
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        rc = stop_process(self.proc, timeout_s)
         if self._log is not None and not self._log.closed:
             self._log.close()
-        return int(self.proc.returncode)
+        return rc
 
     def __enter__(self) -> ServerProc:
         return self.start()

@@ -317,14 +317,19 @@ class ServerProcess:
     def stop(self, timeout_s: float = 30.0) -> int:
         """SIGTERM, then wait; returns the exit code (SIGKILL after ``timeout_s``)."""
         assert self.proc is not None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        return int(self.proc.returncode)
+        return stop_process(self.proc, timeout_s)
+
+
+def stop_process(proc: subprocess.Popen, timeout_s: float = 30.0) -> int:
+    """SIGTERM ``proc`` if it runs, wait (SIGKILL after ``timeout_s``); its exit code."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return int(proc.returncode)
 
 
 # ---------------------------------------------------------------------------- inference
