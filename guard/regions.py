@@ -69,7 +69,8 @@ class UnionOfBalls:
         self.big = float(np.abs(offset[np.isfinite(offset)]).max(initial=0.0))
         self.r_max = float(np.delete(radii, self.huge).max(initial=0.0))
         self._r32 = radii.astype(np.float32)
-        self._r2_32 = (radii * radii).astype(np.float32)
+        self._r2 = radii * radii
+        self._r2_32 = self._r2.astype(np.float32)
         self._off32 = offset.astype(np.float32)
         self._scan = RowProducts(self.points, device)
 
@@ -87,7 +88,7 @@ class UnionOfBalls:
         if N == 0 or m == 0:
             return Regions(in_union, n_balls, slack_out, best)
         gamma = d * _U32 / (1 - d * _U32)  # float32 dot products: |error| <= gamma |q| |x|
-        r2 = self.radii * self.radii
+        r2 = self._r2
         for lo in range(0, m, chunk):
             q = Q[lo : lo + chunk]
             q64 = q.astype(np.float64)
