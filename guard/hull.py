@@ -30,8 +30,8 @@ as possible:
     exactly. ``M`` is then a rigorous upper bound on ``max_t g.t``, tight enough to close the
     gap to ``tol``.
   ``"exact"`` is the default (it holds nothing beyond the features); ``"pca"`` costs k/d of the
-  feature matrix in memory (default model: k = 27 of 64, +42%, for 3-20% lower latency in our
-  measurements);
+  feature matrix in memory (default model: k = 27 of 64, +42%, for 3% lower p50 latency in
+  bench/results/hull.md);
   ``"auto"`` picks ``"pca"`` when k <= d/2 principal directions leave at most
   ``pca_residual`` of the variance, else ``"exact"``.
 
@@ -200,7 +200,7 @@ class ConvexHullIndex:
         scan: how full rounds bound ``max_t g.t``: ``"exact"`` (the default: no memory beyond
             the features), ``"pca"`` (reads N x k principal coefficients instead of N x d and
             evaluates only the points their bound cannot exclude; holds those coefficients,
-            k/d of the feature matrix more memory: on the default model ~20% faster for +42%)
+            k/d of the feature matrix more memory: on the default model 3% faster for +42%)
             or ``"auto"`` (pca where the features are low-rank enough).
         pca_k: principal directions of the PCA-bounded scan (``None``: the fewest leaving at
             most ``pca_residual`` of the variance).
