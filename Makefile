@@ -39,7 +39,7 @@ demo: setup
 # The default model's report (reports/fmnist_resnet): fits the default artifact first if missing.
 ARTIFACT := artifacts/fmnist_resnet
 $(ARTIFACT)/manifest.json: | setup
-	$(VENV)/bin/python -c "from pathlib import Path; from guard.demo import default_guard; default_guard(Path('$(ARTIFACT)'))"
+	$(VENV)/bin/python -c "from pathlib import Path; from guard.defaults import default_guard; default_guard(Path('$(ARTIFACT)'))"
 
 report: setup $(ARTIFACT)/manifest.json
 	$(VENV)/bin/guard report --artifact $(ARTIFACT) --out reports/fmnist_resnet --n-test 10000 \

@@ -7,11 +7,11 @@ Single-threaded (one core): BLAS and OpenMP are pinned to 1 thread before numpy/
 Queries are timed one at a time (latency, p50/p99) and as one batch (throughput per query).
 Rows: the default model's real Fashion-MNIST features (60k training images; queries = test
 images), then synthetic ReLU-like features for N in {50k, 200k, 1M} x d in {64, 512}.
-Every row also runs the previous version (bench/hull_v2.py, a frozen copy of the algorithm before
+Every row also runs the previous version (tests/reference/hull_v2.py, a frozen copy of the algorithm before
 the pool/PCA rewrite: FAISS kNN working set, an exact full scan every round) on the same data and
 queries, one after the other, so the speedup is a same-run ratio.
 Baselines: the full QP (alpha formulation) in OSQP at a size it can finish, and this project's
-first version (bench/hull_v1.py, a frozen copy), both on the same data and queries.
+first version (tests/reference/hull_v1.py, a frozen copy), both on the same data and queries.
 """
 
 from __future__ import annotations
@@ -32,9 +32,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import faiss  # noqa: E402
 
-from bench import hull_v1, hull_v2  # noqa: E402
+from tests.reference import hull_v1, hull_v2  # noqa: E402
 from bench.common import stats, write_results  # noqa: E402
-from guard.hull import ConvexHullIndex  # noqa: E402
+from guard.geometry.hull import ConvexHullIndex  # noqa: E402
 
 faiss.omp_set_num_threads(1)
 TARGETS_MS = {(50_000, 64): 1.0, (1_000_000, 64): 20.0}
@@ -43,7 +43,7 @@ TARGETS_MS = {(50_000, 64): 1.0, (1_000_000, 64): 20.0}
 def real_features(n_query: int) -> tuple[np.ndarray, np.ndarray]:
     from guard import OnnxClassifier
     from guard.datasets import as_model_input, load_fashion_mnist
-    from guard.demo import DEFAULT_MODEL
+    from guard.defaults import DEFAULT_MODEL
 
     clf = OnnxClassifier(DEFAULT_MODEL)
     x, _ = load_fashion_mnist("train")
@@ -229,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
         "coefficients plus the few candidate rows (pca scan): memory bandwidth bounds it; the "
         "pool algorithm needs ~2 full rounds per query (the previous version one per round, ~4, "
         "plus a FAISS kNN scan).",
-        "previous = bench/hull_v2.py (frozen pre-change copy), timed in the same run right after "
+        "previous = tests/reference/hull_v2.py (frozen pre-change copy), timed in the same run right after "
         "this version on the same queries; speedup = previous p50 / this p50.",
         "exactly evaluated = points whose g.t was computed exactly in the full rounds, as a "
         "fraction of N per full round (1 for the exact scan).",

@@ -26,7 +26,7 @@ import numpy as np  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import stats, write_results  # noqa: E402
-from guard.margins import compute_margins  # noqa: E402
+from guard.geometry.margins import compute_margins  # noqa: E402
 
 TARGET_MS = 0.3  # (64, 10), all margins, exact
 
@@ -34,7 +34,7 @@ TARGET_MS = 0.3  # (64, 10), all margins, exact
 def real_features(n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     from guard import OnnxClassifier
     from guard.datasets import as_model_input, load_fashion_mnist
-    from guard.demo import DEFAULT_MODEL
+    from guard.defaults import DEFAULT_MODEL
 
     clf = OnnxClassifier(DEFAULT_MODEL)
     x, _ = load_fashion_mnist("test")

@@ -152,7 +152,7 @@ def child(artifact: str) -> dict:
     peak_load = peak_rss_bytes()
     stages = {}
     try:  # the stages of score_features one by one (internal API: skipped if it changed)
-        from guard.margins import compute_margins
+        from guard.geometry.margins import compute_margins
 
         r0 = rss_bytes()
         for name, fn in (

@@ -1,4 +1,4 @@
-"""Benchmark: membership in the union of learned regions, the matrix scan (guard.regions.
+"""Benchmark: membership in the union of learned regions, the matrix scan (guard.geometry.regions.
 UnionOfBalls) vs the first version (FAISS kNN + range search, kept in the tests as the
 independent check) on the same queries in the same run; answers must be identical.
 
@@ -29,8 +29,8 @@ import faiss  # noqa: E402
 
 from bench.common import stats, write_results  # noqa: E402
 from guard import evalsets  # noqa: E402
-from guard.regions import UnionOfBalls  # noqa: E402
-from tests.guard.union_range_search import union_membership  # noqa: E402
+from guard.geometry.regions import UnionOfBalls  # noqa: E402
+from tests.reference.union_range_search import union_membership  # noqa: E402
 
 faiss.omp_set_num_threads(1)
 
@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="fewer queries and repeats")
     ap.add_argument("--out-dir", default="bench/results")
     args = ap.parse_args(argv)
-    from guard.demo import default_guard
+    from guard.defaults import default_guard
 
     guard = default_guard(Path("artifacts/fmnist_resnet"), progress=False)
     n = 64 if args.quick else 192

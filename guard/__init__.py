@@ -1,13 +1,16 @@
 """Guard: feature-space geometry of image classifiers — exact margins, certified distance to the
-training hull, ambiguity and the union of learned regions. No gRPC here; see ``server/``."""
+training hull, ambiguity and the union of learned regions, and the decisions built on them.
+No transport here; see ``server/``.
+
+Layers (arrows point down only): :mod:`guard.geometry` (pure numerics) ←
+:mod:`guard.detectors` (OOD scores, conformal p-values) ← :mod:`guard.estimator` (``Guard``)
+← :mod:`guard.artifact` (files) ← :mod:`guard.evaluation` and :mod:`guard.cli`.
+"""
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
-
-from .artifact import load_artifact, save_artifact  # noqa: E402
-from .core import Guard, Scores  # noqa: E402
-from .errors import (  # noqa: E402
+from .artifact import load_artifact, save_artifact
+from .errors import (
     ArtifactError,
     DataError,
     GuardError,
@@ -15,9 +18,25 @@ from .errors import (  # noqa: E402
     ModelError,
     NotFittedError,
 )
-from .model import OnnxClassifier  # noqa: E402
+from .estimator import Guard
+from .geometry.errors import GeometryError
+from .model import OnnxClassifier
+from .types import Decisions, Scores
+from .version import __version__
 
 __all__ = [
-    "ArtifactError", "DataError", "Guard", "GuardError", "InputError", "ModelError",
-    "NotFittedError", "OnnxClassifier", "Scores", "load_artifact", "save_artifact", "__version__",
+    "ArtifactError",
+    "DataError",
+    "Decisions",
+    "GeometryError",
+    "Guard",
+    "GuardError",
+    "InputError",
+    "ModelError",
+    "NotFittedError",
+    "OnnxClassifier",
+    "Scores",
+    "__version__",
+    "load_artifact",
+    "save_artifact",
 ]

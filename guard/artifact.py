@@ -1,4 +1,4 @@
-"""Versioned artifact directory of a fitted :class:`~guard.core.Guard`. No pickle anywhere.
+"""Versioned artifact directory of a fitted :class:`~guard.estimator.Guard`. No pickle anywhere.
 
 Layout::
 
@@ -30,11 +30,11 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-from . import __version__
+from .version import __version__
 from .calibrate import Thresholds
-from .core import Guard
+from .estimator import Guard
 from .errors import ArtifactError
-from .hull import ConvexHullIndex
+from .geometry.hull import ConvexHullIndex
 from .model import OnnxClassifier
 
 SCHEMA_VERSION = 1
@@ -152,7 +152,7 @@ def load_artifact(
     device: str = "auto",
 ) -> Guard:
     """Load a fitted guard; ``model`` (optional) must be the very model it was fitted on.
-    ``device``: where its scans run (:mod:`guard.accel`: auto, cpu or cuda)."""
+    ``device``: where its scans run (:mod:`guard.geometry.accel`: auto, cpu or cuda)."""
     path = Path(path)
     manifest = read_manifest(path)
     for name, digest in manifest["files"].items():

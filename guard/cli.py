@@ -1,5 +1,6 @@
-"""Command line: ``guard fit``, ``guard score``, ``guard info`` (and ``guard serve`` /
-``guard demo``, which live in the serving layer).
+"""Command line: ``guard fit``, ``guard score``, ``guard report``, ``guard info``. The installed
+``guard`` command is :func:`server.cli.main`, which adds ``guard serve`` and ``guard demo`` through
+the ``extra`` hook: arguments and printing only here.
 
 Every error a user can cause is printed as one line (``guard: error: ...``) with exit code 2;
 no tracebacks (set ``GUARD_DEBUG=1`` to see one for an unexpected failure).
@@ -8,46 +9,22 @@ no tracebacks (set ``GUARD_DEBUG=1`` to see one for an unexpected failure).
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 import json
 import os
 import sys
-import zipfile
 from pathlib import Path
 
 import numpy as np
 
-from . import __version__
-from .errors import ArtifactError, GuardError, InputError
+from .version import __version__
+from .errors import USER_ERRORS, ArtifactError, InputError
+from .npz import load_npz
 
 EXIT_USAGE = 2
+#: A hook that adds subcommands (``subparsers.add_parser(...)`` with ``set_defaults(func=...)``).
+AddCommands = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], None]
 EXIT_INTERNAL = 1
-
-
-def load_npz(path: str | Path, required: str, optional: tuple[str, ...] = ()) -> dict[str, np.ndarray]:
-    """Arrays ``required`` (and ``optional`` ones if present) of an ``.npz`` file, checked."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"file not found: {path}")
-    try:
-        data = np.load(path, allow_pickle=False)
-        if not isinstance(data, np.lib.npyio.NpzFile):  # a plain .npy array
-            raise InputError(f"{path} holds a single .npy array, not an .npz archive "
-                             f"(numpy.savez) with an array named '{required}'")
-        with data:
-            names = list(data.keys())
-            if required not in names:
-                raise InputError(f"{path} has arrays {names}; expected an array named '{required}'")
-            out = {required: data[required]}
-            for name in optional:
-                if name in names:
-                    out[name] = data[name]
-    except InputError:
-        raise  # already says what was expected (InputError is a ValueError: keep it unwrapped)
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
-        raise InputError(f"cannot read {path} as .npz (numpy.savez) without pickle: {exc}") from None
-    if out[required].size == 0:
-        raise InputError(f"array '{required}' in {path} is empty (shape {out[required].shape})")
-    return out
 
 
 def _labels(arrays: dict[str, np.ndarray], n: int) -> np.ndarray | None:
@@ -70,7 +47,7 @@ def _class_names(spec: str | None) -> list[str] | None:
 
 def cmd_fit(args: argparse.Namespace) -> int:
     from .artifact import save_artifact
-    from .core import Guard
+    from .estimator import Guard
     from .model import OnnxClassifier
 
     if Path(args.out).exists() and not args.overwrite:  # refuse before the (long) fit
@@ -140,7 +117,7 @@ def summary_line(scores) -> str:  # noqa: ANN001 - Scores
 
 def cmd_report(args: argparse.Namespace) -> int:
     from .artifact import load_artifact
-    from .report import build_report, builtin, from_files
+    from .evaluation.report import build_report, builtin, from_files
 
     files = (args.train, args.test)
     if any(files) and not all(files):
@@ -175,7 +152,9 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(extra: AddCommands | None = None) -> argparse.ArgumentParser:
+    """The ``guard`` parser; ``extra`` adds commands of other layers (the server adds ``serve``
+    and ``demo``: the core never imports it)."""
     p = argparse.ArgumentParser(
         prog="guard", description="Feature-space geometry of an ONNX image classifier."
     )
@@ -244,29 +223,19 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--artifact", required=True)
     i.set_defaults(func=cmd_info)
 
-    sub.add_parser("serve", help="serve a fitted guard over gRPC (guard serve --help)",
-                   add_help=False)
-    sub.add_parser("demo", help="serve the built-in Fashion-MNIST guard and query it with "
-                   "tritonclient (guard demo --help)", add_help=False)
+    if extra is not None:
+        extra(sub)
     return p
 
 
-# Commands that live in the serving layer: dispatched by module name, so that the geometry core
-# never imports gRPC itself.
-_SERVING_COMMANDS = {"serve": "server.cli", "demo": "server.demo"}
-
-
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, extra: AddCommands | None = None) -> int:
+    """Run one command; user errors print one line and exit 2 (see the module docstring)."""
     argv = sys.argv[1:] if argv is None else list(argv)
-    if argv and argv[0] in _SERVING_COMMANDS:
-        import importlib
-
-        return int(importlib.import_module(_SERVING_COMMANDS[argv[0]]).main(argv[1:]))
-    args = build_parser().parse_args(argv)
+    args = build_parser(extra).parse_args(argv)
     args.argv = argv
     try:
         return int(args.func(args))
-    except GuardError as exc:
+    except USER_ERRORS as exc:
         print(f"guard: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:

@@ -12,30 +12,10 @@ The guard abstains when the input is out of distribution. ``flags`` is a bit mas
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
 from .calibrate import Thresholds
-from .core import Scores
-
-FLAG_ADVERSARIAL = 1
-FLAG_OOD = 2
-FLAG_AMBIGUOUS = 4
-FLAG_NAMES = {FLAG_ADVERSARIAL: "adversarial", FLAG_OOD: "ood", FLAG_AMBIGUOUS: "ambiguous"}
-
-
-@dataclass(frozen=True)
-class Decisions:
-    """Decisions for N inputs: ``abstain`` (N,) bool, ``adversarial`` (N,) bool, ``flags`` (N,)
-    int32 bit mask (1 adversarial, 2 out of distribution, 4 ambiguous) and ``reasons`` (N lists of
-    human-readable strings, one per raised flag)."""
-
-    abstain: np.ndarray
-    adversarial: np.ndarray
-    flags: np.ndarray
-    reasons: list[list[str]]
-
+from .types import FLAG_ADVERSARIAL, FLAG_AMBIGUOUS, FLAG_OOD, Decisions, Scores
 
 def decide(scores: Scores, thresholds: Thresholds) -> Decisions:
     t = thresholds

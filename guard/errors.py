@@ -1,4 +1,4 @@
-"""One exception hierarchy for the whole package.
+"""One exception hierarchy for the whole package (plus the geometry's :class:`GeometryError`).
 
 Every error a user can cause derives from :class:`GuardError` and carries a message that says
 what was expected. The CLI prints ``str(err)`` on one line; the server (later) maps each class
@@ -6,6 +6,8 @@ to a status code in one table.
 """
 
 from __future__ import annotations
+
+from .geometry.errors import GeometryError
 
 
 class GuardError(Exception):
@@ -30,3 +32,9 @@ class NotFittedError(GuardError, AttributeError):
 
 class DataError(GuardError):
     """A built-in data set is not installed or unreadable."""
+
+
+#: Every error a user can cause: the package's own and the geometry's (which imports nothing of
+#: the project, so it has its own class). The CLI prints these as one line; the server maps them
+#: to a status code.
+USER_ERRORS: tuple[type[Exception], ...] = (GuardError, GeometryError)

@@ -308,7 +308,7 @@ class OODScorer:
         k = C.shape[0]
         if self.combine != "min_variance" or k == 1:
             return np.full(k, 1.0 / k)
-        from .hull import min_norm_point
+        from .geometry.qp import min_norm_point
 
         jitter = 1e-10 * max(float(np.trace(C)) / k, 1e-300)
         L = np.linalg.cholesky(C + jitter * np.eye(k))
@@ -417,7 +417,7 @@ class OODScorer:
               margins=None) -> tuple[np.ndarray, np.ndarray]:
         """``(ood_score, p_value)``, each (N,) float64.
 
-        Arrays as the guard's :class:`~guard.core.Scores` gives them: features (N, f),
+        Arrays as the guard's :class:`~guard.types.Scores` gives them: features (N, f),
         ``logits`` (N, n), ``hull`` = ``hull_upper`` (N,), ``d_min`` (N,), ``margins`` (N, n);
         only those the components read are required (``d_min`` is accepted for a uniform call
         and not used by the current components). ``ood_score``: higher = more OOD.
@@ -431,7 +431,7 @@ class OODScorer:
         return s, (1.0 + ge) / (c.size + 1.0)
 
     def score_guard(self, scores: Any, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """:meth:`score` from a :class:`~guard.core.Scores` object and the features."""
+        """:meth:`score` from a :class:`~guard.types.Scores` object and the features."""
         return self.score(features, scores.logits, scores.hull_upper, scores.d_min,
                           scores.margins)
 

@@ -29,8 +29,8 @@ name               score (higher = more OOD)
 ``hull``           the certified distance to the training hull alone (upper bound)
 =================  =========================================================================
 
-The guard-based scores (``ambiguity``, ``hull``) fit a :class:`~guard.core.Guard` on the training
-features unless one is given, and also accept an existing :class:`~guard.core.Scores` object (or
+The guard-based scores (``ambiguity``, ``hull``) fit a :class:`~guard.estimator.Guard` on the training
+features unless one is given, and also accept an existing :class:`~guard.types.Scores` object (or
 the arrays) instead of features, so the expensive geometry is computed once.
 """
 
@@ -340,10 +340,10 @@ class _GuardScore(Detector):
     """A score read off the guard's geometry.
 
     Args:
-        guard: a fitted :class:`~guard.core.Guard` to use (``fit`` then only records ``W``, ``b``);
+        guard: a fitted :class:`~guard.estimator.Guard` to use (``fit`` then only records ``W``, ``b``);
             ``None``: ``fit`` fits ``Guard(calib_fraction=0, **guard_kwargs)`` on the features.
 
-    ``score`` takes features (scored with the guard), or a :class:`~guard.core.Scores` object, a
+    ``score`` takes features (scored with the guard), or a :class:`~guard.types.Scores` object, a
     mapping with ``d_min`` and ``hull_upper``, or a ``(d_min, hull_distance)`` pair.
     """
 
@@ -355,7 +355,7 @@ class _GuardScore(Detector):
 
     def _fit(self, F: np.ndarray, y: np.ndarray | None) -> None:
         if self.guard is None:
-            from .core import Guard
+            from .estimator import Guard
 
             kw = {"calib_fraction": 0.0, **self.guard_kwargs}
             self.guard_ = Guard(**kw).fit_features(F.astype(np.float32), self.W_, self.b_, y)

@@ -63,10 +63,10 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 from guard.artifact import load_artifact  # noqa: E402
-from guard.core import Guard, Scores  # noqa: E402
+from guard.estimator import Guard, Scores  # noqa: E402
 from guard.datasets import as_model_input, load_fashion_mnist  # noqa: E402
-from guard.evaluation import auroc  # noqa: E402
-from guard.nets import FashionResNet  # noqa: E402
+from guard.evaluation.metrics import auroc  # noqa: E402
+from guard.model.nets import FashionResNet  # noqa: E402
 
 ASSETS = REPO_ROOT / "guard" / "assets"
 DEFAULT_WEIGHTS = ASSETS / "fmnist_resnet.pt"

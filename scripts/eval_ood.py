@@ -25,7 +25,7 @@ training images, or the training features of an existing artifact with ``--artif
   and blurred: accuracy, how often each method abstains at its calibrated threshold, and the
   error rate of the abstained vs the accepted inputs.
 
-Metrics (guard.evaluation): AUROC, FPR at 95% TPR and AUPR, with OOD as the positive class.
+Metrics (guard.evaluation.metrics): AUROC, FPR at 95% TPR and AUPR, with OOD as the positive class.
 Run from the repository root (about 1 minute on 2 cores with the defaults):
 
     .venv/bin/python scripts/eval_ood.py --n-id 2000 --n-train 20000
@@ -45,7 +45,7 @@ if str(REPO_ROOT) not in sys.path:
 
 from guard import evalsets  # noqa: E402
 from guard.ood import OODScorer  # noqa: E402
-from guard.ood_eval import (  # noqa: E402
+from guard.evaluation.ood import (  # noqa: E402
     COMBINED, METHODS, artifact_setup, fit_setup, log, metric_rows, report, shift_report,
     shift_sets,
 )

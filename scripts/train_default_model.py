@@ -47,8 +47,8 @@ if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
 from guard.datasets import as_model_input, load_fashion_mnist  # noqa: E402
-from guard.export import export_torch_to_onnx  # noqa: E402
-from guard.nets import FashionResNet  # noqa: E402
+from guard.model.export import export_torch_to_onnx  # noqa: E402
+from guard.model.nets import FashionResNet  # noqa: E402
 
 MODEL_NAME = "fmnist_resnet"
 

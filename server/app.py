@@ -41,7 +41,7 @@ def load_guard(settings: Settings) -> tuple[Guard, str]:
         path = Path(settings.artifact)
         guard = load_artifact(path, device=settings.device)
     else:
-        from guard.demo import default_guard
+        from guard.defaults import default_guard
 
         path = DEFAULT_ARTIFACT
         guard = default_guard(path, device=settings.device)

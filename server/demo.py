@@ -180,7 +180,7 @@ def query(args: argparse.Namespace, grpcclient, client, srv: ServerProcess,  # n
 def ensure_artifact(artifact: Path) -> None:
     """Fit the built-in default guard into ``artifact`` unless it already holds a guard of the
     built-in model (an artifact of an older built-in model is refitted)."""
-    from guard.demo import DEFAULT_MODEL, default_guard
+    from guard.defaults import DEFAULT_MODEL, default_guard
     from guard.model import sha256_bytes
 
     if (artifact / "manifest.json").is_file():

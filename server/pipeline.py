@@ -13,8 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from guard import Guard
-from guard.core import Scores
-from guard.decide import FLAG_AMBIGUOUS, FLAG_NAMES, FLAG_OOD, Decisions
+from guard.estimator import Scores
+from guard.types import FLAG_AMBIGUOUS, FLAG_NAMES, FLAG_OOD, Decisions
 
 from .metrics import Metrics
 

@@ -1,11 +1,11 @@
-"""guard.accel: the products the scans use, on every device this machine has."""
+"""guard.geometry.accel: the products the scans use, on every device this machine has."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from guard.accel import RowProducts
+from guard.geometry.accel import RowProducts
 from guard.errors import InputError
 
 torch = pytest.importorskip("torch")

@@ -28,7 +28,7 @@ from guard import Guard, OnnxClassifier  # noqa: E402
 from guard.artifact import save_artifact  # noqa: E402
 from guard.datasets import (DEFAULT_FASHION_MNIST_ROOT, FASHION_MNIST_CLASSES,  # noqa: E402
                             as_model_input, load_fashion_mnist)
-from guard.demo import DEFAULT_MODEL  # noqa: E402
+from guard.defaults import DEFAULT_MODEL  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "scripts" / "eval_adversarial.py"

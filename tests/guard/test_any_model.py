@@ -11,9 +11,9 @@ torch = pytest.importorskip("torch")
 from torch import nn  # noqa: E402
 
 from guard import Guard, OnnxClassifier  # noqa: E402
-from guard.export import export_torch_to_onnx  # noqa: E402
+from guard.model.export import export_torch_to_onnx  # noqa: E402
 
-from . import reference  # noqa: E402
+from tests.reference import solvers as reference  # noqa: E402
 
 
 class SmallCifarNet(nn.Module):

@@ -12,7 +12,7 @@ import pytest
 
 from guard import __version__
 from guard.artifact import SCHEMA_VERSION, load_artifact, read_manifest, save_artifact
-from guard.core import Guard, Scores
+from guard.estimator import Guard, Scores
 from guard.errors import ArtifactError
 from guard.model import OnnxClassifier
 

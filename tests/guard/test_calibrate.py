@@ -9,7 +9,7 @@ import pytest
 
 from guard import Guard, InputError, load_artifact, save_artifact
 from guard.calibrate import Thresholds, calibrate, lower_threshold, upper_threshold
-from guard.decide import FLAG_ADVERSARIAL, FLAG_AMBIGUOUS, FLAG_OOD
+from guard.types import FLAG_ADVERSARIAL, FLAG_AMBIGUOUS, FLAG_OOD
 
 
 def test_thresholds_are_the_conformal_order_statistics():

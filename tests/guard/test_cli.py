@@ -12,7 +12,7 @@ import pytest
 
 from guard.artifact import read_manifest, save_artifact
 from guard.cli import main
-from guard.core import Guard
+from guard.estimator import Guard
 from guard.model import OnnxClassifier
 
 from . import onnx_builders as ob

@@ -1,4 +1,4 @@
-"""OOD metrics (guard.evaluation) against scikit-learn and brute force, OOD = positive class."""
+"""OOD metrics (guard.evaluation.metrics) against scikit-learn and brute force, OOD = positive class."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pytest
 from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
 
 from guard.errors import InputError
-from guard.evaluation import aupr, auroc, fpr_at_95_tpr, ood_metrics, realised_rate
+from guard.evaluation.metrics import aupr, auroc, fpr_at_95_tpr, ood_metrics, realised_rate
 
 
 def _cases():

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 from guard import Guard, OnnxClassifier
-from guard.demo import DEFAULT_MODEL
+from guard.defaults import DEFAULT_MODEL
 
-from . import reference
+from tests.reference import solvers as reference
 
 datasets = pytest.importorskip("guard.datasets")
 
@@ -54,7 +54,7 @@ def test_real_margins_match_reference_and_need_the_exact_path(fitted):
             ref = reference.margin(feats[r].astype(np.float64), guard.W_, guard.b_, i, j, True)
             assert s.margins[r, j] == pytest.approx(ref, rel=1e-6, abs=1e-7)
     # the closed form is exact for only a minority of pairs on real ReLU features
-    from guard.margins import compute_margins
+    from guard.geometry.margins import compute_margins
 
     m = compute_margins(feats[:50], guard.W_, guard.b_, True)
     valid = ~np.isnan(m.margins)
@@ -69,7 +69,7 @@ def test_calibrated_rates_hold_on_a_second_held_out_split():
     held-out split, exchangeable with the first): the realised rates must lie in the 95% range
     split-conformal calibration guarantees (beta-binomial: counts both the calibration split's
     and the second split's randomness)."""
-    from guard.ood_eval import conformal_range
+    from guard.evaluation.ood import conformal_range
 
     try:
         x, y = datasets.load_fashion_mnist("train")

@@ -7,9 +7,10 @@ from functools import lru_cache
 import numpy as np
 import pytest
 
-from guard.hull import ConvexHullIndex, _top_indices, min_norm_point
+from guard.geometry.hull import ConvexHullIndex, _top_indices
+from guard.geometry.qp import min_norm_point
 
-from . import reference
+from tests.reference import solvers as reference
 
 # Options: each full-round scan; a small subsample and pool force several full rounds.
 CONFIGS = {
@@ -18,7 +19,7 @@ CONFIGS = {
     "pool-pca-small-pool": dict(scan="pca", pca_k=5, subsample=100, pool_size=64,
                                 add_per_round=8),
     "pool-exact-small-pool": dict(scan="exact", subsample=100, pool_size=64, add_per_round=8),
-    # the torch code path of guard.accel (what runs on a CUDA GPU), here on the CPU
+    # the torch code path of guard.geometry.accel (what runs on a CUDA GPU), here on the CPU
     "pool-exact-torch": dict(scan="exact", device="torch", subsample=100, pool_size=64,
                              add_per_round=8),
     "pool-pca-torch": dict(scan="pca", pca_k=5, device="torch", subsample=100, pool_size=64,
@@ -233,9 +234,9 @@ def test_pca_bound_below_any_threshold_is_certified(kind):
 
 def test_all_paths_and_the_previous_version_agree():
     """Mid-size set with a subsample, several full rounds, PCA and exact scans, and the frozen
-    previous algorithm (bench/hull_v2.py: FAISS kNN start, a full scan every round): all
+    previous algorithm (tests/reference/hull_v2.py: FAISS kNN start, a full scan every round): all
     intervals overlap and the upper bounds agree to tol."""
-    from bench import hull_v2
+    from tests.reference import hull_v2
 
     rng = np.random.default_rng(11)
     T = (rng.normal(size=(6000, 6)) @ rng.normal(size=(6, 20))

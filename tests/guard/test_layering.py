@@ -8,7 +8,7 @@ import sys
 
 def test_core_imports_no_grpc_prometheus_or_torch():
     code = (
-        "import sys, guard, guard.cli, guard.demo, guard.datasets, guard.export;"
+        "import sys, guard, guard.cli, guard.defaults, guard.datasets, guard.model.export;"
         "bad = [m for m in ('grpc', 'prometheus_client', 'torch') if m in sys.modules];"
         "print(bad); sys.exit(1 if bad else 0)"
     )

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from guard.margins import compute_margins, exact_pair_margin, lipschitz_constant
+from guard.geometry.margins import compute_margins, exact_pair_margin, lipschitz_constant
 
-from . import reference
+from tests.reference import solvers as reference
 
 
 def _relu_case(seed: int, n: int = 6, f: int = 12, N: int = 12, sparsity: float = 0.5):

@@ -114,7 +114,7 @@ def test_unparseable_model_is_model_error() -> None:
 # --------------------------------------------------------------------------- torch export
 def test_torch_export_splits(tmp_path) -> None:  # noqa: ANN001
     torch = pytest.importorskip("torch")
-    from guard.export import export_torch_to_onnx
+    from guard.model.export import export_torch_to_onnx
 
     torch.manual_seed(0)
     net = torch.nn.Sequential(

@@ -9,7 +9,7 @@ from scipy.stats import beta
 
 from guard import Guard
 from guard.errors import InputError, NotFittedError
-from guard.margins import compute_margins
+from guard.geometry.margins import compute_margins
 from guard.ood import COMBINE, COMPONENTS, MIN_CALIB, OODScorer
 
 ALL = COMPONENTS  # every component at once

@@ -1,5 +1,5 @@
 """OOD peers (guard.peers) against independent brute-force numpy computations, and their sign
-conventions; the evaluation sets (guard.evalsets): shapes, dtypes, ranges, determinism."""
+conventions; the evaluation sets (guard.evaluation.sets): shapes, dtypes, ranges, determinism."""
 
 from __future__ import annotations
 
@@ -193,7 +193,7 @@ def test_fit_input_validation():
 
 
 # ------------------------------------------------------------------------- evaluation sets
-evalsets = pytest.importorskip("guard.evalsets")
+evalsets = pytest.importorskip("guard.evaluation.sets")
 
 
 def _check_inputs(x, n=None):

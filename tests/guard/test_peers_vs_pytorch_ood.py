@@ -26,10 +26,10 @@ import numpy as np
 import pytest
 
 from guard import OnnxClassifier, peers
-from guard.demo import DEFAULT_MODEL
-from guard.evaluation import auroc
+from guard.defaults import DEFAULT_MODEL
+from guard.evaluation.metrics import auroc
 
-evalsets = pytest.importorskip("guard.evalsets")
+evalsets = pytest.importorskip("guard.evaluation.sets")
 
 N_FIT, N_EVAL = 3000, 1000
 NAMES = ("msp", "energy", "mahalanobis", "knn", "vim", "fdbd")

@@ -6,9 +6,9 @@ import faiss
 import numpy as np
 import pytest
 
-from guard.regions import UnionOfBalls
+from guard.geometry.regions import UnionOfBalls
 
-from .union_range_search import union_membership
+from tests.reference.union_range_search import union_membership
 
 
 def _brute(T, radii, Q):

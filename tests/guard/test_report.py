@@ -11,7 +11,7 @@ import pytest
 
 from guard.artifact import load_artifact
 from guard.cli import main
-from guard.report.facts import pixel_hull, same_label_share
+from guard.evaluation.report.facts import pixel_hull, same_label_share
 
 from . import onnx_builders as ob
 
@@ -97,7 +97,7 @@ def test_report_numbers_match_direct_computation(files: dict[str, Path], report:
     want = same_label_share(s.support_idx, s.support_alpha, y_train, test["y"])
     assert doc["support"]["feature_all"] == pytest.approx(want)
     # the peers' table: guard's AUROC on "far" recomputed from the scores
-    from guard.evaluation import auroc
+    from guard.evaluation.metrics import auroc
 
     far = np.load(files["far"])["x"]
     s_far = guard.score(far)

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from guard.orthant import project_hyperplane_orthant
-from guard.qp import pair_margin, pair_margin_nnls
+from guard.geometry.orthant import project_hyperplane_orthant
+from guard.geometry.qp import pair_margin, pair_margin_nnls
 
-from . import reference
+from tests.reference import solvers as reference
 
 
 def test_orthant_projection_matches_reference_and_certifies():

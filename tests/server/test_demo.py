@@ -17,7 +17,7 @@ from guard import Guard
 from guard.artifact import save_artifact
 from guard.datasets import (DEFAULT_FASHION_MNIST_ROOT, FASHION_MNIST_CLASSES, as_model_input,
                             load_fashion_mnist)
-from guard.demo import DEFAULT_MODEL
+from guard.defaults import DEFAULT_MODEL
 from guard.model import OnnxClassifier
 from server import demo
 

@@ -17,7 +17,7 @@ import math
 import numpy as np
 from scipy.stats import rankdata
 
-from .errors import InputError
+from ..errors import InputError
 
 __all__ = ["aupr", "auroc", "fpr_at_95_tpr", "ood_metrics", "realised_rate"]
 

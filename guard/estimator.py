@@ -9,72 +9,19 @@ prediction, exact margins (eq. 7-12), certified hull distance, ambiguity ``d_min
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
-
 import numpy as np
 
 from .calibrate import Thresholds, calibrate
+from .decide import decide
 from .errors import InputError, NotFittedError
-from .hull import ConvexHullIndex
-from .margins import compute_margins, lipschitz_constant
+from .geometry.hull import ConvexHullIndex
+from .geometry.margins import compute_margins, lipschitz_constant
+from .geometry.regions import UnionOfBalls
 from .model import OnnxClassifier
-from .regions import UnionOfBalls
+from .types import Decisions, Scores
 
 # Radii of balls whose class borders no other class get this finite stand-in for inf.
 _BIG_RADIUS = 1e18
-
-
-@dataclass(frozen=True)
-class Scores:
-    """Geometry of N inputs (n classes, f features, K support points).
-
-    Attributes:
-        pred: (N,) int64 predicted class. logits: (N, n) float32.
-        margins: (N, n) exact distance to each decision boundary; NaN at ``pred``, inf if the
-            boundary is unreachable.
-        d_min: (N,) distance to the nearest boundary (eq. 12); nearest_class: (N,) its class.
-        flip_point: (N, f) closest point on that boundary (the closest flip point).
-        margin_gap: (N,) largest primal-dual certificate gap of the exact margin solves.
-        logit_radius: (N,) ``sigma_max(W) * d_min``: logits move at most this much (L2) inside
-            the ball B(x) of guaranteed classification (eq. 13-14).
-        hull_upper, hull_lower: (N,) certified bounds of the distance to the training hull.
-        hull_converged: (N,) relative gap reached the tolerance.
-        ambiguity: (N,) ``d_min - hull_upper`` (eq. 26); negative = ambiguous.
-        ood_score: (N,) the guard's combined out-of-distribution score (higher = more OOD;
-            :mod:`guard.ood`); NaN when the guard has no calibrated scorer.
-        p_value: (N,) conformal p-value of ``ood_score`` against held-out in-distribution
-            data; abstaining at ``p_value < a`` abstains on at most a share ``a`` of such data.
-        in_union: (N,) bool; n_balls: (N,) int64; union_slack: (N,) ``max_t r_t - ||x - x_t||``.
-        support_idx: (N, K) indices (into the data given to ``fit``) of the training inputs
-            supporting the hull projection (-1 padded);
-        support_alpha: (N, K) their convex weights.
-    """
-
-    pred: np.ndarray
-    logits: np.ndarray
-    margins: np.ndarray
-    d_min: np.ndarray
-    nearest_class: np.ndarray
-    flip_point: np.ndarray
-    margin_gap: np.ndarray
-    logit_radius: np.ndarray
-    hull_upper: np.ndarray
-    hull_lower: np.ndarray
-    hull_converged: np.ndarray
-    ambiguity: np.ndarray
-    ood_score: np.ndarray
-    p_value: np.ndarray
-    in_union: np.ndarray
-    n_balls: np.ndarray
-    union_slack: np.ndarray
-    support_idx: np.ndarray
-    support_alpha: np.ndarray
-
-    def as_dict(self) -> dict[str, np.ndarray]:
-        return {f.name: getattr(self, f.name) for f in fields(self)}
-
-    def __len__(self) -> int:
-        return int(self.pred.shape[0])
 
 
 class Guard:
@@ -98,7 +45,7 @@ class Guard:
             then the guard abstains at ``p_value < target_abstain_rate``.
         seed: seed of the calibration split.
         device: where the hull and union scans run: ``auto`` (a CUDA GPU through torch when
-            present, else the CPU), ``cpu`` or ``cuda`` (:mod:`guard.accel`).
+            present, else the CPU), ``cpu`` or ``cuda`` (:mod:`guard.geometry.accel`).
     """
 
     def __init__(
@@ -303,8 +250,6 @@ class Guard:
             support_alpha=h.support_alpha,
         )
 
-    def decide(self, scores: Scores):  # -> guard.decide.Decisions
+    def decide(self, scores: Scores) -> Decisions:
         """Abstain / flag decisions for scores, with the fitted thresholds."""
-        from .decide import decide
-
         return decide(scores, self._fitted().thresholds_)

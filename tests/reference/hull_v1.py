@@ -31,7 +31,7 @@ import numpy as np
 from scipy.optimize import nnls
 
 from guard.errors import InputError
-from guard.progress import progress_bar
+from guard.geometry.progress import progress_bar
 
 _U32 = 2.0**-24  # unit roundoff of float32
 _U64 = 2.0**-53

@@ -21,8 +21,8 @@ import onnx
 import onnxruntime as ort
 from onnx import numpy_helper
 
-from .errors import InputError, ModelError
-from .progress import progress_bar
+from ..errors import InputError, ModelError
+from ..geometry.progress import progress_bar
 
 _SOFTMAX_OPS = {"Softmax", "LogSoftmax"}
 _PASS_THROUGH = {"Identity"}

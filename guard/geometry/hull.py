@@ -36,7 +36,7 @@ as possible:
   ``pca_residual`` of the variance, else ``"exact"``.
 
 The previous scheme (FAISS kNN working set, a full exact scan every round) is frozen in
-``bench/hull_v2.py`` for benchmarks and tests.
+``tests/reference/hull_v2.py`` for benchmarks and tests.
 
 At the optimum the supporting hyperplane touches the hull, so the gap closes.
 """
@@ -46,20 +46,18 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-import daqp
 import faiss
 import numpy as np
-from scipy.optimize import nnls
 
 from .accel import RowProducts
-from .errors import InputError
+from .errors import GeometryError
 from .floats import U32 as _U32
 from .floats import U64 as _U64
 from .floats import blocks as _blocks
 from .hull_pca import PcaBound
 from .progress import progress_bar
+from .qp import min_norm_point, min_norm_point_warm
 
-_EYE: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # identity / zero vector per dimension
 
 
 @dataclass(frozen=True)
@@ -88,60 +86,6 @@ class HullDistances:
     converged: np.ndarray
     qp_solves: np.ndarray | None = None
     exact_fraction: np.ndarray | None = None
-
-
-def min_norm_point(P: np.ndarray) -> np.ndarray:
-    """Convex weights of the point of ``conv(rows of P)`` closest to the origin.
-
-    Solves ``min ||P^T a||`` over the simplex exactly with Lawson-Hanson NNLS: minimising
-    ``||P^T v||^2 + (1^T v - 1)^2`` over ``v >= 0`` gives ``v = t a*`` with ``t > 0`` (substitute
-    ``v = t a`` and minimise over t: the objective is increasing in ``||P^T a||``).
-
-    Args:
-        P: (m, d) points (already shifted so the query is the origin).
-
-    Returns:
-        a: (m,) weights, ``a >= 0``, ``sum(a) = 1``.
-    """
-    scale = float(np.sqrt((P * P).sum(axis=1).max())) or 1.0
-    E = np.vstack([P.T / scale, np.ones((1, P.shape[0]))])
-    rhs = np.zeros(E.shape[0])
-    rhs[-1] = 1.0
-    v, _ = nnls(E, rhs, maxiter=50 * E.shape[1])
-    total = v.sum()
-    if not total > 0:  # cannot happen for m >= 1 (v = e_0 / (1 + |P_0|^2) is better than 0)
-        v = np.zeros(P.shape[0])
-        v[np.argmin((P * P).sum(axis=1))] = 1.0
-        total = 1.0
-    return v / total
-
-
-def min_norm_point_warm(
-    P: np.ndarray, dual_start: np.ndarray | None = None
-) -> tuple[np.ndarray, np.ndarray]:
-    """Like :func:`min_norm_point`, faster, warm-startable: the dual of the least-distance
-    program ``min ||y|| s.t. P y >= 1`` (its solution is ``x* / ||x*||^2``, with multipliers
-    proportional to the convex weights) solved by DAQP's dual active-set method.
-
-    Args:
-        P: (m, d) points shifted so the query is the origin.
-        dual_start: multipliers of a previous solve (0 for new points) to warm-start from.
-
-    Returns:
-        (weights a (m,), multipliers (m,)); falls back to NNLS when the origin is in the hull
-        (the program is then infeasible).
-    """
-    m, d = P.shape
-    kwargs = {} if dual_start is None else {"dual_start": -dual_start}
-    eye, zero = _EYE.get(d) or _EYE.setdefault(d, (np.eye(d), np.zeros(d)))
-    _, _, flag, info = daqp.solve(eye, zero, P, np.full(m, 1e30), np.ones(m),
-                                  np.zeros(m, dtype=np.int32), primal_tol=1e-12,
-                                  dual_tol=1e-14, **kwargs)
-    lam = np.maximum(-np.asarray(info["lam"]), 0.0) if flag == 1 else None
-    if lam is None or not lam.sum() > 0:
-        a = min_norm_point(P)
-        return a, a
-    return lam / lam.sum(), lam
 
 
 def _top_indices(v: np.ndarray, m: int, floor: float | None = None) -> np.ndarray:
@@ -235,24 +179,24 @@ class ConvexHullIndex:
         if index is None:
             points = np.ascontiguousarray(points, dtype=np.float32)
             if points.ndim != 2 or points.shape[0] == 0:
-                raise InputError(f"expected training features (N, d) with N >= 1, got "
+                raise GeometryError(f"expected training features (N, d) with N >= 1, got "
                                  f"{points.shape}")
             if not np.all(np.isfinite(points)):
-                raise InputError("training features contain NaN or Inf")
+                raise GeometryError("training features contain NaN or Inf")
             index = faiss.IndexFlatL2(points.shape[1])
             index.add(points)
         if not isinstance(index, faiss.IndexFlat):
             self._owner = index  # downcast_index returns a wrapper that does not own the index
             index = faiss.downcast_index(index)
         if not isinstance(index, faiss.IndexFlat) or index.ntotal == 0:
-            raise InputError("expected a non-empty exact FAISS IndexFlat over the training features")
+            raise GeometryError("expected a non-empty exact FAISS IndexFlat over the training features")
         if points is not None and np.shape(points) != (index.ntotal, index.d):
-            raise InputError(f"index holds {index.ntotal} x {index.d}, points are "
+            raise GeometryError(f"index holds {index.ntotal} x {index.d}, points are "
                              f"{np.shape(points)}")
         if not 0 < tol < 1:
-            raise InputError(f"tol must be in (0, 1), got {tol}")
+            raise GeometryError(f"tol must be in (0, 1), got {tol}")
         if scan not in ("auto", "exact", "pca"):
-            raise InputError(f"scan must be 'auto', 'exact' or 'pca', got {scan!r}")
+            raise GeometryError(f"scan must be 'auto', 'exact' or 'pca', got {scan!r}")
         self.index = index
         # The training features live once in memory: a view of the FAISS index's own storage.
         self.points = faiss.rev_swig_ptr(index.get_xb(), index.ntotal * index.d).reshape(
@@ -353,9 +297,9 @@ class ConvexHullIndex:
         """Certified distance of every row of ``queries`` to the hull of the training points."""
         Q = np.asarray(queries, dtype=np.float64)
         if Q.ndim != 2 or Q.shape[1] != self.dim:
-            raise InputError(f"expected queries (N, {self.dim}), got {Q.shape}")
+            raise GeometryError(f"expected queries (N, {self.dim}), got {Q.shape}")
         if not np.all(np.isfinite(Q)):
-            raise InputError("queries contain NaN or Inf")
+            raise GeometryError("queries contain NaN or Inf")
         n_q = Q.shape[0]
         upper = np.zeros(n_q)
         lower = np.zeros(n_q)

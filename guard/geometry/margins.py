@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import InputError
+from .errors import GeometryError
 from .orthant import project_hyperplane_orthant
 from .progress import progress_bar
 from .qp import pair_margin
@@ -164,14 +164,14 @@ def compute_margins(
     W = np.asarray(W, dtype=np.float64)
     b = np.asarray(b, dtype=np.float64).reshape(-1)
     if X.ndim != 2 or W.ndim != 2 or X.shape[1] != W.shape[1] or b.shape[0] != W.shape[0]:
-        raise InputError(
+        raise GeometryError(
             f"expected features (N, {W.shape[1] if W.ndim == 2 else 'f'}), W (n, f), b (n,); "
             f"got X {X.shape}, W {W.shape}, b {b.shape}"
         )
     if W.shape[0] < 2:
-        raise InputError(f"a classifier needs at least 2 classes, W has {W.shape[0]} rows")
+        raise GeometryError(f"a classifier needs at least 2 classes, W has {W.shape[0]} rows")
     if not np.all(np.isfinite(X)):
-        raise InputError("features contain NaN or Inf")
+        raise GeometryError("features contain NaN or Inf")
     N, f = X.shape
     n = W.shape[0]
     pred = np.argmax(X @ W.T + b, axis=1)

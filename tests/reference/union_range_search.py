@@ -1,5 +1,5 @@
 """The first version of the union-of-balls membership (FAISS kNN + range search), kept as a
-second, independent implementation that ``guard.regions.UnionOfBalls`` is tested against."""
+second, independent implementation that ``guard.geometry.regions.UnionOfBalls`` is tested against."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import faiss
 import numpy as np
 
 from guard.errors import InputError
-from guard.regions import Regions
+from guard.geometry.regions import Regions
 
 
 def union_membership(

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..core import Scores
-from ..hull import ConvexHullIndex
-from ..margins import relaxed_margins
+from ...types import Scores
+from ...geometry.hull import ConvexHullIndex
+from ...geometry.margins import relaxed_margins
 
 
 def geometry_facts(s: Scores, y: np.ndarray | None) -> dict[str, float]:

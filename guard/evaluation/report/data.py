@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..errors import InputError
+from ...errors import InputError
 
 
 @dataclass
@@ -38,9 +38,9 @@ class ReportData:
 
 def builtin(n_test: int, n_shift: int, seed: int = 0) -> ReportData:
     """Fashion-MNIST (60,000 training images, ``n_test`` test images), the far-OOD sets of
-    :mod:`guard.evalsets` and its covariate shifts (``n_shift`` images each; 0 = none)."""
-    from .. import evalsets
-    from ..ood_eval import shift_sets
+    :mod:`guard.evaluation.sets` and its covariate shifts (``n_shift`` images each; 0 = none)."""
+    from .. import sets as evalsets
+    from ..ood import shift_sets
 
     x_train, y_train = evalsets.fmnist_train(None)
     x_test, y_test = evalsets.fmnist_test(n_test, seed=seed)
@@ -53,7 +53,7 @@ def from_files(train: str, test: str, ood: list[str], n_test: int | None,
                seed: int = 0) -> ReportData:
     """Data from ``.npz`` files: ``train`` and ``test`` with ``x`` and ``y``; ``ood`` entries
     ``NAME=PATH`` with ``x``."""
-    from ..cli import load_npz
+    from ...npz import load_npz
 
     tr = load_npz(train, "x", ("y",))
     te = load_npz(test, "x", ("y",))

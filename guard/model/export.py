@@ -1,6 +1,6 @@
 """Export a torch module to ONNX and check that the export computes the same logits.
 
-torch is imported lazily inside :func:`export_torch_to_onnx`, so ``import guard.export`` works
+torch is imported lazily inside :func:`export_torch_to_onnx`, so ``import guard.model.export`` works
 without torch installed.
 """
 
@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from guard.errors import ModelError
+from ..errors import ModelError
 
 __all__ = ["export_torch_to_onnx"]
 

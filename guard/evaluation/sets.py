@@ -20,8 +20,8 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from .datasets import as_model_input, load_digits_28, load_fashion_mnist
-from .errors import InputError
+from ..datasets import as_model_input, load_digits_28, load_fashion_mnist
+from ..errors import InputError
 
 __all__ = [
     "COVARIATE_SHIFT",

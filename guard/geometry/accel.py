@@ -17,7 +17,7 @@ import os
 
 import numpy as np
 
-from .errors import InputError
+from .errors import GeometryError
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +40,7 @@ class RowProducts:
 
     def __init__(self, M: np.ndarray, device: str = "auto") -> None:
         if device not in DEVICES:
-            raise InputError(f"device must be one of {DEVICES}, got {device!r}")
+            raise GeometryError(f"device must be one of {DEVICES}, got {device!r}")
         self.M = M
         self.device = "cpu"
         self._t = None
@@ -50,14 +50,14 @@ class RowProducts:
             import torch
         except ImportError:
             if device in ("cuda", "torch"):
-                raise InputError(f"device={device!r} needs torch installed") from None
+                raise GeometryError(f"device={device!r} needs torch installed") from None
             return
         if device == "torch":
             self._t, self.device = torch.from_numpy(np.ascontiguousarray(M)), "torch"
             return
         if not torch.cuda.is_available():
             if device == "cuda":
-                raise InputError("device='cuda' but torch sees no CUDA GPU")
+                raise GeometryError("device='cuda' but torch sees no CUDA GPU")
             return
         try:
             torch.backends.cuda.matmul.allow_tf32 = False  # IEEE float32 products (see above)

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import __version__
-from ..errors import InputError
-from ..ood_eval import COMBINED, METHODS, Setup, log, metric_rows, shift_report
+from ...version import __version__
+from ...errors import InputError
+from ..ood import COMBINED, METHODS, Setup, log, metric_rows, shift_report
 from . import figures
 from .data import ReportData, check_against
 from .facts import geometry_facts, margin_table, pixel_hull, same_label_share

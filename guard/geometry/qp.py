@@ -5,6 +5,10 @@ finitely with the exact active set; bounds ``y >= 0`` are handled as simple boun
 (should DAQP not report optimality, and to confirm infeasibility): Lawson-Hanson NNLS on the
 least-distance form (see :func:`ldp`). Both return Lagrange multipliers, from which a dual lower
 bound is computed here independently of the solver: ``certificate gap = primal - dual``.
+
+Also the minimum-norm point of a convex hull (the hull distance's inner QP, eq. 21-22):
+:func:`min_norm_point` (NNLS) and :func:`min_norm_point_warm` (DAQP on its dual, warm-started).
+All of the project's small exact QPs live here.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from scipy.optimize import nnls
 
 _INF = 1e30
 _EQ = 5  # DAQP sense flag: equality constraint (bits: active | immutable)
+_EYE: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # identity / zero vector per dimension
 
 
 def ldp(G: np.ndarray, h: np.ndarray) -> tuple[np.ndarray, float] | None:
@@ -101,3 +106,57 @@ def pair_margin(x, W, b, i, j, nonneg):  # noqa: ANN001, ANN201
     theta = -0.5 * (g @ g) + lam_mx - (lp @ ub - ln @ lb)
     d = float(np.linalg.norm(y - x))
     return d, y, max(d - float(np.sqrt(max(2.0 * theta, 0.0))), 0.0)
+
+
+def min_norm_point(P: np.ndarray) -> np.ndarray:
+    """Convex weights of the point of ``conv(rows of P)`` closest to the origin.
+
+    Solves ``min ||P^T a||`` over the simplex exactly with Lawson-Hanson NNLS: minimising
+    ``||P^T v||^2 + (1^T v - 1)^2`` over ``v >= 0`` gives ``v = t a*`` with ``t > 0`` (substitute
+    ``v = t a`` and minimise over t: the objective is increasing in ``||P^T a||``).
+
+    Args:
+        P: (m, d) points (already shifted so the query is the origin).
+
+    Returns:
+        a: (m,) weights, ``a >= 0``, ``sum(a) = 1``.
+    """
+    scale = float(np.sqrt((P * P).sum(axis=1).max())) or 1.0
+    E = np.vstack([P.T / scale, np.ones((1, P.shape[0]))])
+    rhs = np.zeros(E.shape[0])
+    rhs[-1] = 1.0
+    v, _ = nnls(E, rhs, maxiter=50 * E.shape[1])
+    total = v.sum()
+    if not total > 0:  # cannot happen for m >= 1 (v = e_0 / (1 + |P_0|^2) is better than 0)
+        v = np.zeros(P.shape[0])
+        v[np.argmin((P * P).sum(axis=1))] = 1.0
+        total = 1.0
+    return v / total
+
+
+def min_norm_point_warm(
+    P: np.ndarray, dual_start: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Like :func:`min_norm_point`, faster, warm-startable: the dual of the least-distance
+    program ``min ||y|| s.t. P y >= 1`` (its solution is ``x* / ||x*||^2``, with multipliers
+    proportional to the convex weights) solved by DAQP's dual active-set method.
+
+    Args:
+        P: (m, d) points shifted so the query is the origin.
+        dual_start: multipliers of a previous solve (0 for new points) to warm-start from.
+
+    Returns:
+        (weights a (m,), multipliers (m,)); falls back to NNLS when the origin is in the hull
+        (the program is then infeasible).
+    """
+    m, d = P.shape
+    kwargs = {} if dual_start is None else {"dual_start": -dual_start}
+    eye, zero = _EYE.get(d) or _EYE.setdefault(d, (np.eye(d), np.zeros(d)))
+    _, _, flag, info = daqp.solve(eye, zero, P, np.full(m, 1e30), np.ones(m),
+                                  np.zeros(m, dtype=np.int32), primal_tol=1e-12,
+                                  dual_tol=1e-14, **kwargs)
+    lam = np.maximum(-np.asarray(info["lam"]), 0.0) if flag == 1 else None
+    if lam is None or not lam.sum() > 0:
+        a = min_norm_point(P)
+        return a, a
+    return lam / lam.sum(), lam

@@ -16,13 +16,13 @@ from pathlib import Path
 
 import numpy as np
 
-from . import evalsets
-from .calibrate import upper_threshold
-from .core import Guard
-from .evaluation import aupr, auroc, fpr_at_95_tpr, realised_rate
-from .model import OnnxClassifier
-from .ood import MIN_CALIB, OODScorer
-from .peers import REGISTRY
+from . import sets as evalsets
+from ..calibrate import upper_threshold
+from ..estimator import Guard
+from .metrics import aupr, auroc, fpr_at_95_tpr, realised_rate
+from ..model import OnnxClassifier
+from ..ood import MIN_CALIB, OODScorer
+from ..peers import REGISTRY
 
 COMBINED = "combined"  # the guard's OODScorer: not a peer, fitted with the calibration split
 METHODS = ["msp", "energy", "mahalanobis", "knn", "vim", "fdbd", "ambiguity", "hull", COMBINED]

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .accel import RowProducts
-from .errors import InputError
+from .errors import GeometryError
 from .floats import U32 as _U32
 
 
@@ -55,7 +55,7 @@ class UnionOfBalls:
     def __init__(self, points: np.ndarray, radii: np.ndarray, device: str = "auto") -> None:
         radii = np.asarray(radii, dtype=np.float64)
         if points.ndim != 2 or radii.shape != (points.shape[0],) or not np.all(np.isfinite(radii)):
-            raise InputError(f"expected {points.shape[0]} finite radii, got shape {radii.shape}")
+            raise GeometryError(f"expected {points.shape[0]} finite radii, got shape {radii.shape}")
         self.points = points if points.dtype == np.float32 else points.astype(np.float32)
         self.radii = radii
         tn = np.empty(len(points))
@@ -79,7 +79,7 @@ class UnionOfBalls:
         Q = np.ascontiguousarray(queries, dtype=np.float32)
         N, d = self.points.shape
         if Q.ndim != 2 or Q.shape[1] != d:
-            raise InputError(f"expected queries (M, {d}), got {Q.shape}")
+            raise GeometryError(f"expected queries (M, {d}), got {Q.shape}")
         m = Q.shape[0]
         in_union = np.zeros(m, dtype=bool)
         n_balls = np.zeros(m, dtype=np.int64)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .artifact import load_artifact, save_artifact
-from .core import Guard
+from .estimator import Guard
 from .errors import ArtifactError
 
 ASSETS = Path(__file__).parent / "assets"
