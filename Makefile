@@ -3,13 +3,13 @@ PY      ?= python3
 VENV    := .venv
 STAMP   := $(VENV)/.installed
 # A second env for the cross-check against pytorch-ood (it needs torchvision, which cannot sit
-# beside the pinned torch CPU build): tests/guard/test_peers_vs_pytorch_ood.py runs it as a subprocess.
+# beside the pinned torch CPU build): tests/guard/detectors/test_vs_pytorch_ood.py runs it as a subprocess.
 XVENV   := .venv-xcheck
 XREQS   := tests/xcheck-requirements.txt
 XSTAMP  := $(XVENV)/.installed
 FMNIST  := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 
-.PHONY: setup xcheck demo test test-fast report clean
+.PHONY: setup xcheck demo lint test report clean
 
 setup: $(STAMP) $(FMNIST)
 
@@ -23,7 +23,7 @@ $(FMNIST):
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PY) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --upgrade pip
-	$(VENV)/bin/pip install --quiet -e '.[torch,test]'
+	$(VENV)/bin/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
 $(XSTAMP): $(XREQS)
@@ -45,8 +45,14 @@ report: setup $(ARTIFACT)/manifest.json
 	$(VENV)/bin/guard report --artifact $(ARTIFACT) --out reports/fmnist_resnet --n-test 10000 \
 		--include reports/ood/eval_ood.md --include reports/adversarial/adversarial.md
 
-# The whole test suite.
-test: setup $(XSTAMP)
+# Lint, format check and type check (rules in pyproject.toml).
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+# Lint, then the whole test suite.
+test: lint $(XSTAMP)
 	$(VENV)/bin/python -m pytest -q
 
 clean:

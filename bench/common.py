@@ -256,9 +256,6 @@ _SERVING = re.compile(r"serving .*? on (\S+):(\d+) .*?(?:metrics http://\S+?:(\d
 class ServerProc:
     """``python -m server`` as a subprocess on free ports (``--port 0``: the server picks the
     port and announces it in its ``serving`` line), output in a temporary log file.
-
-    Never imports ``server`` here: a process that uses tritonclient must not load
-    ``server.gen`` (the two sets of generated protos clash in protobuf's default pool).
     """
 
     def __init__(self, artifact: str | Path, *, geometry: bool = True,

@@ -31,7 +31,8 @@ made of.
 The floor: the bare onnxruntime model in this process (``OnnxClassifier.run``) on the same
 images at batch 1, 8 and 64, and the whole guard in-process (model + geometry + decisions).
 
-This process never imports ``server.gen`` (tritonclient's protos clash with it).
+The servers are subprocesses (``python -m server``), as in production: the client's Python
+work never shares a GIL with theirs, and their RSS and start-up are their own.
 
 Usage::
 
@@ -54,8 +55,7 @@ import numpy as np
 if __package__ in (None, ""):  # run as ``python bench/serve.py``
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import (REPO, ServerProc, fmt_stat, rate, stats, timeit,  # noqa: E402
-                          write_results)
+from bench.common import REPO, ServerProc, fmt_stat, rate, stats, timeit, write_results  # noqa: E402
 
 DEFAULT_ARTIFACT = "artifacts/fmnist_resnet"
 TARGET_RATIO = 0.8
@@ -132,7 +132,8 @@ def _defaults(args: argparse.Namespace) -> argparse.Namespace:
         args.min_requests = 6 if q else 10
     if args.name is None:
         args.name = "serve_quick" if q else "serve"
-    bad = [n for n in ("repeats", "n_images", "floor_repeats", "min_requests") if getattr(args, n) < 1]
+    bad = [n for n in ("repeats", "n_images", "floor_repeats", "min_requests")
+           if getattr(args, n) < 1]
     if bad or min(args.concurrency + args.request_batch) < 1 or not args.batching:
         raise SystemExit(f"bench.serve: error: {bad or 'concurrency/request-batch/batching'} "
                          f"must be >= 1")
@@ -304,15 +305,12 @@ def _ms(s: dict) -> dict:
 
 # ---------------------------------------------------------------------------- main
 def run(args: argparse.Namespace) -> dict:
-    if "server.gen" in sys.modules:
-        raise SystemExit("bench.serve: server.gen is imported in this process; its protos clash "
-                         "with tritonclient's: run the benchmark in its own process")
     artifact = Path(args.artifact)
     if not artifact.is_absolute():
         artifact = (Path.cwd() / artifact).resolve()
     if not (artifact / "manifest.json").is_file():
         raise SystemExit(f"bench.serve: error: {artifact} is not an artifact (no manifest.json); "
-                         f"fit it with guard.demo.default_guard or `guard fit`")
+                         f"fit it with guard.defaults.default_guard or `guard fit`")
     from guard.datasets import as_model_input, load_fashion_mnist
 
     t_start = time.perf_counter()
@@ -327,7 +325,7 @@ def run(args: argparse.Namespace) -> dict:
             print(f"  {r['what']:<45} batch {r['batch']:>3}: "
                   f"{fmt_stat(r['images_per_s'])} images/s", flush=True)
 
-    import tritonclient.grpc as grpcclient  # after the floor: its protos never meet server.gen
+    import tritonclient.grpc as grpcclient  # only now: `--help` and the floor stay light
 
     model = artifact.name
     measurements: list[dict] = []

@@ -2,20 +2,17 @@
 
 Layout::
 
-    manifest.json        schema version, package version, model sha256, shapes, settings, counts
+    manifest.json        schema version, package version, model sha256, shapes, the state's
+                         settings and fitted scalars, sha256 of every other file
     model.onnx           the classifier the guard was fitted on (absent for feature-only guards)
-    W.npy, b.npy         final affine layer
-    train_features.npy   (N, f) float32
-    radii.npy            (N,) d_min of each training point (union of learned regions)
-    train_index.npy      (N,) index of each hull point in the data given to fit
-    calib_*.npy          held-out calibration scores (hull distance, d_min, ambiguity)
-    ood.npz              the fitted combined OOD score (guard.ood.OODScorer), arrays only
-    train_pred.npy       (N,) predicted classes;  train_labels.npy (N,) if labels were given
-    index.faiss          FAISS index over the training features
+    <name>.npy           one file per fitted array of the state (W, b, train_features, radii, ...)
+    ood.npz              the combined OOD score's arrays, when the guard has one
 
-The directory is written under a temporary name and renamed at the end, so a crash never leaves a
-half-written artifact behind. Loading is strict: another schema, a missing or altered file, or a
-model whose sha256 differs from the one fitted is refused.
+This module only writes, hashes and reads files: what the state means is
+:class:`~guard.estimator.GuardState`'s business (:meth:`Guard.to_state` /
+:meth:`Guard.from_state`). The directory is written under a temporary name and renamed at the
+end, so a crash never leaves a half-written artifact behind. Loading is strict: another schema, a
+missing or altered file, or a model whose sha256 differs from the one fitted is refused.
 """
 
 from __future__ import annotations
@@ -26,22 +23,20 @@ import json
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Any
 
-import faiss
 import numpy as np
 
-from .version import __version__
-from .calibrate import Thresholds
-from .estimator import Guard
-from .errors import ArtifactError
-from .geometry.hull import ConvexHullIndex
+from .errors import ArtifactError, InputError
+from .estimator import Guard, GuardState
+from .geometry.errors import GeometryError
 from .model import OnnxClassifier
+from .version import __version__
 
-SCHEMA_VERSION = 1
-_ARRAYS = ("W", "b", "train_features", "radii", "train_pred", "train_labels", "train_index",
-           "calib_hull", "calib_d_min", "calib_ambiguity")
-_MANIFEST_KEYS = ("files", "model", "class_names", "nonneg", "nonneg_detected", "lipschitz",
-                  "settings", "thresholds")
+#: 2: one .npy per state array, no FAISS index file (the hull index is built on load).
+SCHEMA_VERSION = 2
+_MANIFEST_KEYS = ("files", "model", "params", "fitted", "arrays")
+_OOD_FILE = "ood.npz"
 
 
 def _sha256_file(path: Path) -> str:
@@ -54,33 +49,24 @@ def _sha256_file(path: Path) -> str:
 
 def save_artifact(guard: Guard, out: str | Path, *, overwrite: bool = False) -> Path:
     """Write a fitted guard to directory ``out`` (atomically) and return its path."""
-    guard._fitted()
+    state = guard.to_state()
+    model = guard.model_
     out = Path(out)
     if out.exists() and not overwrite:
         raise ArtifactError(f"{out} already exists (pass overwrite=True / --overwrite to replace)")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:
-        arrays = {
-            "W": guard.W_, "b": guard.b_, "train_features": guard.train_features_,
-            "radii": guard.radii_, "train_pred": guard.train_pred_,
-            "train_labels": guard.train_labels_, "train_index": guard.train_index_,
-        }
-        for key, arr in (guard.calib_scores_ or {}).items():
-            arrays[f"calib_{key}"] = arr
-        files = {}
-        for name, arr in arrays.items():
-            if arr is not None:
-                np.save(tmp / f"{name}.npy", np.asarray(arr), allow_pickle=False)
-                files[f"{name}.npy"] = _sha256_file(tmp / f"{name}.npy")
-        if getattr(guard, "ood_", None) is not None:
-            np.savez(tmp / "ood.npz", **guard.ood_.to_arrays())
-            files["ood.npz"] = _sha256_file(tmp / "ood.npz")
-        faiss.write_index(guard.hull_.index, str(tmp / "index.faiss"))
-        files["index.faiss"] = _sha256_file(tmp / "index.faiss")
-        model = getattr(guard, "model_", None)
+        files: dict[str, str] = {}
+        for name, arr in state.arrays.items():
+            np.save(tmp / f"{name}.npy", arr, allow_pickle=False)
+            files[f"{name}.npy"] = _sha256_file(tmp / f"{name}.npy")
+        if state.ood is not None:
+            np.savez(tmp / _OOD_FILE, **state.ood)
+            files[_OOD_FILE] = _sha256_file(tmp / _OOD_FILE)
         if model is not None:
             (tmp / "model.onnx").write_bytes(model.data)
+        W = state.arrays["W"]
         manifest = {
             "schema_version": SCHEMA_VERSION,
             "guard_version": __version__,
@@ -89,27 +75,16 @@ def save_artifact(guard: Guard, out: str | Path, *, overwrite: bool = False) -> 
                 "file": "model.onnx", "sha256": model.sha256, "input_name": model.input_name,
                 "input_shape": list(model.input_shape), "logits": model.logits_name,
                 "features": model.features_name,
-                "affine_error": getattr(guard, "affine_error_", None),
             },
-            "n_features": int(guard.W_.shape[1]),
-            "n_classes": int(guard.W_.shape[0]),
-            "class_names": guard.class_names_,
-            "nonneg": guard.nonneg_,
-            "nonneg_detected": guard.nonneg is None,
-            "lipschitz": guard.lipschitz_,
-            "thresholds": guard.thresholds_.to_dict(),
-            "settings": {
-                "hull_k": guard.hull_k, "hull_tol": guard.hull_tol,
-                "hull_max_rounds": guard.hull_max_rounds, "top_support": guard.top_support,
-                "batch_size": guard.batch_size, "calib_fraction": guard.calib_fraction,
-                "target_abstain_rate": guard.target_abstain_rate,
-                "target_flag_rate": guard.target_flag_rate, "seed": guard.seed,
-            },
+            "n_features": int(W.shape[1]),
+            "n_classes": int(W.shape[0]),
             "counts": {
-                "n_train": int(guard.train_features_.shape[0]),
-                "n_labelled": 0 if guard.train_labels_ is None else int(len(guard.train_labels_)),
-                "n_in_union_radius_positive": int((guard.radii_ > 0).sum()),
+                "n_train": int(state.arrays["train_features"].shape[0]),
+                "n_labelled": int(len(state.arrays.get("train_labels", ()))),
             },
+            "params": state.params,
+            "fitted": state.fitted,
+            "arrays": sorted(state.arrays),
             "files": files,
         }
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
@@ -122,7 +97,7 @@ def save_artifact(guard: Guard, out: str | Path, *, overwrite: bool = False) -> 
     return out
 
 
-def read_manifest(path: str | Path) -> dict:
+def read_manifest(path: str | Path) -> dict[str, Any]:
     """The manifest of an artifact directory, with its schema version checked."""
     path = Path(path)
     mpath = path / "manifest.json"
@@ -144,6 +119,28 @@ def read_manifest(path: str | Path) -> dict:
     return manifest
 
 
+def _model(path: Path, fitted: dict | None, model: Any) -> OnnxClassifier | None:
+    """The artifact's model, or the given one after checking it is the model fitted on."""
+    if model is not None and not isinstance(model, OnnxClassifier):
+        model = OnnxClassifier(model)
+    if model is not None:
+        if fitted is None or model.sha256 != fitted["sha256"]:
+            raise ArtifactError(
+                f"model sha256 {model.sha256[:12]}… differs from the model this artifact was "
+                f"fitted on ({(fitted or {}).get('sha256', 'none')[:12]}…): refit with `guard fit`"
+            )
+        return model
+    if fitted is None:
+        return None
+    mfile = path / fitted["file"]
+    if not mfile.is_file():
+        raise ArtifactError(f"{mfile} is missing")
+    # Hash before parsing: a corrupted file must be refused as modified, not fail to parse.
+    if _sha256_file(mfile) != fitted["sha256"]:
+        raise ArtifactError(f"{mfile} was modified after fitting (sha256 differs): refit")
+    return OnnxClassifier(mfile)
+
+
 def load_artifact(
     path: str | Path,
     model: str | Path | bytes | OnnxClassifier | None = None,
@@ -159,65 +156,23 @@ def load_artifact(
         f = path / name
         if not f.is_file() or _sha256_file(f) != digest:
             raise ArtifactError(f"{f} is missing or was modified after fitting: refit the artifact")
-    fitted = manifest["model"]
-    if model is not None and not isinstance(model, OnnxClassifier):
-        model = OnnxClassifier(model)
-    if model is not None:
-        if fitted is None or model.sha256 != fitted["sha256"]:
-            raise ArtifactError(
-                f"model sha256 {model.sha256[:12]}… differs from the model this artifact was "
-                f"fitted on ({(fitted or {}).get('sha256', 'none')[:12]}…): refit with `guard fit`"
-            )
-    elif fitted is not None:
-        mfile = path / fitted["file"]
-        if not mfile.is_file():
-            raise ArtifactError(f"{mfile} is missing")
-        # Hash before parsing: a corrupted file must be refused as modified, not fail to parse.
-        if _sha256_file(mfile) != fitted["sha256"]:
-            raise ArtifactError(f"{mfile} was modified after fitting (sha256 differs): refit")
-        model = OnnxClassifier(mfile)
+    clf = _model(path, manifest["model"], model)
     arrays = {}
-    for name in (n for n in _ARRAYS if n != "train_features"):
-        f = path / f"{name}.npy"
-        arrays[name] = np.load(f, allow_pickle=False) if f.is_file() else None
-    s = manifest["settings"]
-    guard = Guard(
-        nonneg=manifest["nonneg"] if not manifest["nonneg_detected"] else None,
-        hull_k=s["hull_k"], hull_tol=s["hull_tol"], hull_max_rounds=s["hull_max_rounds"],
-        top_support=s["top_support"], batch_size=s["batch_size"], progress=progress,
-        calib_fraction=s["calib_fraction"], target_abstain_rate=s["target_abstain_rate"],
-        target_flag_rate=s["target_flag_rate"], seed=s["seed"],
-        ambiguity_threshold=manifest["thresholds"]["ambiguity"],
-    )
-    guard.W_, guard.b_ = arrays["W"], arrays["b"]
-    guard.nonneg_ = bool(manifest["nonneg"])
-    guard.class_names_ = list(manifest["class_names"])
-    guard.radii_, guard.train_pred_ = arrays["radii"], arrays["train_pred"]
-    guard.train_labels_ = arrays["train_labels"]
-    guard.train_index_ = arrays["train_index"]
-    guard.thresholds_ = Thresholds.from_dict(manifest["thresholds"])
-    guard.ood_ = None
-    if (path / "ood.npz").is_file():
-        from .ood import OODScorer
-
-        with np.load(path / "ood.npz", allow_pickle=False) as z:
-            guard.ood_ = OODScorer.from_arrays({k: z[k] for k in z.files})
-    guard.calib_scores_ = None
-    if arrays["calib_hull"] is not None:
-        guard.calib_scores_ = {k: arrays[f"calib_{k}"] for k in ("hull", "d_min", "ambiguity")}
-    guard.lipschitz_ = float(manifest["lipschitz"])
-    guard.model_ = model
-    if fitted is not None:
-        guard.affine_error_ = fitted.get("affine_error")
-    index = faiss.read_index(str(path / "index.faiss"))
-    if index.ntotal != len(arrays["radii"]) or index.d != guard.W_.shape[1]:
-        raise ArtifactError(f"{path / 'index.faiss'} holds {index.ntotal} x {index.d} features; "
-                            f"expected {len(arrays['radii'])} x {guard.W_.shape[1]}: refit")
-    # The features are held once, by the index; train_features.npy stays for readers.
-    guard.device = device
-    guard.hull_ = ConvexHullIndex(
-        None, k=guard.hull_k, tol=guard.hull_tol, max_rounds=guard.hull_max_rounds, index=index,
-        device=device,
-    )
-    guard.manifest_ = manifest
-    return guard
+    for name in manifest["arrays"]:
+        if f"{name}.npy" not in manifest["files"]:
+            raise ArtifactError(f"{path}: array {name!r} has no hashed file: refit the artifact")
+        arrays[name] = np.load(path / f"{name}.npy", allow_pickle=False)
+    ood = None
+    if _OOD_FILE in manifest["files"]:
+        with np.load(path / _OOD_FILE, allow_pickle=False) as z:
+            ood = {k: z[k] for k in z.files}
+    state = GuardState(params=manifest["params"], fitted=manifest["fitted"], arrays=arrays,
+                       ood=ood)
+    try:
+        return Guard.from_state(state, clf, progress=progress, device=device)
+    except GeometryError as exc:
+        if "device" in str(exc):  # the caller's run-time choice, not the artifact's fault
+            raise
+        raise ArtifactError(f"{path} does not hold a valid guard ({exc}): refit it") from None
+    except (InputError, KeyError, TypeError, ValueError) as exc:
+        raise ArtifactError(f"{path} does not hold a valid guard ({exc}): refit it") from None

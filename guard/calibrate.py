@@ -1,4 +1,5 @@
-"""Held-out in-distribution scores -> thresholds for a target false rate (split conformal).
+"""Held-out in-distribution scores -> thresholds for a target false rate (split conformal; the
+thresholds themselves are :mod:`guard.detectors.conformal`).
 
 With n exchangeable calibration scores, rejecting a new in-distribution score above the
 ``ceil((n + 1)(1 - a))``-th smallest calibration score happens with probability at most ``a``
@@ -13,6 +14,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from .detectors.conformal import check_rate, lower_threshold, upper_threshold
 from .errors import InputError
 
 
@@ -48,34 +50,6 @@ class Thresholds:
         return cls(**d)
 
 
-def _check_rate(rate: float, name: str, n: int) -> None:
-    if not 0 < rate < 1:
-        raise InputError(f"{name} must be in (0, 1), got {rate}")
-    need = math.ceil(1 / rate) - 1
-    if n < need:
-        raise InputError(
-            f"{name}={rate} needs at least {need} calibration samples, got {n}: use a larger "
-            f"calibration split, a larger rate, or calib_fraction=0 (--calib-fraction 0) to fit "
-            f"without calibrated thresholds"
-        )
-
-
-def upper_threshold(scores: np.ndarray, rate: float) -> float:
-    """Smallest t with P(new in-distribution score > t) <= rate (split conformal)."""
-    s = np.sort(np.asarray(scores, dtype=np.float64))
-    _check_rate(rate, "rate", len(s))
-    k = math.ceil((len(s) + 1) * (1 - rate))
-    return float(s[k - 1]) if k <= len(s) else math.inf
-
-
-def lower_threshold(scores: np.ndarray, rate: float) -> float:
-    """Largest t with P(new in-distribution score < t) <= rate (split conformal)."""
-    s = np.sort(np.asarray(scores, dtype=np.float64))
-    _check_rate(rate, "rate", len(s))
-    k = math.floor((len(s) + 1) * rate)
-    return float(s[k - 1]) if k >= 1 else -math.inf
-
-
 def calibrate(
     hull_distance: np.ndarray,
     d_min: np.ndarray,
@@ -88,8 +62,8 @@ def calibrate(
     n = len(hull_distance)
     if n == 0 or len(d_min) != n:
         raise InputError(f"expected equal, non-empty calibration arrays, got {n} and {len(d_min)}")
-    _check_rate(abstain_rate, "target abstain rate", n)
-    _check_rate(flag_rate, "target flag rate", n)
+    check_rate(abstain_rate, "target abstain rate", n)
+    check_rate(flag_rate, "target flag rate", n)
     return Thresholds(
         ambiguity=float(ambiguity),
         hull=upper_threshold(hull_distance, abstain_rate),

@@ -168,7 +168,7 @@ def build_parser(extra: AddCommands | None = None) -> argparse.ArgumentParser:
     f.add_argument("--overwrite", action="store_true", help="replace an existing artifact")
     f.add_argument("--nonneg", choices=["auto", "yes", "no"], default="auto",
                    help="feature space x >= 0 (auto: detected from the training features)")
-    f.add_argument("--hull-k", type=int, default=64, help="FAISS neighbours per hull query")
+    f.add_argument("--hull-k", type=int, default=64, help="size of the first hull working set (nearest points of a subsample, at most 16)")
     f.add_argument("--hull-tol", type=float, default=1e-3, help="relative gap of hull bounds")
     f.add_argument("--class-names", help="comma-separated names, or a file with one per line")
     f.add_argument("--batch-size", type=int, default=256)

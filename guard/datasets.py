@@ -160,7 +160,7 @@ def load_digits_28() -> tuple[np.ndarray, np.ndarray]:
         from sklearn.datasets import load_digits
     except ImportError:
         raise DataError(
-            "the digits data set needs scikit-learn; install it with `pip install scikit-learn`"
+            "the digits data set needs scikit-learn; install it with `pip install 'guard-classifier[eval]'`"
         ) from None
     bunch = load_digits()
     images = np.asarray(bunch.images, dtype=np.float64) * (255.0 / 16.0)  # [N, 8, 8]

@@ -1,6 +1,6 @@
 """Scores + thresholds -> abstain / flags, with the reasons.
 
-* out of distribution: the conformal p-value of the combined OOD score (:mod:`guard.ood`) is
+* out of distribution: the conformal p-value of the combined OOD score (:mod:`guard.detectors.combined`) is
   below the target abstain rate; for a guard fitted without it (``ood=False``, older
   artifacts), the hull distance exceeds its calibrated threshold (first version);
 * ambiguous: ``d_min - d_hull < thresholds.ambiguity`` (eq. 26; the paper uses 0) — reported;

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from .artifact import load_artifact, save_artifact
@@ -10,6 +11,8 @@ from .errors import ArtifactError
 
 ASSETS = Path(__file__).parent / "assets"
 DEFAULT_MODEL = ASSETS / "fmnist_resnet.onnx"
+
+log = logging.getLogger(__name__)
 
 
 def default_guard(path: Path, *, progress: bool = True, device: str = "auto") -> Guard:
@@ -22,8 +25,9 @@ def default_guard(path: Path, *, progress: bool = True, device: str = "auto") ->
         try:
             return load_artifact(path, model, progress=progress, device=device)
         except ArtifactError as exc:
-            print(f"existing artifact not usable ({exc}); refitting")
-    print(f"fitting the default guard on the 60,000 Fashion-MNIST training images -> {path}")
+            log.warning("existing artifact not usable (%s); refitting", exc)
+    log.warning("fitting the default guard on the 60,000 Fashion-MNIST training images -> %s "
+                "(first run only)", path)
     x, y = load_fashion_mnist("train")
     guard = Guard(progress=progress).fit(
         model, as_model_input(x), y, class_names=list(FASHION_MNIST_CLASSES)

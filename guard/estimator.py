@@ -9,12 +9,16 @@ prediction, exact margins (eq. 7-12), certified hull distance, ambiguity ``d_min
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 import numpy as np
 
 from .calibrate import Thresholds, calibrate
 from .decide import decide
+from .detectors import CombinedScore, Evidence
 from .errors import InputError, NotFittedError
-from .geometry.hull import ConvexHullIndex
+from .geometry.hull import ConvexHullIndex, HullConfig
 from .geometry.margins import compute_margins, lipschitz_constant
 from .geometry.regions import UnionOfBalls
 from .model import OnnxClassifier
@@ -22,6 +26,36 @@ from .types import Decisions, Scores
 
 # Radii of balls whose class borders no other class get this finite stand-in for inf.
 _BIG_RADIUS = 1e18
+# The constructor's settings: stored in the fitted state (``progress`` and ``device`` are
+# run-time choices of whoever loads it, not part of it).
+_PARAMS = ("nonneg", "hull_k", "hull_tol", "hull_max_rounds", "top_support", "batch_size",
+           "calib_fraction", "target_abstain_rate", "target_flag_rate", "ambiguity_threshold",
+           "seed", "ood")
+# Fitted arrays of the state (``train_labels`` and the calibration scores may be absent).
+_ARRAYS = ("W", "b", "train_features", "radii", "train_pred", "train_index", "train_labels",
+           "calib_hull", "calib_d_min", "calib_ambiguity")
+
+
+@dataclass(frozen=True)
+class GuardState:
+    """Everything a fitted :class:`Guard` learned, as plain data: what an artifact stores.
+
+    Attributes:
+        params: the constructor's settings (:meth:`Guard.get_params`), JSON-serialisable.
+        fitted: fitted scalars and small lists, JSON-serialisable: ``class_names``, ``nonneg``
+            (the value used), ``lipschitz``, ``thresholds`` (:meth:`Thresholds.to_dict`),
+            ``affine_error`` (``None`` for a guard fitted on features).
+        arrays: fitted arrays by name: ``W`` (n, f), ``b`` (n,), ``train_features`` (N, f)
+            float32, ``radii`` (N,), ``train_pred`` (N,), ``train_index`` (N,) and, when
+            present, ``train_labels`` (N,) and the calibration scores ``calib_hull``,
+            ``calib_d_min``, ``calib_ambiguity`` (M,).
+        ood: the combined OOD score's arrays (``to_arrays()``), or ``None`` without one.
+    """
+
+    params: dict[str, Any]
+    fitted: dict[str, Any]
+    arrays: dict[str, np.ndarray]
+    ood: dict[str, np.ndarray] | None
 
 
 class Guard:
@@ -30,7 +64,8 @@ class Guard:
     Args:
         nonneg: constrain boundary points to ``x >= 0``; ``None`` detects it from the training
             features (ReLU features are nonnegative).
-        hull_k: FAISS nearest neighbours forming the first hull working set.
+        hull_k: size of the hull's first working set (the query's nearest points of a
+            subsample, at most 16; :class:`guard.geometry.hull.HullConfig`).
         hull_tol: target relative gap of the certified hull distance.
         hull_max_rounds: budget of exact scans per query.
         top_support: support points reported per input.
@@ -41,7 +76,7 @@ class Guard:
         target_abstain_rate: false-abstain rate of the out-of-distribution threshold.
         target_flag_rate: false adversarial-flag rate of the margin threshold.
         ambiguity_threshold: flag as ambiguous when ``d_min - d_hull`` is below this (paper: 0).
-        ood: fit the combined OOD score (:class:`guard.ood.OODScorer`) on the calibration data;
+        ood: fit the combined OOD score (:mod:`guard.detectors`) on the calibration data;
             then the guard abstains at ``p_value < target_abstain_rate``.
         seed: seed of the calibration split.
         device: where the hull and union scans run: ``auto`` (a CUDA GPU through torch when
@@ -80,6 +115,11 @@ class Guard:
         self.seed = seed
         self.ood = ood
         self.device = device
+        self._regions: UnionOfBalls | None = None  # built on first use (see ``regions_``)
+
+    def get_params(self) -> dict[str, Any]:
+        """The constructor's settings (scikit-learn's ``get_params``), JSON-serialisable."""
+        return {name: getattr(self, name) for name in _PARAMS}
 
     # ------------------------------------------------------------------ fitting
     def fit(
@@ -97,13 +137,14 @@ class Guard:
         ``calib_fraction`` split of ``x`` is held out.
         """
         logits, feats = model.run(x, batch_size=self.batch_size, progress=self.progress)
-        self.affine_error_ = model.check_affine(logits, feats)
+        affine_error = model.check_affine(logits, feats)
         calib = None
         if x_calib is not None:
             calib = model.run(x_calib, batch_size=self.batch_size, progress=self.progress)[1]
-        self.model_ = model
-        return self.fit_features(feats, model.W, model.b, y, calib_features=calib,
-                                 class_names=class_names)
+        self.fit_features(feats, model.W, model.b, y, calib_features=calib,
+                          class_names=class_names)
+        self.model_, self.affine_error_ = model, affine_error
+        return self
 
     def fit_features(
         self,
@@ -141,6 +182,8 @@ class Guard:
             train_index = np.sort(perm[n_cal:])
             calib_features = F[np.sort(perm[:n_cal])]
         self.W_, self.b_ = W, b
+        self.model_: OnnxClassifier | None = None
+        self.affine_error_: float | None = None
         self.train_index_ = train_index
         Ft = F[train_index]
         self.nonneg_ = bool(Ft.min() >= 0) if self.nonneg is None else bool(self.nonneg)
@@ -150,21 +193,18 @@ class Guard:
         self.train_pred_ = m.pred
         self.radii_ = np.minimum(m.d_min, _BIG_RADIUS)
         self.lipschitz_ = lipschitz_constant(W)
-        self._build_hull(Ft)
+        self.hull_ = ConvexHullIndex(Ft, self._hull_config(), device=self.device)
         self._regions = None
         self.thresholds_ = Thresholds(ambiguity=self.ambiguity_threshold)
         self.calib_scores_: dict[str, np.ndarray] | None = None
-        self.ood_ = None
+        self.ood_: CombinedScore | None = None
         if calib_features is not None:
             Fc = np.asarray(calib_features, dtype=np.float32)
             s = self.score_features(Fc)
             if self.ood:
-                from .ood import OODScorer
-
                 labels = self.train_labels_ if self.train_labels_ is not None else m.pred
-                self.ood_ = OODScorer(seed=self.seed).fit(
-                    Ft, labels, W, b, {"features": Fc, "logits": s.logits, "hull": s.hull_upper,
-                                       "d_min": s.d_min, "margins": s.margins})
+                self.ood_ = CombinedScore(seed=self.seed).fit(
+                    Ft, labels, W, b, Evidence.from_scores(s, Fc))
             self.calib_scores_ = {"hull": s.hull_upper, "d_min": s.d_min,
                                   "ambiguity": s.ambiguity}
             self.thresholds_ = calibrate(
@@ -173,18 +213,15 @@ class Guard:
             )
         return self
 
-    def _build_hull(self, F: np.ndarray) -> None:
-        self.hull_ = ConvexHullIndex(
-            F, k=self.hull_k, tol=self.hull_tol, max_rounds=self.hull_max_rounds,
-            device=getattr(self, "device", "auto"),
-        )
+    def _hull_config(self) -> HullConfig:
+        return HullConfig(k=self.hull_k, tol=self.hull_tol, max_rounds=self.hull_max_rounds)
 
     @property
     def regions_(self) -> UnionOfBalls:
         """The union of learned regions (built on first use from the hull's points and radii)."""
-        if getattr(self, "_regions", None) is None:
+        if self._regions is None:
             self._regions = UnionOfBalls(self._fitted().hull_.points, self.radii_,
-                                         device=getattr(self, "device", "auto"))
+                                         device=self.device)
         return self._regions
 
     @property
@@ -199,11 +236,79 @@ class Guard:
             )
         return self
 
+    # ------------------------------------------------------------------ state
+    def to_state(self) -> GuardState:
+        """What this fitted guard learned, as plain data (the model itself is not included:
+        :mod:`guard.artifact` stores it as a file)."""
+        self._fitted()
+        arrays = {
+            "W": self.W_, "b": self.b_, "train_features": self.train_features_,
+            "radii": self.radii_, "train_pred": self.train_pred_,
+            "train_index": self.train_index_, "train_labels": self.train_labels_,
+        }
+        for key, arr in (self.calib_scores_ or {}).items():
+            arrays[f"calib_{key}"] = arr
+        fitted = {
+            "class_names": list(self.class_names_), "nonneg": bool(self.nonneg_),
+            "lipschitz": float(self.lipschitz_), "thresholds": self.thresholds_.to_dict(),
+            "affine_error": self.affine_error_,
+        }
+        return GuardState(
+            params=self.get_params(), fitted=fitted,
+            arrays={k: np.asarray(v) for k, v in arrays.items() if v is not None},
+            ood=None if self.ood_ is None else self.ood_.to_arrays(),
+        )
+
+    @classmethod
+    def from_state(
+        cls,
+        state: GuardState,
+        model: OnnxClassifier | None = None,
+        *,
+        progress: bool = False,
+        device: str = "auto",
+    ) -> Guard:
+        """The guard :meth:`to_state` described, scoring with ``model`` (``None``: features
+        only); ``progress`` and ``device`` are this process's run-time choices."""
+        unknown = set(state.params) - set(_PARAMS)
+        missing = [k for k in ("W", "b", "train_features", "radii", "train_pred", "train_index")
+                   if k not in state.arrays]
+        if unknown or missing:
+            raise InputError(f"not a guard state: unknown settings {sorted(unknown)}, missing "
+                             f"arrays {missing}")
+        guard = cls(**state.params, progress=progress, device=device)
+        a, fit = state.arrays, state.fitted
+        guard.W_ = np.asarray(a["W"], dtype=np.float64)
+        guard.b_ = np.asarray(a["b"], dtype=np.float64)
+        F = np.ascontiguousarray(a["train_features"], dtype=np.float32)
+        n, f = guard.W_.shape
+        N = F.shape[0]
+        shapes = {"b": (n,), "train_features": (N, f), "radii": (N,), "train_pred": (N,),
+                  "train_index": (N,), "train_labels": (N,)}
+        bad = [f"{k} {a[k].shape} (expected {v})" for k, v in shapes.items()
+               if k in a and a[k].shape != v]
+        if bad:
+            raise InputError(f"inconsistent guard state: {', '.join(bad)}")
+        guard.radii_, guard.train_pred_ = a["radii"], a["train_pred"]
+        guard.train_index_, guard.train_labels_ = a["train_index"], a.get("train_labels")
+        guard.nonneg_ = bool(fit["nonneg"])
+        guard.class_names_ = list(fit["class_names"])
+        guard.lipschitz_ = float(fit["lipschitz"])
+        guard.thresholds_ = Thresholds.from_dict(fit["thresholds"])
+        guard.affine_error_ = fit.get("affine_error")
+        guard.calib_scores_ = None
+        if "calib_hull" in a:
+            guard.calib_scores_ = {k: a[f"calib_{k}"] for k in ("hull", "d_min", "ambiguity")}
+        guard.ood_ = None if state.ood is None else CombinedScore.from_arrays(state.ood)
+        guard.model_ = model
+        guard.hull_ = ConvexHullIndex(F, guard._hull_config(), device=device)
+        return guard
+
     # ------------------------------------------------------------------ scoring
     def score(self, x: np.ndarray) -> Scores:
         """Run the model on inputs ``x`` and score their features."""
         self._fitted()
-        if getattr(self, "model_", None) is None:
+        if self.model_ is None:
             raise NotFittedError("this Guard has no model: use score_features(features)")
         logits, feats = self.model_.run(x, batch_size=self.batch_size, progress=self.progress)
         return self.score_features(feats, logits)
@@ -224,9 +329,10 @@ class Guard:
         h = self.hull_.query(F, top_support=self.top_support, progress=self.progress)
         r = self.regions_.query(F)
         ood_score = p_value = np.full(len(F), np.nan)
-        if getattr(self, "ood_", None) is not None:
-            ood_score, p_value = self.ood_.score(features=F, logits=logits, hull=h.upper,
-                                                 d_min=m.d_min, margins=m.margins)
+        ood = self.ood_
+        if ood is not None:
+            ood_score, p_value = ood.score(Evidence(features=F, logits=logits, hull=h.upper,
+                                                    d_min=m.d_min, margins=m.margins))
         return Scores(
             pred=m.pred,
             logits=np.asarray(logits, dtype=np.float32),

@@ -44,7 +44,7 @@ class Scores:
         hull_converged: (N,) relative gap reached the tolerance.
         ambiguity: (N,) ``d_min - hull_upper`` (eq. 26); negative = ambiguous.
         ood_score: (N,) the guard's combined out-of-distribution score (higher = more OOD;
-            :mod:`guard.ood`); NaN when the guard has no calibrated scorer.
+            :mod:`guard.detectors.combined`); NaN when the guard has no calibrated scorer.
         p_value: (N,) conformal p-value of ``ood_score`` against held-out in-distribution
             data; abstaining at ``p_value < a`` abstains on at most a share ``a`` of such data.
         in_union: (N,) bool; n_balls: (N,) int64; union_slack: (N,) ``max_t r_t - ||x - x_t||``.

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Measure the OOD peers (guard.peers) and the guard's geometry side by side; print Markdown.
+"""Measure the OOD peers (guard.detectors) and the guard's geometry side by side; print Markdown.
 
 Every method scores the same penultimate features of the same model. Peers and the guard are
 fitted on in-distribution training data only (a seeded subset of ``--n-train`` Fashion-MNIST
@@ -11,10 +11,10 @@ training images, or the training features of an existing artifact with ``--artif
   ``scripts/train_default_model.py --classes 0,1,2,3,4,5,6,7 --name fmnist_resnet_8cls``):
   ID = test images of classes 0-7 against the test images of the held-out classes 8 and 9.
 * Calibration: each score's threshold for a 5% false-abstain rate comes from ``--n-calib``
-  held-out training images (split conformal, ``guard.calibrate.upper_threshold``); the tables
+  held-out training images (split conformal, ``guard.detectors.upper_threshold``); the tables
   give the realised rate on the ID test images and the detection rate on each OOD set.
-* The guard's combined score (``guard.ood.OODScorer``: hull distance, exact-margin fDBD and
-  Mahalanobis on a standard-normal scale, weighted for the least ID variance) is fitted on the
+* The guard's combined score (``guard.detectors.CombinedScore``: hull distance, exact-margin fDBD
+  and Mahalanobis on a standard-normal scale, weighted for the least ID variance) is fitted on the
   same training subset and the same held-out calibration images (half fit the combination, half
   give the conformal p-values; never test or OOD images). It abstains where ``p_value < --rate``;
   its row in the calibration table is that rule, with a Clopper-Pearson 95% interval of the
@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 import time
 from pathlib import Path
@@ -43,13 +44,20 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-from guard import evalsets  # noqa: E402
-from guard.ood import OODScorer  # noqa: E402
-from guard.evaluation.ood import (  # noqa: E402
-    COMBINED, METHODS, artifact_setup, fit_setup, log, metric_rows, report, shift_report,
+from guard.detectors import COMBINE, COMPONENTS, DEFAULT_COMPONENTS, REGISTRY, CombinedScore
+from guard.evaluation import sets as evalsets
+from guard.evaluation.ood import (
+    COMBINED,
+    METHODS,
+    artifact_setup,
+    fit_setup,
+    metric_rows,
+    report,
+    shift_report,
     shift_sets,
 )
-from guard.peers import REGISTRY  # noqa: E402
+
+log = logging.getLogger("eval_ood")
 
 ASSETS = REPO_ROOT / "guard" / "assets"
 
@@ -72,24 +80,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="use this fitted artifact (its model and training features) for the "
                         "far-OOD and shift tables instead of fitting on --n-train images")
     p.add_argument("--methods", default=",".join(METHODS))
-    p.add_argument("--ood-components", default=",".join(OODScorer().components),
-                   help="components of the combined score (guard.ood.COMPONENTS)")
-    p.add_argument("--ood-combine", default=OODScorer().combine,
-                   help="combination rule of the combined score (guard.ood.COMBINE)")
+    p.add_argument("--ood-components", default=",".join(DEFAULT_COMPONENTS),
+                   help=f"components of the combined score, from {','.join(COMPONENTS)}")
+    p.add_argument("--ood-combine", default=COMBINE[0],
+                   help=f"combination rule of the combined score, one of {','.join(COMBINE)}")
     p.add_argument("--json", type=Path, default=None, help="also write all numbers here")
     return p.parse_args(argv)
 
 
-def _scorer(methods: list[str], components: str, combine: str) -> OODScorer | None:
+def _scorer(methods: list[str], components: str, combine: str) -> CombinedScore | None:
     if COMBINED not in methods:
         return None
-    return OODScorer(tuple(c.strip() for c in components.split(",") if c.strip()), combine)
-
-
+    return CombinedScore(tuple(c.strip() for c in components.split(",") if c.strip()), combine)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     unknown = [m for m in methods if m not in REGISTRY and m != COMBINED]
     if unknown:
@@ -99,10 +106,11 @@ def main(argv: list[str] | None = None) -> int:
     results: dict = {"args": {k: str(v) for k, v in vars(args).items()}}
     out = ["# OOD detection: guard vs peers on the same features", ""]
 
-    log("far OOD: default model")
+    log.info("far OOD: default model")
     if args.artifact is not None:
         setup = artifact_setup(args.artifact, methods, args.n_calib, args.rate, args.seed, mk())
-        fitted_on = f"the artifact {args.artifact} ({len(setup.guard.train_features_)} training features)"
+        n_art = len(setup.guard.train_features_)
+        fitted_on = f"the artifact {args.artifact} ({n_art} training features)"
     else:
         setup = fit_setup(args.model, methods, args.n_train, args.n_calib, args.rate, args.seed,
                           ood=mk())
@@ -112,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     far = {name: setup.score(load(), name) for name, load in evalsets.FAR_OOD.items()}
     res = metric_rows(setup, s_id, far)
     results["far"] = res
-    sizes = ", ".join(f"{n} {len(far[n]['pred'])}" for n in far)
+    sizes = ", ".join(f"{n} {len(far[n])}" for n in far)
     out.append(report(res, setup.methods, list(far),
                       f"## Far OOD: {args.model.name if args.artifact is None else 'artifact'}, "
                       f"fitted on {fitted_on}; ID = {args.n_id} Fashion-MNIST test images; OOD = "
@@ -123,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
         meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
         classes = meta.get("classes", list(range(8)))
         held = [c for c in range(10) if c not in classes]
-        log(f"near OOD: {args.near_model.name}, classes {classes}, held out {held}")
+        log.info("near OOD: %s, classes %s, held out %s", args.near_model.name, classes, held)
         near = fit_setup(args.near_model, methods, args.n_train, args.n_calib, args.rate,
                          args.seed, classes=classes, ood=mk())
         xi, _ = evalsets.fmnist_test(args.n_id, seed=args.seed, classes=classes)
@@ -138,11 +146,11 @@ def main(argv: list[str] | None = None) -> int:
                           f"images of those classes; OOD = {len(xo)} test images of classes "
                           f"{held}", args.rate, len(xi)))
     else:
-        log(f"near OOD skipped: {args.near_model} not found")
+        log.info("near OOD skipped: %s not found", args.near_model)
         out.append(f"(near OOD skipped: {args.near_model} not found)\n")
 
     if args.n_shift and setup.thresholds:
-        log("covariate shift")
+        log.info("covariate shift")
         text, res_s = shift_report(setup, shift_sets(args.n_shift, args.seed))
         results["shift"] = res_s
         out.append(text)

@@ -1,4 +1,10 @@
-"""``guard serve``: run the gRPC service (flags override ``GUARD_*`` environment variables)."""
+"""The installed ``guard`` command: the core's commands (:mod:`guard.cli`) plus ``guard serve``
+and ``guard demo`` from this layer, added through :func:`guard.cli.main`'s ``extra`` hook.
+
+``guard serve`` flags override ``GUARD_*`` environment variables (:class:`~.settings.Settings`).
+The serving stack (grpc, prometheus_client) is imported only when ``serve`` runs, so
+``guard fit`` and the others start without it.
+"""
 
 from __future__ import annotations
 
@@ -6,22 +12,25 @@ import argparse
 import asyncio
 import logging
 import sys
+from dataclasses import fields
+from typing import TYPE_CHECKING
 
-from guard.errors import GuardError
+from guard import cli as guard_cli
 
+from . import demo
 from .settings import Settings
 
+if TYPE_CHECKING:
+    from .app import GuardServer
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="guard serve",
-        description="Serve a fitted guard over gRPC: Open Inference Protocol (KServe v2 / "
-        "Triton clients), guard.v1 typed API, health, reflection, Prometheus metrics. Every "
-        "flag can also be set as an environment variable GUARD_<NAME>.",
-    )
+EXIT_USAGE = 2
+
+
+def add_serve_arguments(p: argparse.ArgumentParser) -> None:
+    """One flag per :class:`Settings` field; None = not given (the environment decides)."""
     p.add_argument("--artifact", help="artifact directory (default: built-in Fashion-MNIST)")
     p.add_argument("--model-name", help="model name clients use (default: artifact dir name)")
-    p.add_argument("--host")
+    p.add_argument("--host", help="address to bind (default 0.0.0.0)")
     p.add_argument("--port", type=int, help="gRPC port (default 8001; 0 = any free port)")
     p.add_argument("--metrics-port", type=int,
                    help="Prometheus port (default 8002; 0 = any free, -1 = off)")
@@ -34,32 +43,59 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", choices=["auto", "cpu", "cuda"],
                    help="where the geometry's scans run (auto: a CUDA GPU when present)")
     p.add_argument("--grace-s", type=float, help="seconds in-flight requests get on SIGTERM")
-    p.add_argument("--log-level")
-    return p
+    p.add_argument("--log-level", help="Python logging level (INFO)")
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    """The ``extra`` hook of :func:`guard.cli.build_parser`: ``serve`` and ``demo``."""
+    s = sub.add_parser(
+        "serve", help="serve a fitted guard over gRPC",
+        description="Serve a fitted guard over gRPC: Open Inference Protocol (KServe v2 / "
+        "Triton clients), guard.v1 typed API, health, reflection, Prometheus metrics. Every "
+        "flag can also be set as an environment variable GUARD_<NAME>.")
+    add_serve_arguments(s)
+    s.set_defaults(func=cmd_serve)
+    d = sub.add_parser("demo", help="serve the built-in Fashion-MNIST guard and query it with "
+                       "tritonclient", description=demo.DESCRIPTION)
+    demo.add_arguments(d)
+    d.set_defaults(func=demo.cmd_demo)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    return guard_cli.build_parser(add_commands)
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    """The ``guard`` command."""
+    return guard_cli.main(argv, extra=add_commands)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    settings = Settings.from_env(**{f.name: getattr(args, f.name, None) for f in fields(Settings)})
+    logging.basicConfig(level=settings.log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        settings = Settings.from_env(**vars(args))
-        logging.basicConfig(level=settings.log_level.upper(),
-                            format="%(asctime)s %(levelname)s %(name)s: %(message)s")
         asyncio.run(_serve(settings))
-    except GuardError as exc:
-        print(f"guard serve: error: {exc}", file=sys.stderr)
-        return 2
-    except OSError as exc:
-        print(f"guard serve: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
+    except OSError as exc:  # e.g. the port is taken
+        print(f"guard: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:  # before the signal handlers were installed
         return 0
     return 0
 
 
 async def _serve(settings: Settings) -> None:
-    from .app import serve
+    from .app import serve  # the serving stack: only now
 
-    await serve(settings)
+    await serve(settings, announce=_announce)
+
+
+def _announce(srv: GuardServer) -> None:
+    s = srv.settings
+    metrics = (f"metrics http://{s.host}:{srv.metrics_port}/metrics" if srv.metrics_port >= 0
+               else "metrics off")
+    print(f"guard: serving {srv.model_name!r} on {s.host}:{srv.port} (gRPC: Open Inference "
+          f"Protocol + guard.v1, health, reflection); {metrics}", flush=True)
 
 
 if __name__ == "__main__":

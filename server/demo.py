@@ -1,13 +1,11 @@
 """``guard demo``: serve the built-in Fashion-MNIST guard and query it the way a user would.
 
-Fits the default artifact on first use, starts ``guard serve`` as a subprocess, sends real
-in-distribution images (Fashion-MNIST test), real out-of-distribution images (scikit-learn's
-handwritten digits, resized to 28x28) and noise through a stock Triton client
-(``tritonclient.grpc``, Open Inference Protocol), and prints what the guard decided for each.
-
-This process deliberately never imports ``server.gen`` (nor ``server.app`` / ``server.convert``
-/ ``server.servicers``): tritonclient registers its own copy of the inference protos in
-protobuf's default descriptor pool, and the two copies clash. The server runs in a subprocess.
+Fits the default artifact on first use (:func:`guard.defaults.default_guard`), starts
+``guard serve`` as a subprocess (``python -m server``: a real server process, stopped with
+SIGTERM at the end), sends real in-distribution images (Fashion-MNIST test), real
+out-of-distribution images (scikit-learn's handwritten digits, resized to 28x28) and noise
+through a stock Triton client (``tritonclient.grpc``, Open Inference Protocol), and prints what
+the guard decided for each.
 """
 
 from __future__ import annotations
@@ -24,14 +22,15 @@ import time
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 
 from guard.artifact import read_manifest
 from guard.errors import GuardError
+from guard.types import FLAG_ADVERSARIAL, FLAG_AMBIGUOUS, FLAG_OOD  # the "flags" output's bits
 
 DEFAULT_ARTIFACT = "artifacts/fmnist_resnet"
-FLAG_ADVERSARIAL, FLAG_OOD, FLAG_AMBIGUOUS = 1, 2, 4  # the OIP "flags" output's bit mask
 OUTPUTS = ("prediction", "logits", "margin_min", "hull_distance", "ambiguity", "abstain", "flags")
 READY_TIMEOUT_S = 120.0
 METRIC_PREFIXES = ("guard_requests_total", "guard_images_total", "guard_abstentions_total",
@@ -43,13 +42,12 @@ class DemoError(Exception):
 
 
 # ---------------------------------------------------------------------------- command line
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="guard demo",
-        description="Serve the built-in Fashion-MNIST guard over gRPC (fitting it on first use), "
-        "query it with tritonclient with in-distribution images, out-of-distribution images "
-        "and noise, and print what the guard decided.",
-    )
+DESCRIPTION = ("Serve the built-in Fashion-MNIST guard over gRPC (fitting it on first use), "
+               "query it with tritonclient with in-distribution images, out-of-distribution "
+               "images and noise, and print what the guard decided.")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--artifact", default=DEFAULT_ARTIFACT,
                    help=f"artifact directory; fitted with the built-in model if it has no "
                    f"manifest.json (default: {DEFAULT_ARTIFACT})")
@@ -71,11 +69,20 @@ def build_parser() -> argparse.ArgumentParser:
                    help="Prometheus metrics port (0 = any free port)")
     p.add_argument("--keep-serving", action="store_true",
                    help="leave the server running after the report until Ctrl-C")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="guard demo", description=DESCRIPTION)
+    add_arguments(p)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    return cmd_demo(build_parser().parse_args(argv))
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Check the counts, run the demo; errors are one line on stderr and exit code 2."""
     for name in ("n_fmnist", "n_digits", "n_noise", "n_constant", "rows"):
         if getattr(args, name) < 0:
             print(f"guard demo: error: --{name.replace('_', '-')} must be >= 0", file=sys.stderr)
@@ -94,9 +101,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    if "server.gen" in sys.modules:  # see the module docstring
-        raise DemoError("server.gen is already imported in this process; its protos clash with "
-                        "tritonclient's: run the demo in its own process (`guard demo`)")
     artifact = Path(args.artifact)
     t0 = time.perf_counter()
     ensure_artifact(artifact)
@@ -166,13 +170,15 @@ def query(args: argparse.Namespace, grpcclient, client, srv: ServerProcess,  # n
     if args.keep_serving:
         print(f"\nserver still running: gRPC {host}:{port} (Open Inference Protocol + "
               f"guard.v1), metrics {metrics_url}; Ctrl-C stops it")
+        proc = srv.proc
+        assert proc is not None  # started by ServerProcess.__enter__
         try:
-            while srv.proc.poll() is None:
+            while proc.poll() is None:
                 time.sleep(0.5)
         except KeyboardInterrupt:
             print()
-        if srv.proc.poll() is not None:
-            raise DemoError(f"server exited on its own with code {srv.proc.returncode}"
+        if proc.poll() is not None:
+            raise DemoError(f"server exited on its own with code {proc.returncode}"
                             f"{srv.log_tail()}")
 
 
@@ -213,8 +219,12 @@ class Source:
 
 def load_sources(n_fmnist: int, n_digits: int, n_noise: int, n_constant: int,
                  seed: int) -> list[Source]:
-    from guard.datasets import (FASHION_MNIST_CLASSES, as_model_input, load_digits_28,
-                                load_fashion_mnist)
+    from guard.datasets import (
+        FASHION_MNIST_CLASSES,
+        as_model_input,
+        load_digits_28,
+        load_fashion_mnist,
+    )
 
     rng = np.random.default_rng(seed)
     out = []
@@ -271,7 +281,7 @@ class ServerProcess:
                     "--metrics-port", str(metrics_port)]
         self.proc: subprocess.Popen | None = None
         self.startup_s = 0.0
-        self._log = None
+        self._log: IO[bytes] | None = None
 
     def __enter__(self) -> ServerProcess:
         self._log = tempfile.TemporaryFile(mode="w+b")

@@ -1,16 +1,21 @@
-"""The one place where errors become gRPC status codes (a table and a decorator)."""
+"""The serving layer's own errors, and THE table that turns any error into a status code.
+
+One row per exception class, most specific first; the first row the exception is an instance of
+decides. Each code is transport-neutral (the gRPC canonical code names, which KServe's Open
+Inference Protocol also uses) and carries its gRPC status name and its HTTP status beside it
+(the mapping of ``google/rpc/code.proto``), so the gRPC transport and an HTTP transport answer
+the same error the same way. Anything not in the table is a bug: ``INTERNAL``, logged by the
+transport, never shown to the client in detail.
+
+No transport is imported here (the data plane raises these errors).
+"""
 
 from __future__ import annotations
 
-import functools
-import logging
-from typing import Any, Awaitable, Callable
-
-import grpc
+import enum
 
 from guard.errors import ArtifactError, GuardError, InputError, ModelError, NotFittedError
-
-log = logging.getLogger("guard.server")
+from guard.geometry.errors import GeometryError
 
 
 class ModelNotFound(GuardError):
@@ -22,56 +27,52 @@ class Overloaded(GuardError):
 
 
 class NotReady(GuardError):
-    """The server is starting or shutting down."""
+    """The server is starting or shutting down, or the request needs what it has disabled."""
+
+
+class Code(enum.Enum):
+    """Transport-neutral status: ``(gRPC status name, HTTP status)``."""
+
+    OK = ("OK", 200)
+    INVALID_ARGUMENT = ("INVALID_ARGUMENT", 400)
+    FAILED_PRECONDITION = ("FAILED_PRECONDITION", 400)
+    NOT_FOUND = ("NOT_FOUND", 404)
+    RESOURCE_EXHAUSTED = ("RESOURCE_EXHAUSTED", 429)
+    INTERNAL = ("INTERNAL", 500)
+    UNAVAILABLE = ("UNAVAILABLE", 503)
+
+    @property
+    def grpc_name(self) -> str:
+        """The ``grpc.StatusCode`` member name."""
+        return self.value[0]
+
+    @property
+    def http_status(self) -> int:
+        return self.value[1]
+
+    @property
+    def outcome(self) -> str:
+        """Bounded label value for the request counter (``ok``, ``invalid_argument``, ...)."""
+        return self.name.lower()
 
 
 # Most specific first: the first matching class decides the code.
-STATUS: list[tuple[type[BaseException], grpc.StatusCode]] = [
-    (InputError, grpc.StatusCode.INVALID_ARGUMENT),
-    (ModelNotFound, grpc.StatusCode.NOT_FOUND),
-    (Overloaded, grpc.StatusCode.RESOURCE_EXHAUSTED),
-    (NotReady, grpc.StatusCode.UNAVAILABLE),
-    (ModelError, grpc.StatusCode.FAILED_PRECONDITION),
-    (ArtifactError, grpc.StatusCode.FAILED_PRECONDITION),
-    (NotFittedError, grpc.StatusCode.FAILED_PRECONDITION),
-    (GuardError, grpc.StatusCode.FAILED_PRECONDITION),
-]
+STATUS: tuple[tuple[type[BaseException], Code], ...] = (
+    (InputError, Code.INVALID_ARGUMENT),
+    (GeometryError, Code.INVALID_ARGUMENT),  # the numerics' own ValueError: bad input as well
+    (ModelNotFound, Code.NOT_FOUND),
+    (Overloaded, Code.RESOURCE_EXHAUSTED),
+    (NotReady, Code.UNAVAILABLE),
+    (ModelError, Code.FAILED_PRECONDITION),
+    (ArtifactError, Code.FAILED_PRECONDITION),
+    (NotFittedError, Code.FAILED_PRECONDITION),
+    (GuardError, Code.FAILED_PRECONDITION),
+)
 
 
-def status_of(exc: BaseException) -> grpc.StatusCode:
+def code_of(exc: BaseException) -> Code:
+    """The status of ``exc``: its table row, or ``INTERNAL`` for anything unexpected."""
     for cls, code in STATUS:
         if isinstance(exc, cls):
             return code
-    return grpc.StatusCode.INTERNAL
-
-
-def outcome_of(code: grpc.StatusCode) -> str:
-    """Bounded label value for the request counter."""
-    return "ok" if code == grpc.StatusCode.OK else code.name.lower()
-
-
-def grpc_errors(rpc: str):
-    """Decorate an async servicer method: known errors -> their status, anything else ->
-    INTERNAL (logged with its traceback, never sent to the client). Every call is counted with
-    the servicer's ``count(rpc, outcome)``."""
-
-    def wrap(fn: Callable[..., Awaitable[Any]]):
-        @functools.wraps(fn)
-        async def inner(self, request, context):  # noqa: ANN001
-            try:
-                result = await fn(self, request, context)
-            except GuardError as exc:
-                code = status_of(exc)
-                self.count(rpc, outcome_of(code))
-                await context.abort(code, str(exc))
-            except Exception:  # noqa: BLE001
-                log.exception("unexpected error in %s", rpc)
-                self.count(rpc, "internal")
-                await context.abort(grpc.StatusCode.INTERNAL,
-                                    f"internal error in {rpc} (the server log has the details)")
-            self.count(rpc, "ok")
-            return result
-
-        return inner
-
-    return wrap
+    return Code.INTERNAL

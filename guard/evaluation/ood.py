@@ -1,40 +1,72 @@
 """Out-of-distribution evaluation: the guard and its peers on the same features, side by side.
 
 Shared by ``scripts/eval_ood.py`` (the full benchmark, near OOD included) and ``guard report``.
-A :class:`Setup` holds one model with its fitted peers (:mod:`guard.peers`), its guard and the
-guard's combined OOD score (:mod:`guard.ood`); thresholds come from held-out in-distribution
-data (split conformal). :func:`metric_rows` measures AUROC, FPR@95%TPR, AUPR and calibrated
-rates; the ``*_table`` functions render them as Markdown.
+A :class:`Setup` holds one model with its fitted peers and the guard's combined OOD score
+(:mod:`guard.detectors`: one implementation each) and the guard whose geometry the geometric
+scores read; thresholds come from held-out in-distribution data (split conformal).
+:func:`metric_rows` measures AUROC, FPR@95%TPR, AUPR and calibrated rates; the ``*_table``
+functions render them as Markdown.
 """
 
 from __future__ import annotations
 
+import logging
 import math
-import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from . import sets as evalsets
-from ..calibrate import upper_threshold
+from ..detectors import MIN_CALIB, REGISTRY, CombinedScore, Evidence, upper_threshold
+from ..errors import InputError
 from ..estimator import Guard
-from .metrics import aupr, auroc, fpr_at_95_tpr, realised_rate
 from ..model import OnnxClassifier
-from ..ood import MIN_CALIB, OODScorer
-from ..peers import REGISTRY
+from ..types import Scores
+from . import sets as evalsets
+from .metrics import aupr, auroc, fpr_at_95_tpr, realised_rate
 
-COMBINED = "combined"  # the guard's OODScorer: not a peer, fitted with the calibration split
+log = logging.getLogger(__name__)
+
+COMBINED = "combined"  # the guard's CombinedScore: not a peer, fitted with the calibration split
 METHODS = ["msp", "energy", "mahalanobis", "knn", "vim", "fdbd", "ambiguity", "hull", COMBINED]
 LABELS = {
     "msp": "MSP", "energy": "Energy", "mahalanobis": "Mahalanobis", "knn": "deep-kNN (k=50)",
     "vim": "ViM", "fdbd": "fDBD", "ambiguity": "raw ambiguity (d_hull - d_min)",
     "hull": "hull distance", COMBINED: "**guard (combined)**",
 }
+_GEOMETRY = {"margins", "hull", "d_min"}  # Evidence fields only the guard computes
 
 
-def log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
+@dataclass(frozen=True)
+class SetScores:
+    """Every method's scores of one evaluation set of N inputs.
+
+    Attributes:
+        pred: (N,) the model's predictions.
+        features: (N, f) penultimate features.
+        geometry: the guard's :class:`~guard.types.Scores` of the inputs, or ``None`` when no
+            method reads them.
+        scores: method name -> (N,) outlier scores (higher = more OOD); the combined score
+            under :data:`COMBINED` once fitted.
+        p_value: (N,) conformal p-values of the combined score, or ``None``.
+    """
+
+    pred: np.ndarray
+    features: np.ndarray
+    geometry: Scores | None
+    scores: dict[str, np.ndarray]
+    p_value: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return int(self.pred.shape[0])
+
+    def require_geometry(self) -> Scores:
+        """The guard's scores of the inputs (``Setup.score(..., geometry=True)`` computes them)."""
+        if self.geometry is None:
+            raise InputError("no guard geometry was computed for this set: score it with "
+                             "Setup.score(x, what, geometry=True)")
+        return self.geometry
 
 
 class Setup:
@@ -43,69 +75,63 @@ class Setup:
 
     def __init__(self, model: OnnxClassifier, methods: list[str], guard: Guard,
                  train_feats: np.ndarray, train_labels: np.ndarray | None,
-                 ood: OODScorer | None = None) -> None:
+                 ood: CombinedScore | None = None) -> None:
         self.model, self.guard = model, guard
         self.train_feats, self.train_labels = train_feats, train_labels
         self.ood = ood
         self.methods = [m for m in methods if m != COMBINED]  # combined joins once fitted
-        self.dets = {}
-        for m in self.methods:
-            det = REGISTRY[m]()
-            if det.needs_guard:
-                det.fit_guard(guard)
-            else:
-                det.fit(train_feats, train_labels, model.W, model.b)
-            self.dets[m] = det
+        self.dets = {m: REGISTRY[m]().fit(train_feats, train_labels, model.W, model.b)
+                     for m in self.methods}
         self.thresholds: dict[str, float] = {}
         self.rate: float | None = None
 
-    def score(self, x: np.ndarray, what: str) -> dict[str, np.ndarray]:
+    def score(self, x: np.ndarray, what: str, *, geometry: bool = False) -> SetScores:
+        """Every method's scores of inputs ``x`` (the model runs once, the guard at most once:
+        when a method reads its geometry, or ``geometry``)."""
         t = time.perf_counter()
         logits, feats = self.model.run(x)
-        out: dict = {"pred": logits.argmax(1)}
-        need_guard = self.ood is not None or any(self.dets[m].needs_guard for m in self.methods)
-        s = self.guard.score_features(feats, logits) if need_guard else None
-        out["_scores"], out["_features"] = s, feats  # the full geometry, for reports
-        for m, det in self.dets.items():
-            out[m] = det.score(s) if det.needs_guard else det.score(feats, logits)
-        if self.ood is not None:
-            if hasattr(self.ood, "calib_scores_"):
-                out[COMBINED], out["_p"] = self.ood.score_guard(s, feats)
-            else:  # the calibration split itself: keep what fitting the combination needs
-                out["_calib"] = {"features": feats, "logits": s.logits, "hull": s.hull_upper,
-                                 "d_min": s.d_min, "margins": s.margins}
-        log(f"  scored {what}: {len(x)} inputs in {time.perf_counter() - t:.0f} s")
-        return out
+        need_geometry = geometry or self.ood is not None or any(
+            _GEOMETRY & set(det.needs) for det in self.dets.values())
+        g = self.guard.score_features(feats, logits) if need_geometry else None
+        ev = (Evidence(features=feats, logits=logits) if g is None
+              else Evidence.from_scores(g, feats))
+        scores = {m: det.score(ev) for m, det in self.dets.items()}
+        p = None
+        if self.ood is not None and hasattr(self.ood, "calib_scores_"):
+            scores[COMBINED], p = self.ood.score(ev)
+        log.info("  scored %s: %d inputs in %.0f s", what, len(x), time.perf_counter() - t)
+        return SetScores(logits.argmax(1), feats, g, scores, p)
 
     def calibrate(self, x_calib: np.ndarray, rate: float) -> None:
         s = self.score(x_calib, "calibration split")
-        self.thresholds = {m: upper_threshold(s[m], rate) for m in self.methods}
+        self.thresholds = {m: upper_threshold(s.scores[m], rate) for m in self.methods}
         self.rate = rate
         if self.ood is not None and hasattr(self.ood, "calib_scores_"):  # fitted already
             self.methods.append(COMBINED)
         elif self.ood is not None:
             if len(x_calib) < MIN_CALIB:
-                log(f"  combined score skipped: needs >= {MIN_CALIB} calibration images")
+                log.info("  combined score skipped: needs >= %d calibration images", MIN_CALIB)
                 self.ood = None
                 return
             t = time.perf_counter()
             self.ood.fit(self.train_feats, self.train_labels, self.model.W, self.model.b,
-                         s["_calib"])
+                         Evidence.from_scores(s.require_geometry(), s.features))
             self.methods.append(COMBINED)
-            log(f"  fitted the combined score {self.ood!r} (weights "
-                f"{np.round(self.ood.weights_, 3).tolist()}) in {time.perf_counter() - t:.1f} s")
+            log.info("  fitted the combined score %r (weights %s) in %.1f s", self.ood,
+                     np.round(self.ood.weights_, 3).tolist(), time.perf_counter() - t)
 
-    def abstains(self, m: str, s: dict[str, np.ndarray]) -> np.ndarray | None:
+    def abstains(self, m: str, s: SetScores) -> np.ndarray | None:
         """Boolean abstain decisions of method ``m`` at the calibrated rate (None: uncalibrated)."""
         if m == COMBINED:
-            return s["_p"] < self.rate
+            return None if s.p_value is None or self.rate is None else s.p_value < self.rate
         if m in self.thresholds:
-            return s[m] > self.thresholds[m]
+            return s.scores[m] > self.thresholds[m]
         return None
 
 
 def fit_setup(model_path: Path, methods: list[str], n_train: int, n_calib: int, rate: float,
-              seed: int, classes: list[int] | None = None, ood: OODScorer | None = None) -> Setup:
+              seed: int, classes: list[int] | None = None,
+              ood: CombinedScore | None = None) -> Setup:
     model = OnnxClassifier(model_path)
     x, y = evalsets.fmnist_train(None, classes=classes)
     if classes is not None:  # remap to the model's 0..k-1 label order
@@ -119,20 +145,20 @@ def fit_setup(model_path: Path, methods: list[str], n_train: int, n_calib: int, 
     _, feats = model.run(x[fit_idx])
     guard = Guard(calib_fraction=0).fit_features(feats, model.W, model.b, y[fit_idx])
     setup = Setup(model, methods, guard, feats, y[fit_idx], ood)
-    log(f"  fitted {model_path.name} on {len(fit_idx)} training images in "
-        f"{time.perf_counter() - t:.0f} s")
+    log.info("  fitted %s on %d training images in %.0f s", model_path.name, len(fit_idx),
+             time.perf_counter() - t)
     if n_calib:
         setup.calibrate(x[cal_idx], rate)
     return setup
 
 
 def artifact_setup(path: Path, methods: list[str], n_calib: int, rate: float, seed: int,
-                   ood: OODScorer | None = None) -> Setup:
-    from guard.artifact import load_artifact
+                   ood: CombinedScore | None = None) -> Setup:
+    from ..artifact import load_artifact
 
     guard = load_artifact(path)
     setup = Setup(guard.model_, methods, guard, guard.train_features_, guard.train_labels_, ood)
-    log(f"  loaded {path}: {len(guard.train_features_)} training features")
+    log.info("  loaded %s: %d training features", path, len(guard.train_features_))
     if n_calib:  # the artifact's held-out split: training images it was not fitted on
         x, _ = evalsets.fmnist_train(None)
         rest = np.setdiff1d(np.arange(len(x)), guard.train_index_)
@@ -141,13 +167,15 @@ def artifact_setup(path: Path, methods: list[str], n_calib: int, rate: float, se
     return setup
 
 
-def metric_rows(setup: Setup, s_id: dict, s_ood: dict[str, dict]) -> dict:
+def metric_rows(setup: Setup, s_id: SetScores, s_ood: dict[str, SetScores]) -> dict:
+    """Per method: AUROC, FPR@95, AUPR (and detection rate) per OOD set, and the realised
+    false-abstain rate on the ID set with its intervals, as a JSON-able dict."""
     res: dict = {}
     for m in setup.methods:
         res[m] = {}
         for name, s in s_ood.items():
-            r = {"auroc": auroc(s_id[m], s[m]), "fpr95": fpr_at_95_tpr(s_id[m], s[m]),
-                 "aupr": aupr(s_id[m], s[m])}
+            a, b = s_id.scores[m], s.scores[m]
+            r = {"auroc": auroc(a, b), "fpr95": fpr_at_95_tpr(a, b), "aupr": aupr(a, b)}
             ab = setup.abstains(m, s)
             if ab is not None:
                 r["detected"] = float(ab.mean())
@@ -156,13 +184,14 @@ def metric_rows(setup: Setup, s_id: dict, s_ood: dict[str, dict]) -> dict:
         if ab is not None:
             res[m]["_false_abstain"] = float(ab.mean())
             res[m]["_false_abstain_ci"] = clopper_pearson(int(ab.sum()), ab.size)
-            if m == COMBINED:
-                res[m]["_false_abstain_range"] = conformal_range(
-                    setup.ood.calib_scores_.size, ab.size, setup.rate)
-                res[m]["_n_pvalue"] = int(setup.ood.calib_scores_.size)
+            if m == COMBINED and setup.ood is not None and setup.rate is not None:
+                n_p = int(setup.ood.calib_scores_.size)
+                res[m]["_false_abstain_range"] = conformal_range(n_p, ab.size, setup.rate)
+                res[m]["_n_pvalue"] = n_p
     if "ambiguity" in setup.methods:  # the paper's own threshold: abstain when d_min < d_hull
-        res["_paper"] = {"false_abstain": realised_rate(s_id["ambiguity"], 0.0),
-                         **{n: realised_rate(s["ambiguity"], 0.0) for n, s in s_ood.items()}}
+        res["_paper"] = {"false_abstain": realised_rate(s_id.scores["ambiguity"], 0.0),
+                         **{n: realised_rate(s.scores["ambiguity"], 0.0)
+                            for n, s in s_ood.items()}}
     return res
 
 
@@ -199,7 +228,8 @@ def table(res: dict, methods: list[str], sets: list[str], key: str, title: str,
     for m in methods:  # bold: the best value as printed (ties included)
         cells = [(f"**{fmt.format(v)}**" if fmt.format(v) == top[j] else fmt.format(v))
                  for j, v in enumerate(vals[m])]
-        lines.append(f"| {LABELS[m]} | " + " | ".join(cells) + f" | {fmt.format(np.mean(vals[m]))} |")
+        mean = fmt.format(np.mean(vals[m]))
+        lines.append(f"| {LABELS[m]} | " + " | ".join(cells) + f" | {mean} |")
     return "\n".join(lines)
 
 
@@ -287,11 +317,11 @@ def shift_report(setup: Setup, sets: dict[str, tuple[np.ndarray, np.ndarray]]) -
              "calibrated threshold, and in brackets the error rate of the abstained / accepted "
              "inputs.", ""]
     names = list(sets)
-    rows = {m: [] for m in setup.methods}
+    rows: dict[str, list[str]] = {m: [] for m in setup.methods}
     acc_row = []
     for name, (x, y) in sets.items():
         s = setup.score(x, f"shift {name}")
-        wrong = s["pred"] != y
+        wrong = s.pred != y
         acc_row.append(f"{100 * (1 - wrong.mean()):.1f}%")
         out[name] = {"accuracy": float(1 - wrong.mean())}
         for m in setup.methods:

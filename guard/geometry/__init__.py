@@ -13,7 +13,7 @@
 from __future__ import annotations
 
 from .errors import GeometryError
-from .hull import ConvexHullIndex, HullDistances
+from .hull import ConvexHullIndex, HullConfig, HullDistances
 from .margins import Margins, compute_margins, lipschitz_constant, relaxed_margins
 from .qp import min_norm_point, min_norm_point_warm
 from .regions import Regions, UnionOfBalls
@@ -21,6 +21,7 @@ from .regions import Regions, UnionOfBalls
 __all__ = [
     "ConvexHullIndex",
     "GeometryError",
+    "HullConfig",
     "HullDistances",
     "Margins",
     "Regions",

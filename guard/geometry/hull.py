@@ -26,14 +26,18 @@ as possible:
     the few points whose float32 value could be the maximum are re-evaluated in float64, so ``M``
     is the exact maximum.
   - ``"pca"``: a rigorous Cauchy-Schwarz bound from k principal coefficients per point
-    (:mod:`guard.hull_pca`) excludes most points; only those it cannot exclude are evaluated
-    exactly. ``M`` is then a rigorous upper bound on ``max_t g.t``, tight enough to close the
-    gap to ``tol``.
+    (:mod:`guard.geometry.hull_pca`) excludes most points; only those it cannot exclude are
+    evaluated exactly. ``M`` is then a rigorous upper bound on ``max_t g.t``, tight enough to
+    close the gap to ``tol``.
   ``"exact"`` is the default (it holds nothing beyond the features); ``"pca"`` costs k/d of the
   feature matrix in memory (default model: k = 27 of 64, +42%, for 3% lower p50 latency in
   bench/results/hull.md);
   ``"auto"`` picks ``"pca"`` when k <= d/2 principal directions leave at most
   ``pca_residual`` of the variance, else ``"exact"``.
+
+The settings are one :class:`HullConfig`; a query block's work is split into its start sets
+(:meth:`ConvexHullIndex._start`), full rounds (:meth:`ConvexHullIndex._round`) and one
+:class:`_QueryResult` per query, assembled into :class:`HullDistances`.
 
 The previous scheme (FAISS kNN working set, a full exact scan every round) is frozen in
 ``tests/reference/hull_v2.py`` for benchmarks and tests.
@@ -43,8 +47,10 @@ At the optimum the supporting hyperplane touches the hull, so the gap closes.
 
 from __future__ import annotations
 
+import numbers
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import faiss
 import numpy as np
@@ -54,10 +60,96 @@ from .errors import GeometryError
 from .floats import U32 as _U32
 from .floats import U64 as _U64
 from .floats import blocks as _blocks
-from .hull_pca import PcaBound
+from .hull_pca import PcaBound, PcaMax
 from .progress import progress_bar
-from .qp import min_norm_point, min_norm_point_warm
+from .qp import min_norm_point_warm
 
+SCANS = ("auto", "exact", "pca")
+_MAX_INNER = 50  # inner rounds (pool searches) between two full rounds
+
+
+@dataclass(frozen=True)
+class HullConfig:
+    """Settings of a :class:`ConvexHullIndex` (validated on construction).
+
+    Attributes:
+        k: the first working set is the ``min(k, 16)`` nearest points of the subsample; a
+            working set keeps all its points up to ``max(4 d, 2 k)`` of them (k clipped to N).
+        tol: target relative gap ``(upper - lower) / upper``, in (0, 1).
+        atol: absolute distance below which a query counts as inside the hull, relative to the
+            largest training-feature norm (>= 0).
+        max_rounds: budget of full rounds (passes over all N points) per query (>= 1).
+        add_per_round: violating points added to the working set per round (>= 1).
+        time_budget_s: optional wall-clock budget (> 0 seconds) for the rounds of one block of
+            queries; the bounds still hold when it runs out (``converged`` is then False).
+        scan: how full rounds bound ``max_t g.t``: ``"exact"`` (the default: no memory beyond
+            the features), ``"pca"`` (reads N x k principal coefficients instead of N x d and
+            evaluates only the points their bound cannot exclude; holds those coefficients,
+            k/d of the feature matrix more memory: on the default model 3% faster for +42%)
+            or ``"auto"`` (pca where the features are low-rank enough).
+        pca_k: principal directions of the PCA-bounded scan (>= 1, clipped to d; ``None``: the
+            fewest leaving at most ``pca_residual`` of the variance).
+        pca_residual: residual variance fraction targeted by the automatic ``pca_k``, in (0, 1).
+        pool_size: points a full round hands to the inner rounds (>= 1; at least
+            ``add_per_round`` are handed).
+        subsample: size (>= 1, clipped to N) of the random subsample the first inner rounds
+            search (``None``: ``N / 16`` clipped to [2048, 16384], all points when N is below
+            8192).
+        seed: seed (>= 0) of the subsample, of the training-point hash and of the PCA fit
+            sample.
+    """
+
+    k: int = 64
+    tol: float = 1e-3
+    atol: float = 1e-7
+    max_rounds: int = 100
+    add_per_round: int = 64
+    time_budget_s: float | None = None
+    scan: str = "exact"
+    pca_k: int | None = None
+    pca_residual: float = 0.01
+    pool_size: int = 2048
+    subsample: int | None = None
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        self._integer("k", 1)
+        self._integer("max_rounds", 1)
+        self._integer("add_per_round", 1)
+        self._integer("pool_size", 1)
+        self._integer("seed", 0)
+        self._integer("pca_k", 1, optional=True)
+        self._integer("subsample", 1, optional=True)
+        self._real("tol", "in (0, 1)", lambda x: 0 < x < 1)
+        self._real("atol", "finite and >= 0", lambda x: 0 <= x < np.inf)
+        self._real("time_budget_s", "> 0 seconds", lambda x: x > 0, optional=True)
+        self._real("pca_residual", "in (0, 1)", lambda x: 0 < x < 1)
+        if not isinstance(self.scan, str) or self.scan not in SCANS:
+            raise GeometryError(f"HullConfig.scan must be one of {SCANS}, got {self.scan!r}")
+
+    # Settings are stored as plain Python int / float (numpy scalars are accepted), so a config
+    # compares and serializes the same whatever built it.
+    def _integer(self, name: str, low: int, optional: bool = False) -> None:
+        value = getattr(self, name)
+        if value is None and optional:
+            return
+        if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < low:
+            also = " or None" if optional else ""
+            raise GeometryError(
+                f"HullConfig.{name} must be an integer >= {low}{also}, got {value!r}"
+            )
+        object.__setattr__(self, name, int(value))
+
+    def _real(
+        self, name: str, want: str, ok: Callable[[float], bool], optional: bool = False
+    ) -> None:
+        value = getattr(self, name)
+        if value is None and optional:
+            return
+        if not isinstance(value, numbers.Real) or isinstance(value, bool) or not ok(float(value)):
+            also = " or None" if optional else ""
+            raise GeometryError(f"HullConfig.{name} must be a number {want}{also}, got {value!r}")
+        object.__setattr__(self, name, float(value))
 
 
 @dataclass(frozen=True)
@@ -88,6 +180,54 @@ class HullDistances:
     exact_fraction: np.ndarray | None = None
 
 
+@dataclass(frozen=True, eq=False)
+class _QueryResult:
+    """The outcome of one query: one row of :class:`HullDistances` before the support is cut.
+
+    Attributes:
+        upper: ``||q - p||``.
+        lower: certified lower bound on the distance.
+        projection: (d,) the hull point ``p``.
+        working_set: (m,) training indices of the final working set.
+        alpha: (m,) their convex weights (``p = alpha @ T[working_set]``).
+        rounds: full rounds used.
+        converged: whether the gap closed (or the query lies inside).
+        qp_solves: small QPs solved.
+        exact_fraction: points evaluated exactly in the full rounds, of ``N * rounds``.
+    """
+
+    upper: float
+    lower: float
+    projection: np.ndarray
+    working_set: np.ndarray
+    alpha: np.ndarray
+    rounds: int
+    converged: bool
+    qp_solves: int
+    exact_fraction: float
+
+    @classmethod
+    def training_point(cls, q: np.ndarray, t: int) -> _QueryResult:
+        """The query (d,) equals training point ``t``: distance 0, nothing solved."""
+        return cls(
+            upper=0.0,
+            lower=0.0,
+            projection=q.copy(),
+            working_set=np.array([t]),
+            alpha=np.ones(1),
+            rounds=0,
+            converged=True,
+            qp_solves=0,
+            exact_fraction=0.0,
+        )
+
+    def support(self, top: int) -> tuple[np.ndarray, np.ndarray]:
+        """Training indices (<= top,) of the largest positive weights and those weights."""
+        order = np.argsort(-self.alpha, kind="stable")[:top]
+        order = order[self.alpha[order] > 0]
+        return self.working_set[order], self.alpha[order]
+
+
 def _top_indices(v: np.ndarray, m: int, floor: float | None = None) -> np.ndarray:
     """Indices of the ``m`` largest entries of ``v`` (fewer if fewer exceed ``floor``),
     unordered. A cut estimated on a strided sample spares a partition of all of ``v``."""
@@ -112,19 +252,58 @@ def _top_indices(v: np.ndarray, m: int, floor: float | None = None) -> np.ndarra
     return idx
 
 
+def _unset() -> np.ndarray:
+    return np.empty(0)
+
+
+@dataclass(eq=False, slots=True)
 class _Query:
-    """Column-generation state of one query."""
+    """Column-generation state of one query (mutated by the rounds).
 
-    __slots__ = ("q", "ws", "dual", "pool", "pool32", "alpha", "p", "g", "up", "qp", "evals",
-                 "mark")
+    Attributes:
+        row: the query's row in its block.
+        q: (d,) the query (float64).
+        ws: (m,) training indices of the working set.
+        pool: (P,) training indices the inner rounds search.
+        pool32: (P, d) their float32 features.
+        mark: (N,) scratch booleans shared by a block's queries (membership in a working set).
+        dual: (m,) multipliers warm-starting the next QP (read once ``qp > 0``).
+        alpha: (m,) convex weights of the last QP.
+        p: (d,) ``alpha @ T[ws]``, the hull point.
+        g: (d,) ``q - p``.
+        up: ``||g||``, the upper bound.
+        qp: QPs solved.
+        evals: points evaluated exactly in full rounds.
+    """
 
-    def __init__(self, q: np.ndarray, ws: np.ndarray, pool: np.ndarray, pool32: np.ndarray):
-        self.q, self.ws, self.dual, self.pool, self.pool32 = q, ws, None, pool, pool32
-        self.alpha = self.p = self.g = None
-        self.up = np.inf
-        self.qp = 0
-        self.evals = 0
-        self.mark: np.ndarray | None = None  # scratch (N,) bools shared by a block's queries
+    row: int
+    q: np.ndarray
+    ws: np.ndarray
+    pool: np.ndarray
+    pool32: np.ndarray
+    mark: np.ndarray
+    # set by the first inner round, which runs before anything reads them
+    dual: np.ndarray = field(default_factory=_unset)
+    alpha: np.ndarray = field(default_factory=_unset)
+    p: np.ndarray = field(default_factory=_unset)
+    g: np.ndarray = field(default_factory=_unset)
+    up: float = np.inf
+    qp: int = 0
+    evals: int = 0
+
+    def result(self, lower: float, rounds: int, converged: bool, n_points: int) -> _QueryResult:
+        """The query's outcome after ``rounds`` full rounds over ``n_points`` points."""
+        return _QueryResult(
+            upper=self.up,
+            lower=lower,
+            projection=self.p,
+            working_set=self.ws,
+            alpha=self.alpha,
+            rounds=rounds,
+            converged=converged,
+            qp_solves=self.qp,
+            exact_fraction=self.evals / max(n_points * rounds, 1),
+        )
 
 
 class ConvexHullIndex:
@@ -132,92 +311,83 @@ class ConvexHullIndex:
 
     Args:
         points: (N, d) training features, stored as float32 (the model's own precision) in
-            the FAISS index; ``None`` when ``index`` is given.
-        k: the first working set is the ``min(k, 16)`` nearest points of the subsample.
-        tol: target relative gap ``(upper - lower) / upper``.
-        atol: absolute distance below which a query counts as inside the hull, relative to the
-            largest training-feature norm.
-        max_rounds: budget of full rounds (passes over all N points) per query.
-        add_per_round: violating points added to the working set per round.
-        time_budget_s: optional wall-clock budget for the rounds of one block of queries.
-        index: a prebuilt exact FAISS ``IndexFlat`` over the features (e.g. from an artifact).
-        scan: how full rounds bound ``max_t g.t``: ``"exact"`` (the default: no memory beyond
-            the features), ``"pca"`` (reads N x k principal coefficients instead of N x d and
-            evaluates only the points their bound cannot exclude; holds those coefficients,
-            k/d of the feature matrix more memory: on the default model 3% faster for +42%)
-            or ``"auto"`` (pca where the features are low-rank enough).
-        pca_k: principal directions of the PCA-bounded scan (``None``: the fewest leaving at
-            most ``pca_residual`` of the variance).
-        pca_residual: residual variance fraction targeted by the automatic ``pca_k``.
-        pool_size: points a full round hands to the inner rounds.
-        subsample: size of the random subsample the first inner rounds search (``None``:
-            ``N / 16`` clipped to [2048, 16384], all points when N is below 8192).
-        seed: seed of the subsample and of the PCA fit sample.
-        device: where full rounds scan (:class:`guard.accel.RowProducts`: ``auto`` = a CUDA
-            GPU through torch when present, else the CPU).
+            the FAISS index. :meth:`from_index` builds on an existing index instead.
+        config: the settings (:class:`HullConfig`; ``None``: the defaults).
+        device: where full rounds scan (:class:`guard.geometry.accel.RowProducts`: ``auto`` =
+            a CUDA GPU through torch when present, else the CPU).
+
+    Attributes:
+        config: the :class:`HullConfig`.
+        index: the exact FAISS ``IndexFlat`` over the features.
+        points: (N, d) float32 features, a view of the index's own storage.
+        max_norm: the largest training-feature norm.
+        scan: the full-round scan in use, ``"exact"`` or ``"pca"`` (what ``"auto"`` chose).
+        pca_k: principal directions of the PCA-bounded scan (0 for the exact scan).
+        explained_variance: variance fraction they explain (set only when ``scan == "pca"``).
+        device: where full rounds scan (``"cpu"``, ``"torch"`` or ``"cuda"``).
     """
 
     def __init__(
-        self,
-        points: np.ndarray | None,
-        *,
-        k: int = 64,
-        tol: float = 1e-3,
-        atol: float = 1e-7,
-        max_rounds: int = 100,
-        add_per_round: int = 64,
-        time_budget_s: float | None = None,
-        index: faiss.Index | None = None,
-        scan: str = "exact",
-        pca_k: int | None = None,
-        pca_residual: float = 0.01,
-        pool_size: int = 2048,
-        subsample: int | None = None,
-        seed: int = 0,
-        device: str = "auto",
+        self, points: np.ndarray, config: HullConfig | None = None, *, device: str = "auto"
     ) -> None:
-        if index is None:
-            points = np.ascontiguousarray(points, dtype=np.float32)
-            if points.ndim != 2 or points.shape[0] == 0:
-                raise GeometryError(f"expected training features (N, d) with N >= 1, got "
-                                 f"{points.shape}")
-            if not np.all(np.isfinite(points)):
-                raise GeometryError("training features contain NaN or Inf")
-            index = faiss.IndexFlatL2(points.shape[1])
-            index.add(points)
+        points = np.ascontiguousarray(points, dtype=np.float32)
+        if points.ndim != 2 or points.shape[0] == 0:
+            raise GeometryError(
+                f"expected training features (N, d) with N >= 1, got {points.shape}"
+            )
+        if not np.all(np.isfinite(points)):
+            raise GeometryError("training features contain NaN or Inf")
+        index = faiss.IndexFlatL2(points.shape[1])
+        index.add(points)
+        self._build(index, config, device)
+
+    @classmethod
+    def from_index(
+        cls, index: faiss.IndexFlat, config: HullConfig | None = None, *, device: str = "auto"
+    ) -> ConvexHullIndex:
+        """The index over the features a prebuilt exact FAISS ``IndexFlat`` holds (e.g. read
+        from an artifact); the features stay in the index's storage, not copied."""
+        self = cls.__new__(cls)
+        self._build(index, config, device)
+        return self
+
+    def _build(self, index: faiss.Index, config: HullConfig | None, device: str) -> None:
+        if config is None:
+            config = HullConfig()
+        if not isinstance(config, HullConfig):
+            raise GeometryError(f"expected a HullConfig, got {type(config).__name__}")
+        if not isinstance(index, faiss.Index):
+            raise GeometryError(f"expected a FAISS IndexFlat, got {type(index).__name__}")
         if not isinstance(index, faiss.IndexFlat):
             self._owner = index  # downcast_index returns a wrapper that does not own the index
             index = faiss.downcast_index(index)
         if not isinstance(index, faiss.IndexFlat) or index.ntotal == 0:
-            raise GeometryError("expected a non-empty exact FAISS IndexFlat over the training features")
-        if points is not None and np.shape(points) != (index.ntotal, index.d):
-            raise GeometryError(f"index holds {index.ntotal} x {index.d}, points are "
-                             f"{np.shape(points)}")
-        if not 0 < tol < 1:
-            raise GeometryError(f"tol must be in (0, 1), got {tol}")
-        if scan not in ("auto", "exact", "pca"):
-            raise GeometryError(f"scan must be 'auto', 'exact' or 'pca', got {scan!r}")
+            raise GeometryError(
+                "expected a non-empty exact FAISS IndexFlat over the training features"
+            )
+        self.config = config
         self.index = index
         # The training features live once in memory: a view of the FAISS index's own storage.
         self.points = faiss.rev_swig_ptr(index.get_xb(), index.ntotal * index.d).reshape(
-            index.ntotal, index.d)
-        self.k = int(min(max(k, 1), index.ntotal))
-        self.tol = float(tol)
-        self.max_rounds = int(max_rounds)
-        self.add_per_round = int(max(add_per_round, 1))
-        self.time_budget_s = time_budget_s
-        self.max_norm = float(np.sqrt(max(float(np.einsum("ij,ij->i", b, b).max())
-                                          for b in _blocks(self.points))))
-        self.atol = float(atol) * max(self.max_norm, 1.0)
-        self._max_working = max(4 * index.d, 2 * self.k)
-        self.pool_size = int(max(pool_size, self.add_per_round))
-        self.max_inner = 50
+            index.ntotal, index.d
+        )
+        self.max_norm = float(
+            np.sqrt(max(float(np.einsum("ij,ij->i", b, b).max()) for b in _blocks(self.points)))
+        )
+        # Settings that depend on the data: clipped to N, atol scaled by the features' size.
+        self._k = min(config.k, index.ntotal)
+        self._atol = config.atol * max(self.max_norm, 1.0)
+        self._pool_size = max(config.pool_size, config.add_per_round)
+        self._max_working = max(4 * index.d, 2 * self._k)
+        self._build_subsample(config.subsample, config.seed)
+        self._build_row_keys(config.seed)
         self.scan = "exact"
         self.pca_k = 0
         self._pca: PcaBound | None = None
-        self._build_pool(subsample, seed)
-        if scan != "exact":
-            self._pca = PcaBound.fit(self.points, scan, pca_k, pca_residual, seed)
+        if config.scan != "exact":
+            self._pca = PcaBound.fit(
+                self.points, config.scan, config.pca_k, config.pca_residual, config.seed
+            )
         if self._pca is not None:
             self.scan, self.pca_k = "pca", self._pca.k
             self.explained_variance = self._pca.explained_variance
@@ -226,17 +396,21 @@ class ConvexHullIndex:
 
     @property
     def dim(self) -> int:
+        """d, the feature dimension."""
         return int(self.points.shape[1])
 
     def __len__(self) -> int:
+        """N, the number of training points."""
         return int(self.points.shape[0])
 
     # ------------------------------------------------------------------------------ building
-    def _build_pool(self, subsample: int | None, seed: int) -> None:
+    def _build_subsample(self, subsample: int | None, seed: int) -> None:
+        """The random subsample (S,) the first inner rounds search, its (S, d) float32 rows and
+        their (S,) squared norms."""
         N = len(self)
         if subsample is None:
             subsample = N if N < 8192 else int(np.clip(N // 16, 2048, 16384))
-        subsample = int(min(max(subsample, 1), N))
+        subsample = int(min(subsample, N))
         if subsample >= N:
             self._sub = np.arange(N)
             self._sub32 = self.points
@@ -244,41 +418,50 @@ class ConvexHullIndex:
             self._sub = np.sort(np.random.default_rng(seed).choice(N, subsample, replace=False))
             self._sub32 = np.ascontiguousarray(self.points[self._sub])
         self._sub_sq = np.einsum("ij,ij->i", self._sub32, self._sub32)
-        # Exact training-point queries (distance 0) are found by a hash of the float32 rows.
+
+    def _build_row_keys(self, seed: int) -> None:
+        """Exact training-point queries (distance 0) are found by a hash of the float32 rows:
+        (N,) sorted keys and the row order that sorts them."""
         self._hash_mult = np.random.default_rng(seed + 1).integers(
-            1, 2**63, size=self.dim, dtype=np.uint64) | np.uint64(1)
-        keys = np.concatenate([self._row_keys(self.points[lo:lo + 8192])
-                               for lo in range(0, N, 8192)])
+            1, 2**63, size=self.dim, dtype=np.uint64
+        ) | np.uint64(1)
+        keys = np.concatenate(
+            [self._row_keys(self.points[lo : lo + 8192]) for lo in range(0, len(self), 8192)]
+        )
         self._key_order = np.argsort(keys, kind="stable")
         self._keys = keys[self._key_order]
 
     def _row_keys(self, a32: np.ndarray) -> np.ndarray:
+        """(B,) uint64 hash keys of the (B, d) float32 rows ``a32``."""
         u = (a32 + np.float32(0)).view(np.uint32).astype(np.uint64)  # + 0 maps -0 to +0
         return (u * self._hash_mult).sum(axis=1, dtype=np.uint64)
 
     def _training_point(self, q: np.ndarray) -> int:
-        """Index of a training point equal to ``q`` (float64), or -1."""
+        """Index of a training point equal to ``q`` (d,) float64, or -1."""
         q32 = q.astype(np.float32)
         if not np.array_equal(q32.astype(np.float64), q):
             return -1
         key = self._row_keys(q32[None])[0]
-        lo, hi = np.searchsorted(self._keys, [key, key], side="left")[0], \
-            np.searchsorted(self._keys, key, side="right")
+        lo = np.searchsorted(self._keys, key, side="left")
+        hi = np.searchsorted(self._keys, key, side="right")
         for j in self._key_order[lo:hi]:
             if np.array_equal(self.points[j], q32):
                 return int(j)
         return -1
 
-    def _certified_max(self, v32: np.ndarray, g: np.ndarray, g32: np.ndarray,
-                       rows: np.ndarray | None = None) -> float:
+    def _certified_max(
+        self, v32: np.ndarray, g: np.ndarray, g32: np.ndarray, rows: np.ndarray | None = None
+    ) -> float:
         """Exact ``max_t g.t`` (plus a float64 rounding slack) over the training points ``rows``
-        (all when None) from their float32 values ``v32 = T[rows] g32`` plus a float64 re-check."""
+        (R,) (all N when None) from their float32 values ``v32 = T[rows] g32`` (R,) plus a
+        float64 re-check; ``g`` (d,) float64, ``g32`` its float32 copy."""
         d = self.dim
         gamma = d * _U32 / (1 - d * _U32)
         # |fl32(g32.t) - g.t| <= (gamma ||g32|| + ||g - g32||) ||t|| =: err_t <= err (Higham 3.5)
         g32_64 = g32.astype(np.float64)
-        err = (gamma * float(np.linalg.norm(g32_64)) + float(np.linalg.norm(g - g32_64))) * \
-            self.max_norm
+        err = (
+            gamma * float(np.linalg.norm(g32_64)) + float(np.linalg.norm(g - g32_64))
+        ) * self.max_norm
         # Only points whose float32 value is within 2 err (+ float32 rounding of the comparison
         # itself) of the float32 maximum can hold the true maximum: re-evaluate those in float64.
         top = float(v32.max())
@@ -291,10 +474,12 @@ class ConvexHullIndex:
         slack = d * _U64 / (1 - d * _U64) * float(np.linalg.norm(g)) * self.max_norm
         return float(exact.max()) + slack
 
+    # -------------------------------------------------------------------------------- queries
     def query(
         self, queries: np.ndarray, *, top_support: int = 8, progress: bool = False
     ) -> HullDistances:
-        """Certified distance of every row of ``queries`` to the hull of the training points."""
+        """Certified distance of every row of ``queries`` (n, d) to the hull of the training
+        points; ``top_support`` weights per query are reported."""
         Q = np.asarray(queries, dtype=np.float64)
         if Q.ndim != 2 or Q.shape[1] != self.dim:
             raise GeometryError(f"expected queries (N, {self.dim}), got {Q.shape}")
@@ -315,100 +500,115 @@ class ConvexHullIndex:
         with progress_bar(total=n_q, desc="hull distance", enabled=progress) as bar:
             for lo in range(0, n_q, block):
                 hi = min(lo + block, n_q)
-                res = self._query_block_pool(Q[lo:hi])
-                for r, (u, low, p, ws, alpha, nr, conv, nqp, fr) in enumerate(res):
-                    qi = lo + r
-                    upper[qi], lower[qi], proj[qi], rounds[qi], converged[qi] = u, low, p, nr, conv
-                    qp[qi], frac[qi] = nqp, fr
-                    order = np.argsort(-alpha, kind="stable")[:top_support]
-                    order = order[alpha[order] > 0]
-                    sup_idx[qi, : len(order)] = ws[order]
-                    sup_alpha[qi, : len(order)] = alpha[order]
+                for qi, res in enumerate(self._query_block(Q[lo:hi]), start=lo):
+                    upper[qi], lower[qi], proj[qi] = res.upper, res.lower, res.projection
+                    rounds[qi], converged[qi] = res.rounds, res.converged
+                    qp[qi], frac[qi] = res.qp_solves, res.exact_fraction
+                    idx, alpha = res.support(top_support)
+                    sup_idx[qi, : len(idx)] = idx
+                    sup_alpha[qi, : len(idx)] = alpha
                 bar.update(hi - lo)
         return HullDistances(upper, lower, proj, sup_idx, sup_alpha, rounds, converged, qp, frac)
 
-    # ----------------------------------------------------------------------- pool algorithm
-    def _query_block_pool(self, Q: np.ndarray) -> list[tuple]:
+    def _query_block(self, Q: np.ndarray) -> list[_QueryResult]:
+        """One result per row of the block ``Q`` (B, d): training points at once, the others by
+        column generation, the open queries of a block sharing each full round's scan."""
         start = time.perf_counter()
-        state: list[tuple | None] = [None] * len(Q)
-        active: list[tuple[int, _Query]] = []
+        done: dict[int, _QueryResult] = {}
+        rows = []
         for qi, q in enumerate(Q):
             t = self._training_point(q)
             if t >= 0:
-                state[qi] = (0.0, 0.0, q.copy(), np.array([t]), np.ones(1), 0, True, 0, 0.0)
+                done[qi] = _QueryResult.training_point(q, t)
             else:
-                active.append((qi, None))
-        if active:
-            # First working set: the nearest points of the subsample.
-            k0 = min(self.k, 16, len(self._sub))
-            idx = [qi for qi, _ in active]
-            D = self._sub32 @ Q[idx].astype(np.float32).T
-            D *= -2.0
-            D += self._sub_sq[:, None]
-            for a, qi in enumerate(idx):
-                col = D[:, a]
-                near = np.argpartition(col, k0 - 1)[:k0] if k0 < len(col) else np.arange(len(col))
-                active[a] = (qi, _Query(Q[qi], self._sub[near], self._sub, self._sub32))
-            del D
-        mark = np.zeros(len(self), dtype=bool)  # scratch: membership in a working set
-        for _, st in active:
-            st.mark = mark
+                rows.append(qi)
+        active = self._start(Q, rows)
         n_full = 0
         while active:
-            for _, st in active:
-                self._inner(st)
             n_full += 1
-            out_of_budget = n_full >= self.max_rounds or (
-                self.time_budget_s is not None and time.perf_counter() - start > self.time_budget_s
-            )
-            todo = []
-            for qi, st in active:
-                if st.up <= self.atol:
-                    state[qi] = (st.up, 0.0, st.p, st.ws, st.alpha, n_full - 1, True, st.qp,
-                                 st.evals / max(len(self) * (n_full - 1), 1))
-                else:
-                    todo.append((qi, st))
-            if not todo:
-                break
-            G = np.stack([st.g for _, st in todo])
-            if self.scan == "pca":
-                H = G @ self._pca.U
-                V = self._scan(H.astype(np.float32))  # (B, N): the PCA-bounded scan
-            else:
-                H = None
-                V = self._scan(G.astype(np.float32))  # (B, N): the exact scan
-            still = []
-            for a, (qi, st) in enumerate(todo):
-                if H is None:
-                    low, done = self._full_exact(st, V[a])
-                else:
-                    low, done = self._full_pca(st, V[a], H[a], out_of_budget)
-                if done is None:  # no violator left to add: the inner solve limits the gap
-                    done, out = False, True
-                else:
-                    out = done or out_of_budget
-                if out:
-                    state[qi] = (st.up, low, st.p, st.ws, st.alpha, n_full, done, st.qp,
-                                 st.evals / (len(self) * n_full))
-                else:
-                    still.append((qi, st))
-            active = still
-        return state  # type: ignore[return-value]
+            active = self._round(active, n_full, start, done)
+        return [done[qi] for qi in range(len(Q))]
 
+    def _start(self, Q: np.ndarray, rows: list[int]) -> list[_Query]:
+        """The state of the queries ``Q[rows]`` (``Q``: (B, d)): first working set = the
+        nearest points of the subsample, which is also their first pool."""
+        if not rows:
+            return []
+        k0 = min(self._k, 16, len(self._sub))
+        # (S, len(rows)): ||t - q||^2 - ||q||^2, which orders t as the distance does
+        D = self._sub32 @ Q[rows].astype(np.float32).T
+        D *= -2.0
+        D += self._sub_sq[:, None]
+        mark = np.zeros(len(self), dtype=bool)  # scratch: membership in a working set
+        out = []
+        for a, qi in enumerate(rows):
+            col = D[:, a]
+            near = np.argpartition(col, k0 - 1)[:k0] if k0 < len(col) else np.arange(len(col))
+            out.append(_Query(qi, Q[qi], self._sub[near], self._sub, self._sub32, mark))
+        return out
+
+    def _round(
+        self, active: list[_Query], n_full: int, start: float, done: dict[int, _QueryResult]
+    ) -> list[_Query]:
+        """Round ``n_full`` of the ``active`` queries: inner rounds on their pools, then one
+        full round (a scan over all N points) for those not yet inside. Finished queries go to
+        ``done`` (by row); returns those still open."""
+        cfg = self.config
+        for st in active:
+            self._inner(st)
+        out_of_budget = n_full >= cfg.max_rounds or (
+            cfg.time_budget_s is not None and time.perf_counter() - start > cfg.time_budget_s
+        )
+        todo = []
+        for st in active:
+            if st.up <= self._atol:  # inside the hull: no full round needed
+                done[st.row] = st.result(0.0, n_full - 1, True, len(self))
+            else:
+                todo.append(st)
+        if not todo:
+            return []
+        V, H = self._scan_all(todo)
+        still = []
+        for a, st in enumerate(todo):
+            if H is None:
+                low, converged = self._full_exact(st, V[a])
+            else:
+                low, converged = self._full_pca(st, V[a], H[a], out_of_budget)
+            if converged is None:  # no violator left to add: the inner solve limits the gap
+                done[st.row] = st.result(low, n_full, False, len(self))
+            elif converged or out_of_budget:
+                done[st.row] = st.result(low, n_full, converged, len(self))
+            else:
+                still.append(st)
+        return still
+
+    def _scan_all(self, todo: list[_Query]) -> tuple[np.ndarray, np.ndarray | None]:
+        """The full-round scan of the queries ``todo`` (B of them): (B, N) float32 values
+        ``T g32`` (exact scan) or PCA estimates ``C fl32(U^T g)``, and (B, k) ``U^T g`` (None for
+        the exact scan)."""
+        G = np.stack([st.g for st in todo])
+        if self._pca is None:
+            return self._scan(G.astype(np.float32)), None
+        H = G @ self._pca.U
+        return self._scan(H.astype(np.float32)), H
+
+    # --------------------------------------------------------------------------- inner rounds
     def _inner(self, st: _Query) -> None:
         """Column generation of one query on its pool: no certificate, cheap rounds."""
-        for it in range(self.max_inner):
+        tol, atol = self.config.tol, self._atol
+        for it in range(_MAX_INNER):
             S = self.points[st.ws].astype(np.float64)
-            st.alpha, st.dual = min_norm_point_warm(S - st.q, st.dual)
+            # the first QP of a query has no multipliers to warm-start from
+            st.alpha, st.dual = min_norm_point_warm(S - st.q, st.dual if st.qp else None)
             st.qp += 1
             st.p = st.alpha @ S
             st.g = st.q - st.p
             st.up = float(np.linalg.norm(st.g))
             # (below atol the query counts as inside, but keep going while it is cheap)
-            if st.up <= 1e-6 * self.atol or it == self.max_inner - 1:
+            if st.up <= 1e-6 * atol or it == _MAX_INNER - 1:
                 return
             # aim at half the tolerance so that the full round usually certifies at once
-            thr = float(st.g @ st.q) - (1.0 - 0.5 * self.tol) * st.up * st.up
+            thr = float(st.g @ st.q) - (1.0 - 0.5 * tol) * st.up * st.up
             # below float32 resolution every point that might violate is a candidate
             thr -= 2.0 * self.dim * _U32 * st.up * self.max_norm
             v = st.pool32 @ st.g.astype(np.float32)
@@ -417,8 +617,8 @@ class ConvexHullIndex:
                 return
 
     def _add(self, st: _Query, idx: np.ndarray, vals: np.ndarray) -> bool:
-        """Add the (at most ``add_per_round``) largest violators ``idx`` not yet in the working
-        set; False when there is none."""
+        """Add the (at most ``add_per_round``) largest violators ``idx`` (n,) with values
+        ``vals`` (n,) along g not yet in the working set; False when there is none."""
         mark = st.mark
         mark[st.ws] = True
         new = ~mark[idx]
@@ -426,7 +626,7 @@ class ConvexHullIndex:
         idx, vals = idx[new], vals[new]
         if len(idx) == 0:
             return False
-        m = self.add_per_round
+        m = self.config.add_per_round
         if len(idx) > m:
             idx = idx[np.argpartition(vals, len(idx) - m)[len(idx) - m :]]
         # Keep the whole working set while it is small (no cycling); past the cap keep only the
@@ -440,77 +640,89 @@ class ConvexHullIndex:
         st.pool = idx
         st.pool32 = np.take(self.points, idx, axis=0)
 
+    # ---------------------------------------------------------------------------- full rounds
+    # A full round returns (lower, converged): converged is True when the gap closed, False
+    # when violators joined the working set (another round may close it), None when none is
+    # left to add (the gap cannot close further).
     def _lower(self, st: _Query, m: float) -> tuple[float, bool]:
+        """The lower bound from ``m >= max_t g.t`` and whether it closes the gap."""
         low = min(max((float(st.g @ st.q) - m) / st.up, 0.0), st.up)
-        return low, st.up - low <= self.tol * st.up
+        return low, st.up - low <= self.config.tol * st.up
 
     def _violators(self, st: _Query, idx: np.ndarray, vals: np.ndarray) -> bool | None:
-        """Hand the points ``idx`` (float32 values ``vals`` along g) to the next inner rounds:
-        they become the pool and their violators join the working set. None when none is left
-        (the gap cannot close further)."""
+        """Hand the points ``idx`` (n,) (float32 values ``vals`` (n,) along g) to the next inner
+        rounds: they become the pool and their violators join the working set. None when none
+        is left (the gap cannot close further)."""
         self._set_pool(st, idx)
         gp = float(st.g @ st.p)
         viol = vals > gp
         return False if self._add(st, idx[viol], vals[viol]) else None
 
     def _full_exact(self, st: _Query, v: np.ndarray) -> tuple[float, bool | None]:
-        """Full round by the exact float32 scan ``v = T g32``."""
+        """Full round by the exact float32 scan ``v = T g32`` (N,)."""
         st.evals += len(v)
         low, done = self._lower(st, self._certified_max(v, st.g, st.g.astype(np.float32)))
         if done:
             return low, True
-        top = _top_indices(v, self.pool_size)
+        top = _top_indices(v, self._pool_size)
         res = self._violators(st, top, v[top])
         return low, res
 
-    def _pca_bound(self, g: np.ndarray, h: np.ndarray, z: np.ndarray, theta: float,
-                   cap: int | None = None) -> tuple[float | None, np.ndarray, np.ndarray, float]:
-        """:meth:`guard.hull_pca.PcaBound.bound` with this index's exact evaluation."""
+    def _pca_bound(
+        self, g: np.ndarray, h: np.ndarray, z: np.ndarray, theta: float, cap: int | None = None
+    ) -> PcaMax:
+        """:meth:`guard.geometry.hull_pca.PcaBound.bound` with this index's exact evaluation."""
+        if self._pca is None:
+            raise GeometryError("the PCA bound needs an index whose scan is 'pca'")
+        pca = self._pca
         g32 = g.astype(np.float32)
 
         def exact(rows: np.ndarray) -> tuple[np.ndarray, float]:
             x = np.take(self.points, rows, axis=0) @ g32
             return x, self._certified_max(x, g, g32, rows=rows)
 
-        return self._pca.bound(g, h, z, theta, exact, cap)
+        return pca.bound(g, h, z, theta, exact, cap)
 
     def max_along(self, g: np.ndarray) -> float:
-        """Certified ``max_t g.t`` over all training points: the exact maximum plus at most a
-        float64 rounding slack (``>= `` the true maximum). Uses the index's full-round scan."""
+        """Certified ``max_t g.t`` over all training points for ``g`` (d,): the exact maximum
+        plus at most a float64 rounding slack (``>=`` the true maximum). Uses the index's
+        full-round scan."""
         g = np.asarray(g, dtype=np.float64)
         g32 = g.astype(np.float32)
-        if self.scan != "pca":
+        if self._pca is None:
             return self._certified_max(self.points @ g32, g, g32)
         h = g @ self._pca.U
         z = self._pca.C @ h.astype(np.float32)
         # threshold: the best exact value among the points with the largest estimates
         top = _top_indices(z, 32)
         theta = float((self.points[top].astype(np.float64) @ g).max())
-        return self._pca_bound(g, h, z, theta)[0]
+        b = self._pca_bound(g, h, z, theta)
+        return b.bound_all if b.m is None else b.m  # (m is None only past a cap: none here)
 
-    def _full_pca(self, st: _Query, z: np.ndarray, h: np.ndarray,
-                  out_of_budget: bool) -> tuple[float, bool | None]:
-        """Full round by the PCA-bounded scan ``z = C fl32(U^T g)``."""
+    def _full_pca(
+        self, st: _Query, z: np.ndarray, h: np.ndarray, out_of_budget: bool
+    ) -> tuple[float, bool | None]:
+        """Full round by the PCA-bounded scan ``z = C fl32(U^T g)`` (N,), ``h = U^T g`` (k,)."""
         g, up = st.g, st.up
         # target: m <= theta closes the gap (with 10% of tol to spare for the rounding)
-        theta = float(g @ st.q) - (1.0 - 0.9 * self.tol) * up * up
-        m, cand, x, bound_all = self._pca_bound(g, h, z, theta, cap=len(self) // 4)
-        if m is not None:
-            st.evals += len(cand)
-            low, done = self._lower(st, m)
-            if done or out_of_budget or len(cand) == 0:
+        theta = float(g @ st.q) - (1.0 - 0.9 * self.config.tol) * up * up
+        b = self._pca_bound(g, h, z, theta, cap=len(self) // 4)
+        if b.m is not None:
+            st.evals += len(b.candidates)
+            low, done = self._lower(st, b.m)
+            if done or out_of_budget or len(b.candidates) == 0:
                 return low, done
-            top = _top_indices(x, self.pool_size)
-            return low, self._violators(st, cand[top], x[top])
+            top = _top_indices(b.values, self._pool_size)
+            return low, self._violators(st, b.candidates[top], b.values[top])
         if out_of_budget:
-            return self._lower(st, bound_all)
+            return self._lower(st, b.bound_all)
         if st.pool is not self._sub or len(self._sub) == len(self):
             # the inner rounds already searched a pool from a full round: g is probably near
             # the optimum and the PCA bound too loose here; the exact scan certifies
             return self._full_exact(st, self.points @ g.astype(np.float32))
         # First full round, too many candidates to certify (g is still far from optimal):
         # violators from the points with the largest PCA estimates, checked exactly.
-        top = _top_indices(z, self.pool_size)
+        top = _top_indices(z, self._pool_size)
         x = np.take(self.points, top, axis=0) @ g.astype(np.float32)
         st.evals += len(top)
         if self._violators(st, top, x) is not None:

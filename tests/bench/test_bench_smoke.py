@@ -1,8 +1,7 @@
 """Smoke tests of the benchmark scripts (``bench/``): they run and write their JSON and
 Markdown results with the expected keys. No timing is asserted.
 
-``bench/serve.py`` runs in a subprocess: it imports tritonclient, whose generated protos clash
-with ``server/gen`` (imported by other tests of this session) in protobuf's default pool.
+``bench/serve.py`` runs as the command it is (``python -m bench.serve``), with a time limit.
 """
 
 from __future__ import annotations
@@ -18,8 +17,12 @@ import pytest
 from bench import common
 from guard import Guard, OnnxClassifier
 from guard.artifact import save_artifact
-from guard.datasets import (DEFAULT_FASHION_MNIST_ROOT, FASHION_MNIST_CLASSES, as_model_input,
-                            load_fashion_mnist)
+from guard.datasets import (
+    DEFAULT_FASHION_MNIST_ROOT,
+    FASHION_MNIST_CLASSES,
+    as_model_input,
+    load_fashion_mnist,
+)
 from guard.defaults import DEFAULT_MODEL
 
 REPO = Path(__file__).resolve().parents[2]

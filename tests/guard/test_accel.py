@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from guard.geometry.accel import RowProducts
-from guard.errors import InputError
+from guard.geometry.errors import GeometryError
 
 torch = pytest.importorskip("torch")
 
@@ -32,7 +32,7 @@ def test_device_choice():
     assert RowProducts(M, "torch").device == "torch"
     assert RowProducts(M, "auto").device == ("cuda" if torch.cuda.is_available() else "cpu")
     if not torch.cuda.is_available():
-        with pytest.raises(InputError, match="no CUDA GPU"):
+        with pytest.raises(GeometryError, match="no CUDA GPU"):
             RowProducts(M, "cuda")
-    with pytest.raises(InputError, match="device must be"):
+    with pytest.raises(GeometryError, match="device must be"):
         RowProducts(M, "tpu")

@@ -12,7 +12,9 @@ import pytest
 
 from guard import __version__
 from guard.artifact import SCHEMA_VERSION, load_artifact, read_manifest, save_artifact
-from guard.estimator import Guard, Scores
+from guard.errors import InputError
+from guard.estimator import Guard, GuardState
+from guard.types import Scores
 from guard.errors import ArtifactError
 from guard.model import OnnxClassifier
 
@@ -107,6 +109,20 @@ def test_round_trip_arrays_and_scores(guard: Guard, saved: Path, built: ob.Built
     assert (after.support_idx[:, 0] >= 0).all()
 
 
+def test_state_round_trip_without_files(guard: Guard, built: ob.Built,
+                                        x_test: np.ndarray) -> None:
+    """The fitted state is defined once: from_state(to_state()) scores bit for bit the same."""
+    state = guard.to_state()
+    assert state.params == guard.get_params()
+    again = Guard.from_state(state, guard.model_)
+    _assert_scores_identical(guard.score(x_test), again.score(x_test))
+    assert again.to_state().fitted == state.fitted
+    for name, arr in again.to_state().arrays.items():
+        np.testing.assert_array_equal(arr, state.arrays[name], err_msg=name)
+    with pytest.raises(InputError, match="not a guard state"):
+        Guard.from_state(GuardState(state.params, state.fitted, {}, None))
+
+
 def test_load_with_the_same_model(saved: Path, built: ob.Built, x_test: np.ndarray,
                                   guard: Guard) -> None:
     for model in (built.data, OnnxClassifier(built.data)):
@@ -121,7 +137,7 @@ def test_load_with_the_same_model(saved: Path, built: ob.Built, x_test: np.ndarr
 def test_manifest_fields(guard: Guard, saved: Path, built: ob.Built) -> None:
     m = read_manifest(saved)
     assert m == json.loads((saved / "manifest.json").read_text())
-    assert m["schema_version"] == SCHEMA_VERSION == 1
+    assert m["schema_version"] == SCHEMA_VERSION == 2
     assert m["guard_version"] == __version__
     assert m["model"]["sha256"] == hashlib.sha256(built.data).hexdigest()
     assert m["model"]["file"] == "model.onnx"
@@ -130,8 +146,10 @@ def test_manifest_fields(guard: Guard, saved: Path, built: ob.Built) -> None:
     assert (m["model"]["logits"], m["model"]["features"]) == ("logits", "h")
     assert m["n_features"] == ob.N_FEATURES
     assert m["n_classes"] == ob.N_CLASSES
-    assert m["class_names"] == CLASS_NAMES
-    assert m["nonneg"] is True and m["nonneg_detected"] is True
+    assert m["fitted"]["class_names"] == CLASS_NAMES
+    assert m["fitted"]["nonneg"] is True and m["params"]["nonneg"] is None  # detected
+    assert m["params"] == guard.get_params()
+    assert set(m["arrays"]) == {p[:-4] for p in m["files"] if p.endswith(".npy")}
     created = dt.datetime.fromisoformat(m["created_at"])
     assert created.tzinfo is not None
     assert abs((dt.datetime.now(dt.timezone.utc) - created).total_seconds()) < 600
@@ -232,7 +250,7 @@ def test_other_schema_version_is_refused(saved: Path) -> None:
         load_artifact(saved)
 
 
-@pytest.mark.parametrize("drop", ["files", "settings", "model"])
+@pytest.mark.parametrize("drop", ["files", "params", "fitted", "arrays", "model"])
 def test_manifest_missing_keys_is_refused(saved: Path, drop: str) -> None:
     mpath = saved / "manifest.json"
     m = json.loads(mpath.read_text())
@@ -266,8 +284,8 @@ def test_feature_only_guard_round_trips(built: ob.Built, x_train: np.ndarray, x_
     assert not (path / "model.onnx").exists()
     m = read_manifest(path)
     assert m["model"] is None
-    assert m["nonneg"] is True and m["nonneg_detected"] is False
-    assert m["class_names"] == [str(i) for i in range(ob.N_CLASSES)]
+    assert m["fitted"]["nonneg"] is True and m["params"]["nonneg"] is True
+    assert m["fitted"]["class_names"] == [str(i) for i in range(ob.N_CLASSES)]
     assert m["counts"]["n_labelled"] == 0
     assert not (path / "train_labels.npy").exists()
 

@@ -109,7 +109,7 @@ def _check_scores(res: dict[str, np.ndarray], N: int) -> None:
 # --------------------------------------------------------------------------- happy paths
 def test_fit_writes_artifact(files, capsys, tmp_path: Path) -> None:  # noqa: ANN001
     m = read_manifest(files["art"])
-    assert m["class_names"] == list("abcde")
+    assert m["fitted"]["class_names"] == list("abcde")
     assert m["n_features"] == ob.N_FEATURES and m["n_classes"] == ob.N_CLASSES
     assert m["counts"]["n_train"] == N_TRAIN and m["counts"]["n_labelled"] == N_TRAIN
 
@@ -125,8 +125,8 @@ def test_fit_writes_artifact(files, capsys, tmp_path: Path) -> None:  # noqa: AN
     assert "fitted 40 training inputs" in stdout and "artifact written to" in stdout
     m = read_manifest(out)
     assert m["counts"]["n_train"] == 40 and m["counts"]["n_labelled"] == 40
-    assert m["class_names"] == ["one", "two", "three", "four", "five"]
-    assert m["nonneg"] is True and m["nonneg_detected"] is False
+    assert m["fitted"]["class_names"] == ["one", "two", "three", "four", "five"]
+    assert m["fitted"]["nonneg"] is True and m["params"]["nonneg"] is True
     assert sorted(p.name for p in tmp_path.iterdir()) == ["art2", "names.txt"]
 
 

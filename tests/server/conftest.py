@@ -2,9 +2,8 @@
 
 pytest-asyncio is not installed, so asyncio is driven by hand: every server runs in a background
 thread with its own event loop (:class:`tests.server.helpers.ServerThread`), and tests talk to it
-either from their own ``asyncio.run(...)`` (grpc.aio clients) or from a subprocess (tritonclient,
-which can never be imported here: its generated protos clash with ``server/gen`` in protobuf's
-default descriptor pool).
+from their own ``asyncio.run(...)`` (grpc.aio clients) or synchronously (tritonclient, which
+shares the process: our generated code registers its protos in a private descriptor pool).
 """
 
 from __future__ import annotations

@@ -12,13 +12,12 @@ import urllib.request
 import grpc
 import numpy as np
 
-import server.gen  # noqa: F401  (puts the generated modules on sys.path)
 from guard import Guard
-from guard_v1 import guard_pb2 as gpb
-from guard_v1 import guard_pb2_grpc as gpb_grpc
-from inference import grpc_service_pb2 as pb
-from inference import grpc_service_pb2_grpc as pb_grpc
 from server.app import GuardServer
+from server.grpc.gen.guard_v1 import guard_pb2 as gpb
+from server.grpc.gen.guard_v1 import guard_pb2_grpc as gpb_grpc
+from server.grpc.gen.inference import grpc_service_pb2 as pb
+from server.grpc.gen.inference import grpc_service_pb2_grpc as pb_grpc
 from server.settings import Settings
 from tests.guard import onnx_builders as ob
 
@@ -61,8 +60,7 @@ class ServerThread:
 
     def slow_down(self, seconds: float) -> None:
         """Make every batch take at least ``seconds`` (wraps the batcher's run function)."""
-        batcher = self.srv._batcher
-        assert batcher is not None
+        batcher = self.srv.dataplane.batcher
         run = batcher._run
 
         def slow(x: np.ndarray):  # noqa: ANN202

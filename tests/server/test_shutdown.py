@@ -19,8 +19,8 @@ import numpy as np
 import pytest
 
 from guard import save_artifact
-from inference import grpc_service_pb2 as pb
-from inference import grpc_service_pb2_grpc as pb_grpc
+from server.grpc.gen.inference import grpc_service_pb2 as pb
+from server.grpc.gen.inference import grpc_service_pb2_grpc as pb_grpc
 
 from .helpers import Stubs, assert_outputs_match, decode, expected, images, infer_request, run
 
@@ -31,13 +31,14 @@ def test_stop_lets_in_flight_requests_finish(make_server, guard):  # noqa: ANN00
     st = make_server(slow_s=0.5, max_queue_delay_ms=0.0)
     xs = [images(1 + i % 3, seed=400 + i) for i in range(5)]
     received: list[int] = []
-    submit = st.srv.submit
+    dataplane = st.srv.dataplane
+    submit = dataplane.submit
 
     async def counting_submit(x):  # noqa: ANN001, ANN202
         received.append(len(x))
         return await submit(x)
 
-    st.srv.submit = counting_submit
+    dataplane.submit = counting_submit
 
     async def go():  # noqa: ANN202
         async with grpc.aio.insecure_channel(st.target) as ch:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import platform
 import time
 from datetime import datetime, timezone
@@ -10,13 +11,15 @@ from pathlib import Path
 
 import numpy as np
 
-from ...version import __version__
 from ...errors import InputError
-from ..ood import COMBINED, METHODS, Setup, log, metric_rows, shift_report
+from ...version import __version__
+from ..ood import COMBINED, METHODS, SetScores, Setup, metric_rows, shift_report
 from . import figures
 from .data import ReportData, check_against
 from .facts import geometry_facts, margin_table, pixel_hull, same_label_share
 from .render import render
+
+log = logging.getLogger(__name__)
 
 
 def build_report(guard, data: ReportData, out: str | Path, *, n_calib: int = 2000,  # noqa: ANN001
@@ -25,7 +28,7 @@ def build_report(guard, data: ReportData, out: str | Path, *, n_calib: int = 200
     """Evaluate ``guard`` (a loaded artifact with its model) on ``data`` and write
     ``report.md``, ``report.json`` and the figures to ``out``. Returns the Markdown path."""
     t0 = time.perf_counter()
-    if getattr(guard, "model_", None) is None:
+    if guard.model_ is None:
         raise InputError("the report runs the model: load the artifact with its ONNX model")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -36,9 +39,9 @@ def build_report(guard, data: ReportData, out: str | Path, *, n_calib: int = 200
         raise InputError(f"test labels must be class indices 0..{n_classes - 1}")
 
     labels = guard.train_labels_ if guard.train_labels_ is not None else guard.train_pred_
-    ood = getattr(guard, "ood_", None)
+    ood = guard.ood_
     methods = METHODS if ood is not None else [m for m in METHODS if m != COMBINED]
-    log("fitting the peers on the artifact's training features")
+    log.info("fitting the peers on the artifact's training features")
     setup = Setup(guard.model_, methods, guard, guard.train_features_, labels, ood)
     rate = guard.thresholds_.target_abstain_rate or 0.05
     held_out = np.setdiff1d(np.arange(len(data.x_train)), guard.train_index_)
@@ -46,11 +49,11 @@ def build_report(guard, data: ReportData, out: str | Path, *, n_calib: int = 200
     if calibrated:
         pick = np.sort(np.random.default_rng(seed).permutation(held_out)[:n_calib])
         setup.calibrate(data.x_train[pick], rate)
-    s_id = setup.score(data.x_test, "test")
-    s_ood = {name: setup.score(x, name) for name, x in data.ood.items()}
+    s_id = setup.score(data.x_test, "test", geometry=True)
+    s_ood = {name: setup.score(x, name, geometry=True) for name, x in data.ood.items()}
     res = metric_rows(setup, s_id, s_ood) if s_ood else {}
 
-    S = s_id["_scores"]
+    S = s_id.require_geometry()
     doc: dict = {
         "data": data.name, "n_train": int(len(guard.train_index_)),
         "n_features": int(guard.W_.shape[1]), "n_classes": n_classes,
@@ -59,8 +62,8 @@ def build_report(guard, data: ReportData, out: str | Path, *, n_calib: int = 200
     }
     doc["facts"] = {"test": geometry_facts(S, data.y_test)}
     for name, s in s_ood.items():
-        doc["facts"][name] = geometry_facts(s["_scores"], None)
-    doc["decisions"] = {name: _decision_rates(guard, s["_scores"])
+        doc["facts"][name] = geometry_facts(s.require_geometry(), None)
+    doc["decisions"] = {name: _decision_rates(guard, s.require_geometry())
                         for name, s in {"test": s_id, **s_ood}.items()}
     doc["ood"] = res
 
@@ -76,7 +79,8 @@ def build_report(guard, data: ReportData, out: str | Path, *, n_calib: int = 200
             pix_idx = np.where(hp.support_idx >= 0,
                                guard.train_index_[np.maximum(hp.support_idx, 0)], -1)
             pixel = (pix_idx, hp.support_alpha)
-            log(f"  pixel-space hull of {n_pix} test images in {time.perf_counter() - t:.0f} s")
+            log.info("  pixel-space hull of %d test images in %.0f s", n_pix,
+                     time.perf_counter() - t)
             doc["support"] |= {
                 "n_pixel": n_pix,
                 "feature": same_label_share(S.support_idx[:n_pix], S.support_alpha[:n_pix],
@@ -87,7 +91,7 @@ def build_report(guard, data: ReportData, out: str | Path, *, n_calib: int = 200
                 "pixel_median_distance": float(np.median(hp.upper)),
                 "pixel_converged": float(np.mean(hp.converged)),
             }
-    doc["table1"] = margin_table(guard, S, 0, s_id["_features"][0])
+    doc["table1"] = margin_table(guard, S, 0, s_id.features[0])
 
     shift_text = ""
     if data.shift and calibrated:
@@ -126,8 +130,8 @@ def _decision_rates(guard, s) -> dict[str, float]:  # noqa: ANN001
             "ambiguous": float(np.mean(s.ambiguity < guard.thresholds_.ambiguity))}
 
 
-def _figures(guard, data: ReportData, S, s_ood: dict, out: Path, n_show: int,  # noqa: ANN001
-             pixel: tuple[np.ndarray, np.ndarray] | None) -> dict[str, str]:
+def _figures(guard, data: ReportData, S, s_ood: dict[str, SetScores], out: Path,  # noqa: ANN001
+             n_show: int, pixel: tuple[np.ndarray, np.ndarray] | None) -> dict[str, str]:
     figs: dict[str, str] = {}
     radii = guard.radii_[np.isfinite(guard.radii_) & (guard.radii_ < 1e17)]
     sets = {"train (fitted; d_hull = 0)": {"d_min": radii}}
@@ -136,7 +140,8 @@ def _figures(guard, data: ReportData, S, s_ood: dict, out: Path, n_show: int,  #
                                   "d_hull": guard.calib_scores_["hull"]}
     sets["test"] = {"d_min": S.d_min, "d_hull": S.hull_upper}
     for name, s in s_ood.items():
-        sets[name] = {"d_min": s["_scores"].d_min, "d_hull": s["_scores"].hull_upper}
+        g = s.require_geometry()
+        sets[name] = {"d_min": g.d_min, "d_hull": g.hull_upper}
     figs["distances"] = figures.distances(sets, out / "distances.png")
     amb = {name: v["d_min"] - v["d_hull"] for name, v in sets.items() if "d_hull" in v}
     figs["ambiguity"] = figures.ambiguity(amb, out / "ambiguity.png")
@@ -150,13 +155,14 @@ def _figures(guard, data: ReportData, S, s_ood: dict, out: Path, n_show: int,  #
         order = np.argsort(S.ambiguity)
         figs["extremes"] = figures.extremes(data.x_test, titles, order,
                                             min(n_show, len(order)), out / "extremes.png")
-        if pixel is not None:
+        y_train = data.y_train  # pixel support is computed only when training labels exist
+        if pixel is not None and y_train is not None:
             rows = []
             for i in range(min(3, len(pixel[0]))):
                 row = {"image": data.x_test[i], "title": f"test #{i}: {names[int(data.y_test[i])]}"}
                 for key, idx, alpha in (("feature", S.support_idx[i], S.support_alpha[i]),
                                         ("pixel", pixel[0][i], pixel[1][i])):
-                    row[key] = [(data.x_train[t], f"{names[int(data.y_train[t])]} {alpha[c]:.2f}")
+                    row[key] = [(data.x_train[t], f"{names[int(y_train[t])]} {alpha[c]:.2f}")
                                 for c, t in enumerate(idx[:4]) if t >= 0]
                 rows.append(row)
             figs["support"] = figures.support(rows, out / "support.png")

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from ...types import Scores
-from ...geometry.hull import ConvexHullIndex
+from ...geometry.hull import ConvexHullIndex, HullConfig
 from ...geometry.margins import relaxed_margins
+from ...types import Scores
 
 
 def geometry_facts(s: Scores, y: np.ndarray | None) -> dict[str, float]:
@@ -65,7 +65,7 @@ def pixel_hull(x_train: np.ndarray, x_query: np.ndarray, *, tol: float = 1e-3,
     """Certified distances of ``x_query`` to the convex hull of ``x_train`` in pixel space
     (inputs flattened), with the support of each projection (the paper's Fig. 4, 6a)."""
     P = np.ascontiguousarray(x_train.reshape(len(x_train), -1), dtype=np.float32)
-    index = ConvexHullIndex(P, k=64, tol=tol, max_rounds=500)
+    index = ConvexHullIndex(P, HullConfig(k=64, tol=tol, max_rounds=500))
     Q = x_query.reshape(len(x_query), -1).astype(np.float32)
     return index.query(Q, top_support=top_support, progress=progress)
 

@@ -15,7 +15,7 @@ def _plt():
     try:
         import matplotlib
     except ImportError:  # pragma: no cover - matplotlib is a dependency of the report extra
-        raise InputError("guard report needs matplotlib: pip install 'guard[report]'") from None
+        raise InputError("guard report needs matplotlib: pip install 'guard-classifier[eval]'") from None
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 

@@ -1,11 +1,13 @@
-"""Markdown of a report from the numbers :func:`guard.evaluation.report.build.build_report` computed."""
+"""Markdown of a report from the numbers that
+:func:`guard.evaluation.report.build.build_report` computed."""
 
 from __future__ import annotations
 
 import math
 import re
 
-from ..ood import COMBINED, LABELS, report as ood_section
+from ..ood import COMBINED, LABELS
+from ..ood import report as ood_section
 
 
 def _pct(v: float | None) -> str:

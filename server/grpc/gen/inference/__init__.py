@@ -1,0 +1,1 @@
+"""Generated from ``proto/inference/`` by ``python -m server.codegen``: never edit."""
