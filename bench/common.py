@@ -18,8 +18,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 import numpy as np
 
@@ -34,8 +35,12 @@ def stats(values: Iterable[float]) -> dict[str, float]:
     v = v[~np.isnan(v)]
     if v.size == 0:
         return {"median": math.nan, "min": math.nan, "max": math.nan, "n": 0}
-    return {"median": float(np.median(v)), "min": float(v.min()), "max": float(v.max()),
-            "n": int(v.size)}
+    return {
+        "median": float(np.median(v)),
+        "min": float(v.min()),
+        "max": float(v.max()),
+        "n": int(v.size),
+    }
 
 
 def timeit(fn: Callable[[], Any], repeats: int = 5, warmup: int = 1) -> dict[str, float]:
@@ -91,8 +96,10 @@ def fmt_num(x: object, digits: int = 3) -> str:
 def fmt_stat(s: object, digits: int = 3) -> str:
     """``median [min, max]`` for a stats dict, else the value itself."""
     if is_stat(s):
-        return (f"{fmt_num(s['median'], digits)} [{fmt_num(s['min'], digits)}, "
-                f"{fmt_num(s['max'], digits)}]")
+        return (
+            f"{fmt_num(s['median'], digits)} [{fmt_num(s['min'], digits)}, "
+            f"{fmt_num(s['max'], digits)}]"
+        )
     return fmt_num(s, digits)
 
 
@@ -196,18 +203,28 @@ def write_results(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     machine = machine_info()
-    doc = {"name": name, "title": title or name, "machine": machine, "command": machine["command"],
-           "config": config or {}, "summary": summary or {}, "rows_title": rows_title,
-           "rows": rows,
-           "sections": sections or {}, "notes": notes or []}
+    doc = {
+        "name": name,
+        "title": title or name,
+        "machine": machine,
+        "command": machine["command"],
+        "config": config or {},
+        "summary": summary or {},
+        "rows_title": rows_title,
+        "rows": rows,
+        "sections": sections or {},
+        "notes": notes or [],
+    }
     jpath = out / f"{name}.json"
     jpath.write_text(json.dumps(_jsonable(doc), indent=2) + "\n")
 
     md = [f"# {title or name}", ""]
-    md.append(f"Figures are medians over repeats with [min, max]. Run on {machine['cpu_model']} "
-              f"({machine['cores']} cores, load average {machine['loadavg_1_5_15']}), Python "
-              f"{machine['python']}, numpy {machine['numpy']}, onnxruntime "
-              f"{machine['onnxruntime']}, faiss {machine['faiss']}, {machine['date']}.")
+    md.append(
+        f"Figures are medians over repeats with [min, max]. Run on {machine['cpu_model']} "
+        f"({machine['cores']} cores, load average {machine['loadavg_1_5_15']}), Python "
+        f"{machine['python']}, numpy {machine['numpy']}, onnxruntime "
+        f"{machine['onnxruntime']}, faiss {machine['faiss']}, {machine['date']}."
+    )
     md += ["", "```", machine["command"], "```", ""]
     if config:
         md += ["Settings: " + ", ".join(f"`{k}={_jsonable(v)}`" for k, v in config.items()), ""]
@@ -249,8 +266,10 @@ def _status_kb(pid: int | str, key: str) -> int:
     raise RuntimeError(f"/proc/{pid}/status has no {key}")
 
 
-_SERVING = re.compile(r"serving .*? on (\S+):(\d+) .*?(?:metrics http://\S+?:(\d+)/metrics|"
-                      r"metrics off)")
+_SERVING = re.compile(
+    r"serving .*? on (\S+):(\d+) .*?(?:metrics http://\S+?:(\d+)/metrics|"
+    r"metrics off)"
+)
 
 
 class ServerProc:
@@ -258,13 +277,32 @@ class ServerProc:
     port and announces it in its ``serving`` line), output in a temporary log file.
     """
 
-    def __init__(self, artifact: str | Path, *, geometry: bool = True,
-                 max_batch_size: int | None = None, max_queue_delay_ms: float | None = None,
-                 metrics: bool = True, model_name: str | None = None,
-                 extra: list[str] | None = None) -> None:
-        self.cmd = [sys.executable, "-m", "server", "--artifact", str(artifact),
-                    "--host", "127.0.0.1", "--port", "0",
-                    "--metrics-port", "0" if metrics else "-1", "--log-level", "WARNING"]
+    def __init__(
+        self,
+        artifact: str | Path,
+        *,
+        geometry: bool = True,
+        max_batch_size: int | None = None,
+        max_queue_delay_ms: float | None = None,
+        metrics: bool = True,
+        model_name: str | None = None,
+        extra: list[str] | None = None,
+    ) -> None:
+        self.cmd = [
+            sys.executable,
+            "-m",
+            "server",
+            "--artifact",
+            str(artifact),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--metrics-port",
+            "0" if metrics else "-1",
+            "--log-level",
+            "WARNING",
+        ]
         if model_name:
             self.cmd += ["--model-name", model_name]
         if not geometry:
@@ -283,10 +321,15 @@ class ServerProc:
     def start(self) -> ServerProc:
         self._log = tempfile.TemporaryFile(mode="w+b")
         self._t0 = time.perf_counter()
-        self.proc = subprocess.Popen(self.cmd, cwd=REPO, stdin=subprocess.DEVNULL,
-                                     stdout=self._log, stderr=subprocess.STDOUT,
-                                     start_new_session=True,
-                                     env=dict(os.environ, PYTHONUNBUFFERED="1"))
+        self.proc = subprocess.Popen(
+            self.cmd,
+            cwd=REPO,
+            stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env=dict(os.environ, PYTHONUNBUFFERED="1"),
+        )
         return self
 
     def log(self) -> str:
@@ -308,12 +351,15 @@ class ServerProc:
                 return self
             rc = self.proc.poll()
             if rc is not None:
-                raise RuntimeError(f"server exited with code {rc} before serving "
-                                   f"({' '.join(self.cmd)}):\n{self.log()[-3000:]}")
+                raise RuntimeError(
+                    f"server exited with code {rc} before serving "
+                    f"({' '.join(self.cmd)}):\n{self.log()[-3000:]}"
+                )
             if time.monotonic() > deadline:
                 self.stop()
-                raise RuntimeError(f"server not serving after {timeout_s:.0f} s:\n"
-                                   f"{self.log()[-3000:]}")
+                raise RuntimeError(
+                    f"server not serving after {timeout_s:.0f} s:\n{self.log()[-3000:]}"
+                )
             time.sleep(0.1)
 
     @property
@@ -330,8 +376,9 @@ class ServerProc:
 
         if self.metrics_port < 0:
             return {}
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics",
-                                    timeout=10) as resp:
+        with urllib.request.urlopen(
+            f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=10
+        ) as resp:
             text = resp.read().decode()
         out = {}
         for line in text.splitlines():

@@ -21,20 +21,20 @@ import os
 for _v in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_v, "1")
 
-import argparse  # noqa: E402
-import sys  # noqa: E402
-import time  # noqa: E402
-from pathlib import Path  # noqa: E402
+import argparse
+import sys
+import time
+from pathlib import Path
 
-import numpy as np  # noqa: E402
+import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import faiss  # noqa: E402
+import faiss
 
-from bench.common import stats, write_results  # noqa: E402
-from guard.geometry.hull import ConvexHullIndex, HullConfig, HullDistances  # noqa: E402
-from tests.reference import hull_v1, hull_v2  # noqa: E402
+from bench.common import stats, write_results
+from guard.geometry.hull import ConvexHullIndex, HullConfig, HullDistances
+from tests.reference import hull_v1, hull_v2
 
 faiss.omp_set_num_threads(1)
 # this version and the frozen previous ones, timed side by side

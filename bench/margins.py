@@ -16,17 +16,17 @@ import os
 for _v in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_v, "1")
 
-import argparse  # noqa: E402
-import sys  # noqa: E402
-import time  # noqa: E402
-from pathlib import Path  # noqa: E402
+import argparse
+import sys
+import time
+from pathlib import Path
 
-import numpy as np  # noqa: E402
+import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import stats, write_results  # noqa: E402
-from guard.geometry.margins import compute_margins  # noqa: E402
+from bench.common import stats, write_results
+from guard.geometry.margins import compute_margins
 
 TARGET_MS = 0.3  # (64, 10), all margins, exact
 
@@ -50,8 +50,9 @@ def synthetic(f: int, n: int, N: int, seed: int = 0):
     return X, W, b
 
 
-def osqp_margins(x: np.ndarray, W: np.ndarray, b: np.ndarray, nonneg: bool,
-                 pairs: list[int] | None = None) -> np.ndarray:
+def osqp_margins(
+    x: np.ndarray, W: np.ndarray, b: np.ndarray, nonneg: bool, pairs: list[int] | None = None
+) -> np.ndarray:
     """Baseline: one OSQP solve per class pair (the QP of eq. 9 s.t. 7, 8, 10), tight tolerance."""
     import osqp
     import scipy.sparse as sp
@@ -72,15 +73,33 @@ def osqp_margins(x: np.ndarray, W: np.ndarray, b: np.ndarray, nonneg: bool,
             lo = np.concatenate([lo, np.zeros(f)])
             hi = np.concatenate([hi, np.full(f, np.inf)])
         prob = osqp.OSQP()
-        prob.setup(sp.identity(f, format="csc"), -x, sp.csc_matrix(A), lo, hi, verbose=False,
-                   eps_abs=1e-9, eps_rel=1e-9, max_iter=200000, polishing=True)
+        prob.setup(
+            sp.identity(f, format="csc"),
+            -x,
+            sp.csc_matrix(A),
+            lo,
+            hi,
+            verbose=False,
+            eps_abs=1e-9,
+            eps_rel=1e-9,
+            max_iter=200000,
+            polishing=True,
+        )
         res = prob.solve()
         out[j] = np.linalg.norm(res.x - x) if res.x is not None else np.nan
     return out
 
 
-def run_case(name: str, X: np.ndarray, W: np.ndarray, b: np.ndarray, *, d_min_only: bool,
-             repeats: int, n_osqp: int) -> dict:
+def run_case(
+    name: str,
+    X: np.ndarray,
+    W: np.ndarray,
+    b: np.ndarray,
+    *,
+    d_min_only: bool,
+    repeats: int,
+    n_osqp: int,
+) -> dict:
     per_sample = []
     for _ in range(repeats):
         t0 = time.perf_counter()
@@ -99,9 +118,13 @@ def run_case(name: str, X: np.ndarray, W: np.ndarray, b: np.ndarray, *, d_min_on
     osqp_ms = (time.perf_counter() - t0) / max(n_osqp, 1) * 1e3
     qp_per_sample = float(m.n_qp.mean())
     return {
-        "case": name, "f": W.shape[1], "n": W.shape[0], "samples": len(X),
+        "case": name,
+        "f": W.shape[1],
+        "n": W.shape[0],
+        "samples": len(X),
         "mode": "d_min (pruned)" if d_min_only else "all margins",
-        "ours_ms_per_sample": ours, "osqp_ms_per_sample": osqp_ms,
+        "ours_ms_per_sample": ours,
+        "osqp_ms_per_sample": osqp_ms,
         "speedup_vs_osqp": osqp_ms / ours["median"],
         "qp_solves_per_sample": qp_per_sample,
         "max_certificate_gap": float(m.certificate_gap.max()),
@@ -117,21 +140,42 @@ def main(argv: list[str] | None = None) -> int:
     q = args.quick
     rows = []
     X, W, b = real_features(200 if q else 1000)
-    rows.append(run_case("real (Fashion-MNIST default model)", X, W, b, d_min_only=False,
-                         repeats=3 if q else 5, n_osqp=3 if q else 10))
+    rows.append(
+        run_case(
+            "real (Fashion-MNIST default model)",
+            X,
+            W,
+            b,
+            d_min_only=False,
+            repeats=3 if q else 5,
+            n_osqp=3 if q else 10,
+        )
+    )
     for f, n, N, dmin in ((512, 10, 200, False), (512, 100, 50, False), (2048, 1000, 4, True)):
         if q and n == 1000:
             N = 2
         Xs, Ws, bs = synthetic(f, n, N)
-        rows.append(run_case("synthetic ReLU", Xs, Ws, bs, d_min_only=dmin,
-                             repeats=1 if n >= 100 else 3, n_osqp=1 if n >= 100 else 3))
+        rows.append(
+            run_case(
+                "synthetic ReLU",
+                Xs,
+                Ws,
+                bs,
+                d_min_only=dmin,
+                repeats=1 if n >= 100 else 3,
+                n_osqp=1 if n >= 100 else 3,
+            )
+        )
         print(rows[-1], flush=True)
     head = rows[0]["ours_ms_per_sample"]["median"]
     summary = {
         "(64, 10) exact, all margins, ms/sample": rows[0]["ours_ms_per_sample"],
         "target ms/sample": TARGET_MS,
-        "verdict": ("met" if head <= TARGET_MS else
-                    f"missed by {head / TARGET_MS:.2f}x ({head:.3f} ms vs {TARGET_MS} ms)"),
+        "verdict": (
+            "met"
+            if head <= TARGET_MS
+            else f"missed by {head / TARGET_MS:.2f}x ({head:.3f} ms vs {TARGET_MS} ms)"
+        ),
     }
     notes = [
         "ours = closed form -> orthant projection (vectorised) -> DAQP dual active set, exact, "
@@ -139,8 +183,15 @@ def main(argv: list[str] | None = None) -> int:
         "class pair, on the first samples of each case.",
         "single thread: OPENBLAS_NUM_THREADS=OMP_NUM_THREADS=1.",
     ]
-    paths = write_results("margins", rows, args.out_dir, title="Exact margins per sample",
-                          summary=summary, notes=notes, config={"quick": q})
+    paths = write_results(
+        "margins",
+        rows,
+        args.out_dir,
+        title="Exact margins per sample",
+        summary=summary,
+        notes=notes,
+        config={"quick": q},
+    )
     print(paths[1].read_text())
     return 0
 

@@ -34,7 +34,7 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as ``python bench/memory.py``
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import REPO, ServerProc, fmt_stat, stats, write_results  # noqa: E402
+from bench.common import REPO, ServerProc, fmt_stat, stats, write_results
 
 DEFAULT_ARTIFACT = "artifacts/fmnist_resnet"
 TARGET_RATIO = 1.2
@@ -42,7 +42,7 @@ MB = 1e6
 
 
 # ---------------------------------------------------------------------------- the child
-def _walk_components(guard) -> list[dict]:  # noqa: ANN001
+def _walk_components(guard) -> list[dict]:
     """Every numpy array, FAISS index and model blob reachable from the guard (2 levels deep),
     each piece of memory counted once: FAISS indexes first (by their serialized size), then the
     arrays, largest first; an array whose memory was already counted (a view of the FAISS
@@ -53,14 +53,15 @@ def _walk_components(guard) -> list[dict]:  # noqa: ANN001
     found: list[tuple[str, str, object]] = []
     visited: set[int] = set()
 
-    def visit(obj, prefix: str, owner: str, depth: int) -> None:  # noqa: ANN001
+    def visit(obj, prefix: str, owner: str, depth: int) -> None:
         if isinstance(obj, (int, float, str, bool, type(None))):
             return
         if id(obj) in visited:  # reached twice (e.g. guard.hull_ after the hull itself)
             return
         visited.add(id(obj))
         if isinstance(obj, (np.ndarray, faiss.Index)) or (
-                isinstance(obj, (bytes, bytearray)) and len(obj) > 4096):
+            isinstance(obj, (bytes, bytearray)) and len(obj) > 4096
+        ):
             found.append((prefix, owner, obj))
         elif isinstance(obj, dict) and depth > 0:
             for k, v in obj.items():
@@ -79,7 +80,7 @@ def _walk_components(guard) -> list[dict]:  # noqa: ANN001
     ranges: list[tuple[int, int, str]] = []  # counted memory: [lo, hi) and its name
     out: list[dict] = []
 
-    def storage(idx) -> tuple[int, int] | None:  # noqa: ANN001 - the index's vector storage
+    def storage(idx) -> tuple[int, int] | None:
         try:
             if hasattr(idx, "get_xb"):
                 n = int(idx.ntotal) * int(idx.d)
@@ -98,29 +99,47 @@ def _walk_components(guard) -> list[dict]:  # noqa: ANN001
             st = storage(idx)
             if st is not None:
                 ranges.append((st[0], st[0] + st[1], prefix))
-            out.append({"component": prefix, "owner": owner,
-                        "kind": f"faiss {type(idx).__name__}",
-                        "shape": f"{idx.ntotal}x{idx.d}",
-                        "bytes": int(faiss.serialize_index(idx).nbytes),
-                        "flat_bytes": int(idx.ntotal) * int(idx.d) * 4})
-    arrays = sorted(((p, o, a) for p, o, a in found if isinstance(a, np.ndarray)),
-                    key=lambda t: -t[2].nbytes)
+            out.append(
+                {
+                    "component": prefix,
+                    "owner": owner,
+                    "kind": f"faiss {type(idx).__name__}",
+                    "shape": f"{idx.ntotal}x{idx.d}",
+                    "bytes": int(faiss.serialize_index(idx).nbytes),
+                    "flat_bytes": int(idx.ntotal) * int(idx.d) * 4,
+                }
+            )
+    arrays = sorted(
+        ((p, o, a) for p, o, a in found if isinstance(a, np.ndarray)), key=lambda t: -t[2].nbytes
+    )
     for prefix, owner, arr in arrays:
         if arr.nbytes == 0:
             continue
         lo = arr.__array_interface__["data"][0]
         hi = lo + arr.nbytes
-        shared = next((name for l, h, name in ranges if lo < h and l < hi), None)
-        out.append({"component": prefix, "owner": owner,
-                    "kind": f"ndarray {arr.dtype}" + (f" (view of {shared})" if shared else ""),
-                    "shape": "x".join(map(str, arr.shape)),
-                    "bytes": 0 if shared else int(arr.nbytes)})
+        shared = next((name for a, z, name in ranges if lo < z and a < hi), None)
+        out.append(
+            {
+                "component": prefix,
+                "owner": owner,
+                "kind": f"ndarray {arr.dtype}" + (f" (view of {shared})" if shared else ""),
+                "shape": "x".join(map(str, arr.shape)),
+                "bytes": 0 if shared else int(arr.nbytes),
+            }
+        )
         if not shared:
             ranges.append((lo, hi, prefix))
     for prefix, owner, obj in found:
         if isinstance(obj, (bytes, bytearray)):
-            out.append({"component": prefix, "owner": owner, "kind": "bytes",
-                        "shape": str(len(obj)), "bytes": len(obj)})
+            out.append(
+                {
+                    "component": prefix,
+                    "owner": owner,
+                    "kind": "bytes",
+                    "shape": str(len(obj)),
+                    "bytes": len(obj),
+                }
+            )
     return out
 
 
@@ -128,12 +147,11 @@ def child(artifact: str) -> dict:
     """Runs in a fresh process: RSS at each loading step, and the components' bytes."""
     import gc
 
+    import faiss  # noqa: F401 - part of the baseline
     import numpy as np
+    import onnxruntime  # noqa: F401
 
     from bench.common import peak_rss_bytes, rss_bytes
-
-    import faiss  # noqa: F401 - part of the baseline
-    import onnxruntime  # noqa: F401
     from guard import OnnxClassifier, load_artifact
 
     gc.collect()
@@ -156,12 +174,15 @@ def child(artifact: str) -> dict:
 
         r0 = rss_bytes()
         for name, fn in (
-            ("margins (compute_margins)",
-             lambda: compute_margins(feats, guard.W_, guard.b_, guard.nonneg_)),
-            ("hull distance (ConvexHullIndex.query)",
-             lambda: guard.hull_.query(feats, top_support=guard.top_support)),
-            ("union of balls (UnionOfBalls.query)",
-             lambda: guard.regions_.query(feats)),
+            (
+                "margins (compute_margins)",
+                lambda: compute_margins(feats, guard.W_, guard.b_, guard.nonneg_),
+            ),
+            (
+                "hull distance (ConvexHullIndex.query)",
+                lambda: guard.hull_.query(feats, top_support=guard.top_support),
+            ),
+            ("union of balls (UnionOfBalls.query)", lambda: guard.regions_.query(feats)),
         ):
             fn()
             gc.collect()
@@ -174,11 +195,17 @@ def child(artifact: str) -> dict:
     gc.collect()
     rss["queried"] = rss_bytes()
     F = guard.train_features_
-    return {"rss": rss, "peak_rss": peak_rss_bytes(), "peak_rss_after_load": peak_load,
-            "n_train": int(F.shape[0]), "n_features": int(F.shape[1]),
-            "raw_bytes": int(F.shape[0]) * int(F.shape[1]) * 4,
-            "model_file_bytes": (path / "model.onnx").stat().st_size,
-            "components": _walk_components(guard), "query_stages": stages}
+    return {
+        "rss": rss,
+        "peak_rss": peak_rss_bytes(),
+        "peak_rss_after_load": peak_load,
+        "n_train": int(F.shape[0]),
+        "n_features": int(F.shape[1]),
+        "raw_bytes": int(F.shape[0]) * int(F.shape[1]) * 4,
+        "model_file_bytes": (path / "model.onnx").stat().st_size,
+        "components": _walk_components(guard),
+        "query_stages": stages,
+    }
 
 
 def baseline_server_imports() -> dict:
@@ -197,8 +224,13 @@ def baseline_server_imports() -> dict:
 
 
 def _run_child(mode: str, artifact: str) -> dict:
-    proc = subprocess.run([sys.executable, str(Path(__file__).resolve()), mode, artifact],
-                          capture_output=True, text=True, timeout=600, cwd=REPO)
+    proc = subprocess.run(
+        [sys.executable, str(Path(__file__).resolve()), mode, artifact],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=REPO,
+    )
     if proc.returncode != 0:
         raise RuntimeError(f"memory child {mode} failed:\n{proc.stdout}\n{proc.stderr[-3000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -208,12 +240,20 @@ def _run_child(mode: str, artifact: str) -> dict:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m bench.memory",
-        description="Resident size of a fitted artifact vs the raw float32 feature matrix.")
-    p.add_argument("--artifact", default=DEFAULT_ARTIFACT,
-                   help=f"artifact directory (default {DEFAULT_ARTIFACT})")
+        description="Resident size of a fitted artifact vs the raw float32 feature matrix.",
+    )
+    p.add_argument(
+        "--artifact",
+        default=DEFAULT_ARTIFACT,
+        help=f"artifact directory (default {DEFAULT_ARTIFACT})",
+    )
     p.add_argument("--repeats", type=int, default=3, help="fresh processes per measurement (3)")
-    p.add_argument("--no-server", dest="server", action="store_false",
-                   help="skip the RSS of a serving `python -m server` process")
+    p.add_argument(
+        "--no-server",
+        dest="server",
+        action="store_false",
+        help="skip the RSS of a serving `python -m server` process",
+    )
     p.add_argument("--out-dir", default=str(REPO / "bench" / "results"))
     p.add_argument("--name", default="memory", help="result file stem (memory)")
     return p
@@ -250,20 +290,33 @@ def main(argv: list[str] | None = None) -> int:
         return stats((r["rss"][b] - r["rss"][a]) for r in runs)
 
     rss_rows = [
-        {"step": "imports (numpy, faiss, onnxruntime, guard)", "rss_MB": stats(
-            r["rss"]["imports"] / MB for r in runs), "delta_MB": "-", "delta_over_raw": "-"},
+        {
+            "step": "imports (numpy, faiss, onnxruntime, guard)",
+            "rss_MB": stats(r["rss"]["imports"] / MB for r in runs),
+            "delta_MB": "-",
+            "delta_over_raw": "-",
+        },
     ]
     prev = "imports"
-    for step, label in (("model", "ONNX session (OnnxClassifier)"),
-                        ("model_run", "first model run (onnxruntime arena)"),
-                        ("loaded", "load_artifact (arrays + FAISS index)"),
-                        ("queried", "first geometry query (lazy structures, BLAS/FAISS "
-                                    "buffers, freed temporaries kept by malloc)")):
+    for step, label in (
+        ("model", "ONNX session (OnnxClassifier)"),
+        ("model_run", "first model run (onnxruntime arena)"),
+        ("loaded", "load_artifact (arrays + FAISS index)"),
+        (
+            "queried",
+            "first geometry query (lazy structures, BLAS/FAISS "
+            "buffers, freed temporaries kept by malloc)",
+        ),
+    ):
         dl = delta(prev, step)
-        rss_rows.append({"step": label, "rss_MB": stats(r["rss"][step] / MB for r in runs),
-                         "delta_MB": {k: (v / MB if k != "n" else v) for k, v in dl.items()},
-                         "delta_over_raw": {k: (v / raw if k != "n" else v)
-                                            for k, v in dl.items()}})
+        rss_rows.append(
+            {
+                "step": label,
+                "rss_MB": stats(r["rss"][step] / MB for r in runs),
+                "delta_MB": {k: (v / MB if k != "n" else v) for k, v in dl.items()},
+                "delta_over_raw": {k: (v / raw if k != "n" else v) for k, v in dl.items()},
+            }
+        )
         prev = step
     load_rss = stats((r["rss"]["loaded"] - r["rss"]["model_run"]) / raw for r in runs)
     artifact_rss = stats((r["rss"]["queried"] - r["rss"]["model_run"]) / raw for r in runs)
@@ -272,22 +325,36 @@ def main(argv: list[str] | None = None) -> int:
 
     comps = sorted(first["components"], key=lambda c: -c["bytes"])
     total_b = sum(c["bytes"] for c in comps)
-    comp_rows = [{"component": c["component"], "kind": c["kind"], "shape": c["shape"],
-                  "MB": c["bytes"] / MB, "over_raw": c["bytes"] / raw,
-                  "share_of_counted": c["bytes"] / total_b,
-                  "in_index": "yes" if _is_index(c) else ""} for c in comps]
+    comp_rows = [
+        {
+            "component": c["component"],
+            "kind": c["kind"],
+            "shape": c["shape"],
+            "MB": c["bytes"] / MB,
+            "over_raw": c["bytes"] / raw,
+            "share_of_counted": c["bytes"] / total_b,
+            "in_index": "yes" if _is_index(c) else "",
+        }
+        for c in comps
+    ]
     index_b = sum(c["bytes"] for c in comps if _is_index(c))
-    per_point_b = sum(c["bytes"] for c in comps if _is_index(c) or
-                      (c["kind"].startswith("ndarray") and c["shape"].split("x")[0] == str(n)))
+    per_point_b = sum(
+        c["bytes"]
+        for c in comps
+        if _is_index(c) or (c["kind"].startswith("ndarray") and c["shape"].split("x")[0] == str(n))
+    )
     index_ratio = index_b / raw
     met = index_ratio <= TARGET_RATIO
-    dominant = ", ".join(f"{c['component']} ({c['bytes'] / MB:.1f} MB = "
-                         f"{c['bytes'] / raw:.2f}x raw)" for c in comps[:3])
+    dominant = ", ".join(
+        f"{c['component']} ({c['bytes'] / MB:.1f} MB = {c['bytes'] / raw:.2f}x raw)"
+        for c in comps[:3]
+    )
 
     summary = {
         "raw float32 feature matrix": f"{n} x {d} x 4 B = {raw / MB:.2f} MB",
-        "index memory (hull structures: points + FAISS index + per-point caches) / raw":
-            index_ratio,
+        "index memory (hull structures: points + FAISS index + per-point caches) / raw": (
+            index_ratio
+        ),
         "all per-training-point structures / raw": per_point_b / raw,
         "all counted structures of the loaded guard / raw": total_b / raw,
         "RSS growth of load_artifact / raw": load_rss,
@@ -295,25 +362,35 @@ def main(argv: list[str] | None = None) -> int:
         "RSS growth of ONNX session + model run + artifact + query / raw": total_rss,
         "peak RSS during load_artifact above the loaded model / raw": peak,
         "dominant structures": dominant,
-        "target": (f"MET: index memory {index_ratio:.2f}x <= {TARGET_RATIO}x raw" if met else
-                   f"MISSED by {index_ratio - TARGET_RATIO:.2f}x raw: index memory "
-                   f"{index_ratio:.2f}x > {TARGET_RATIO}x ({index_b / MB:.1f} MB vs "
-                   f"{TARGET_RATIO * raw / MB:.1f} MB allowed)"),
+        "target": (
+            f"MET: index memory {index_ratio:.2f}x <= {TARGET_RATIO}x raw"
+            if met
+            else f"MISSED by {index_ratio - TARGET_RATIO:.2f}x raw: index memory "
+            f"{index_ratio:.2f}x > {TARGET_RATIO}x ({index_b / MB:.1f} MB vs "
+            f"{TARGET_RATIO * raw / MB:.1f} MB allowed)"
+        ),
     }
     stage_rows = []
     for name in first.get("query_stages", {}):
         vals = [r["query_stages"].get(name) for r in runs]
         if all(isinstance(v, (int, float)) for v in vals):
-            stage_rows.append({"first-query stage": name,
-                               "rss_growth_MB": stats(v / MB for v in vals),
-                               "over_raw": stats(v / raw for v in vals)})
-    sections = {"RSS of a fresh process loading the artifact": rss_rows,
-                "RSS growth of the first geometry query, stage by stage": stage_rows}
+            stage_rows.append(
+                {
+                    "first-query stage": name,
+                    "rss_growth_MB": stats(v / MB for v in vals),
+                    "over_raw": stats(v / raw for v in vals),
+                }
+            )
+    sections = {
+        "RSS of a fresh process loading the artifact": rss_rows,
+        "RSS growth of the first geometry query, stage by stage": stage_rows,
+    }
     if stage_rows:
         top_stage = max(stage_rows, key=lambda r: r["rss_growth_MB"]["median"])
         summary["largest first-query growth"] = (
             f"{top_stage['first-query stage']}: {fmt_stat(top_stage['rss_growth_MB'])} MB "
-            f"({top_stage['over_raw']['median']:.2f}x raw; working memory the allocator keeps)")
+            f"({top_stage['over_raw']['median']:.2f}x raw; working memory the allocator keeps)"
+        )
 
     if args.server:
         base = [_run_child("--child-baseline", str(artifact))["rss"] for _ in range(args.repeats)]
@@ -323,14 +400,22 @@ def main(argv: list[str] | None = None) -> int:
                 srv.wait_serving()
                 serving.append(srv.rss())
         srv_rows = [
-            {"process": "imports of the server (server.app, grpc, faiss, onnxruntime)",
-             "rss_MB": stats(b / MB for b in base)},
-            {"process": "python -m server, serving (after its self-check inference)",
-             "rss_MB": stats(s / MB for s in serving)},
+            {
+                "process": "imports of the server (server.app, grpc, faiss, onnxruntime)",
+                "rss_MB": stats(b / MB for b in base),
+            },
+            {
+                "process": "python -m server, serving (after its self-check inference)",
+                "rss_MB": stats(s / MB for s in serving),
+            },
         ]
         grow = [(s - b) for s, b in zip(serving, base)]
-        srv_rows.append({"process": "difference: artifact + ONNX session + gRPC server",
-                         "rss_MB": stats(g / MB for g in grow)})
+        srv_rows.append(
+            {
+                "process": "difference: artifact + ONNX session + gRPC server",
+                "rss_MB": stats(g / MB for g in grow),
+            }
+        )
         sections["Server process"] = srv_rows
         summary["server RSS growth over its imports / raw"] = stats(g / raw for g in grow)
 
@@ -352,11 +437,16 @@ def main(argv: list[str] | None = None) -> int:
         "separate copy would count again.",
     ]
     jpath, mpath = write_results(
-        args.name, comp_rows, args.out_dir,
+        args.name,
+        comp_rows,
+        args.out_dir,
         title="Benchmark 4: resident size of the artifact vs the raw feature matrix",
-        sections=sections, summary=summary, notes=notes,
+        sections=sections,
+        summary=summary,
+        notes=notes,
         rows_title="Bytes held by each structure of the loaded guard (after the first query)",
-        config={"artifact": str(artifact), "repeats": args.repeats, "server": args.server})
+        config={"artifact": str(artifact), "repeats": args.repeats, "server": args.server},
+    )
     for k, v in summary.items():
         print(f"{k}: {fmt_stat(v)}")
     print(f"TARGET (index memory <= {TARGET_RATIO} x raw feature matrix): {summary['target']}")

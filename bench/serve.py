@@ -55,7 +55,7 @@ import numpy as np
 if __package__ in (None, ""):  # run as ``python bench/serve.py``
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import REPO, ServerProc, fmt_stat, rate, stats, timeit, write_results  # noqa: E402
+from bench.common import REPO, ServerProc, fmt_stat, rate, stats, timeit, write_results
 
 DEFAULT_ARTIFACT = "artifacts/fmnist_resnet"
 TARGET_RATIO = 0.8
@@ -79,38 +79,72 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m bench.serve",
         description="End-to-end gRPC benchmark with tritonclient: guard ON vs OFF at several "
-        "concurrency levels and batching settings, and the in-process onnxruntime floor.")
-    p.add_argument("--artifact", default=DEFAULT_ARTIFACT,
-                   help=f"artifact directory (default {DEFAULT_ARTIFACT})")
-    p.add_argument("--quick", action="store_true",
-                   help="about one minute: one batching setting, fewer concurrency levels")
-    p.add_argument("--concurrency", type=_ints, help="in-flight requests (default 1,4,16,64; "
-                   "quick: 1,4,16)")
-    p.add_argument("--request-batch", type=_ints,
-                   help="images per request (default 1,8)")
-    p.add_argument("--batching", type=_batching,
-                   help="server settings MAXBATCHxDELAYMS, comma separated (default "
-                   "8x1,8x5,64x1,64x5; quick: 64x1)")
+        "concurrency levels and batching settings, and the in-process onnxruntime floor.",
+    )
+    p.add_argument(
+        "--artifact",
+        default=DEFAULT_ARTIFACT,
+        help=f"artifact directory (default {DEFAULT_ARTIFACT})",
+    )
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="about one minute: one batching setting, fewer concurrency levels",
+    )
+    p.add_argument(
+        "--concurrency", type=_ints, help="in-flight requests (default 1,4,16,64; quick: 1,4,16)"
+    )
+    p.add_argument("--request-batch", type=_ints, help="images per request (default 1,8)")
+    p.add_argument(
+        "--batching",
+        type=_batching,
+        help="server settings MAXBATCHxDELAYMS, comma separated (default "
+        "8x1,8x5,64x1,64x5; quick: 64x1)",
+    )
     p.add_argument("--repeats", type=int, default=3, help="repeats of every measurement (3)")
     p.add_argument("--min-warmup-s", type=float, default=0.2)
-    p.add_argument("--min-window-s", type=float, default=None,
-                   help="shortest measuring window (0.5 s; quick 0.3 s)")
-    p.add_argument("--window-rounds", type=float, default=2.0,
-                   help="the window also lasts until ROUNDS x concurrency requests completed (2)")
-    p.add_argument("--min-requests", type=int, default=None,
-                   help="the window also lasts until this many requests completed (10; quick 6)")
+    p.add_argument(
+        "--min-window-s",
+        type=float,
+        default=None,
+        help="shortest measuring window (0.5 s; quick 0.3 s)",
+    )
+    p.add_argument(
+        "--window-rounds",
+        type=float,
+        default=2.0,
+        help="the window also lasts until ROUNDS x concurrency requests completed (2)",
+    )
+    p.add_argument(
+        "--min-requests",
+        type=int,
+        default=None,
+        help="the window also lasts until this many requests completed (10; quick 6)",
+    )
     p.add_argument("--max-window-s", type=float, default=30.0)
-    p.add_argument("--saturation-factor", type=float, default=2.0,
-                   help="stop raising the concurrency once concurrency x images per request "
-                   ">= FACTOR x max_batch_size (2: one batch running, one full batch waiting)")
-    p.add_argument("--all-cells", action="store_true",
-                   help="run every concurrency level, even beyond saturation")
-    p.add_argument("--n-images", type=int, default=512,
-                   help="distinct Fashion-MNIST test images cycled through (512)")
+    p.add_argument(
+        "--saturation-factor",
+        type=float,
+        default=2.0,
+        help="stop raising the concurrency once concurrency x images per request "
+        ">= FACTOR x max_batch_size (2: one batch running, one full batch waiting)",
+    )
+    p.add_argument(
+        "--all-cells",
+        action="store_true",
+        help="run every concurrency level, even beyond saturation",
+    )
+    p.add_argument(
+        "--n-images",
+        type=int,
+        default=512,
+        help="distinct Fashion-MNIST test images cycled through (512)",
+    )
     p.add_argument("--floor-batches", type=_ints, help="in-process floor batch sizes (1,8,64)")
     p.add_argument("--floor-repeats", type=int, default=5)
-    p.add_argument("--no-floor", dest="floor", action="store_false",
-                   help="skip the in-process floor")
+    p.add_argument(
+        "--no-floor", dest="floor", action="store_false", help="skip the in-process floor"
+    )
     p.add_argument("--out-dir", default=str(REPO / "bench" / "results"))
     p.add_argument("--name", help="result file stem (default serve, quick: serve_quick)")
     return p
@@ -132,11 +166,13 @@ def _defaults(args: argparse.Namespace) -> argparse.Namespace:
         args.min_requests = 6 if q else 10
     if args.name is None:
         args.name = "serve_quick" if q else "serve"
-    bad = [n for n in ("repeats", "n_images", "floor_repeats", "min_requests")
-           if getattr(args, n) < 1]
+    bad = [
+        n for n in ("repeats", "n_images", "floor_repeats", "min_requests") if getattr(args, n) < 1
+    ]
     if bad or min(args.concurrency + args.request_batch) < 1 or not args.batching:
-        raise SystemExit(f"bench.serve: error: {bad or 'concurrency/request-batch/batching'} "
-                         f"must be >= 1")
+        raise SystemExit(
+            f"bench.serve: error: {bad or 'concurrency/request-batch/batching'} must be >= 1"
+        )
     return args
 
 
@@ -166,7 +202,7 @@ class _Run:
     def __post_init__(self) -> None:
         self.slots = threading.Semaphore(self.concurrency)
 
-    def completed(self, t_send: float, result=None, error=None) -> None:  # noqa: ANN001
+    def completed(self, t_send: float, result=None, error=None) -> None:
         now = time.perf_counter()
         with self.lock:
             self.done += 1
@@ -180,22 +216,37 @@ class _Run:
             elif self.phase == "window":
                 n = self.done - self.done_at_window
                 span = now - self.t_window
-                if ((span >= self.min_window_s and n >= self.min_requests
-                        and n >= self.window_rounds * self.concurrency)
-                        or span >= self.max_window_s):
+                if (
+                    span >= self.min_window_s
+                    and n >= self.min_requests
+                    and n >= self.window_rounds * self.concurrency
+                ) or span >= self.max_window_s:
                     self.phase, self.t_end, self.done_at_end = "done", now, self.done
         self.slots.release()
 
 
-def closed_loop(client, model: str, inputs: list, concurrency: int, batch: int,  # noqa: ANN001
-                args: argparse.Namespace, probe=None) -> dict:  # noqa: ANN001
+def closed_loop(
+    client,
+    model: str,
+    inputs: list,
+    concurrency: int,
+    batch: int,
+    args: argparse.Namespace,
+    probe=None,
+) -> dict:
     """One measurement; returns throughput (images/s), latencies (s) and error count.
 
     ``probe()`` (e.g. a scrape of the server's metrics) is called when the window opens and
     when it closes; its two results come back as ``probe_start`` / ``probe_end``.
     """
-    run = _Run(concurrency, args.min_warmup_s, args.min_window_s, args.window_rounds,
-               args.max_window_s, min_requests=args.min_requests)
+    run = _Run(
+        concurrency,
+        args.min_warmup_s,
+        args.min_window_s,
+        args.window_rounds,
+        args.max_window_s,
+        min_requests=args.min_requests,
+    )
     run.t0 = time.perf_counter()
     probes: dict = {}
     i = 0
@@ -211,9 +262,12 @@ def closed_loop(client, model: str, inputs: list, concurrency: int, batch: int, 
             break
         inp = inputs[i % len(inputs)]
         i += 1
-        client.async_infer(model, [inp], callback=functools.partial(run.completed,
-                                                                    time.perf_counter()),
-                           client_timeout=120.0)
+        client.async_infer(
+            model,
+            [inp],
+            callback=functools.partial(run.completed, time.perf_counter()),
+            client_timeout=120.0,
+        )
         sent += 1
         if len(run.errors) > 100:
             break
@@ -241,8 +295,12 @@ def closed_loop(client, model: str, inputs: list, concurrency: int, batch: int, 
 
 
 # ---------------------------------------------------------------------------- server metrics
-_HIST = {"queue": "guard_queue_seconds", "model": "guard_model_seconds",
-         "geometry": "guard_geometry_seconds", "batch": "guard_batch_size"}
+_HIST = {
+    "queue": "guard_queue_seconds",
+    "model": "guard_model_seconds",
+    "geometry": "guard_geometry_seconds",
+    "batch": "guard_batch_size",
+}
 
 
 def metric_delta(before: dict, after: dict, span_s: float) -> dict:
@@ -270,8 +328,15 @@ def floor_rows(artifact: Path, x: np.ndarray, batches: list[int], repeats: int) 
         n = max(b, min(len(x), 256) // b * b)
         xs = x[:n]
         s = timeit(lambda xs=xs, b=b: clf.run(xs, batch_size=b), repeats=repeats, warmup=1)
-        rows.append({"what": "onnxruntime model (floor)", "batch": b, "images": n,
-                     "images_per_s": rate(s, n), "ms_per_batch": _ms(rate_to_latency(s, n, b))})
+        rows.append(
+            {
+                "what": "onnxruntime model (floor)",
+                "batch": b,
+                "images": n,
+                "images_per_s": rate(s, n),
+                "ms_per_batch": _ms(rate_to_latency(s, n, b)),
+            }
+        )
     guard = load_artifact(artifact, clf)
     for b in batches:
         n = b if b > 1 else 8
@@ -279,12 +344,18 @@ def floor_rows(artifact: Path, x: np.ndarray, batches: list[int], repeats: int) 
 
         def full(xs=xs, b=b) -> None:
             for lo in range(0, len(xs), b):
-                guard.decide(guard.score(xs[lo:lo + b]))
+                guard.decide(guard.score(xs[lo : lo + b]))
 
         s = timeit(full, repeats=max(2, repeats // 2), warmup=1)
-        rows.append({"what": "guard in-process (model + geometry + decide)", "batch": b,
-                     "images": n, "images_per_s": rate(s, n),
-                     "ms_per_batch": _ms(rate_to_latency(s, n, b))})
+        rows.append(
+            {
+                "what": "guard in-process (model + geometry + decide)",
+                "batch": b,
+                "images": n,
+                "images_per_s": rate(s, n),
+                "ms_per_batch": _ms(rate_to_latency(s, n, b)),
+            }
+        )
     return rows
 
 
@@ -309,8 +380,10 @@ def run(args: argparse.Namespace) -> dict:
     if not artifact.is_absolute():
         artifact = (Path.cwd() / artifact).resolve()
     if not (artifact / "manifest.json").is_file():
-        raise SystemExit(f"bench.serve: error: {artifact} is not an artifact (no manifest.json); "
-                         f"fit it with guard.defaults.default_guard or `guard fit`")
+        raise SystemExit(
+            f"bench.serve: error: {artifact} is not an artifact (no manifest.json); "
+            f"fit it with guard.defaults.default_guard or `guard fit`"
+        )
     from guard.datasets import as_model_input, load_fashion_mnist
 
     t_start = time.perf_counter()
@@ -322,8 +395,10 @@ def run(args: argparse.Namespace) -> dict:
         print("floor: onnxruntime in-process ...", flush=True)
         floor = floor_rows(artifact, x, args.floor_batches, args.floor_repeats)
         for r in floor:
-            print(f"  {r['what']:<45} batch {r['batch']:>3}: "
-                  f"{fmt_stat(r['images_per_s'])} images/s", flush=True)
+            print(
+                f"  {r['what']:<45} batch {r['batch']:>3}: {fmt_stat(r['images_per_s'])} images/s",
+                flush=True,
+            )
 
     import tritonclient.grpc as grpcclient  # only now: `--help` and the floor stay light
 
@@ -334,10 +409,20 @@ def run(args: argparse.Namespace) -> dict:
     for mb, delay in args.batching:
         setting = f"{mb}x{delay:g}ms"
         servers = {
-            "on": ServerProc(artifact, geometry=True, max_batch_size=mb, max_queue_delay_ms=delay,
-                             model_name=model),
-            "off": ServerProc(artifact, geometry=False, max_batch_size=mb,
-                              max_queue_delay_ms=delay, model_name=model),
+            "on": ServerProc(
+                artifact,
+                geometry=True,
+                max_batch_size=mb,
+                max_queue_delay_ms=delay,
+                model_name=model,
+            ),
+            "off": ServerProc(
+                artifact,
+                geometry=False,
+                max_batch_size=mb,
+                max_queue_delay_ms=delay,
+                model_name=model,
+            ),
         }
         try:
             for s in servers.values():
@@ -352,101 +437,165 @@ def run(args: argparse.Namespace) -> dict:
                 inputs = []
                 for lo in range(0, len(x) - b + 1, b):
                     inp = grpcclient.InferInput(input_name, [b, 1, 28, 28], "FP32")
-                    inp.set_data_from_numpy(np.ascontiguousarray(x[lo:lo + b]))
+                    inp.set_data_from_numpy(np.ascontiguousarray(x[lo : lo + b]))
                     inputs.append(inp)
                 saturated_at: int | None = None  # first concurrency with c*b >= factor*mb
                 for c in args.concurrency:
                     if saturated_at is not None and not args.all_cells:
-                        skipped.append({"setting": setting, "req_batch": b, "concurrency": c,
-                                        "in_flight_images": c * b,
-                                        "saturated_at_concurrency": saturated_at})
-                        print(f"{setting} b={b} c={c}: skipped ({c * b} in-flight images; "
-                              f"saturated from c={saturated_at})", flush=True)
+                        skipped.append(
+                            {
+                                "setting": setting,
+                                "req_batch": b,
+                                "concurrency": c,
+                                "in_flight_images": c * b,
+                                "saturated_at_concurrency": saturated_at,
+                            }
+                        )
+                        print(
+                            f"{setting} b={b} c={c}: skipped ({c * b} in-flight images; "
+                            f"saturated from c={saturated_at})",
+                            flush=True,
+                        )
                         continue
                     if c * b >= args.saturation_factor * mb:
                         saturated_at = c
                     for r in range(args.repeats):
                         order = ("on", "off") if r % 2 == 0 else ("off", "on")
                         for guard in order:
-                            m = closed_loop(clients[guard], model, inputs, c, b, args,
-                                            probe=servers[guard].scrape)
-                            delta = metric_delta(m.pop("probe_start"), m.pop("probe_end"),
-                                                 m["window_s"])
+                            m = closed_loop(
+                                clients[guard],
+                                model,
+                                inputs,
+                                c,
+                                b,
+                                args,
+                                probe=servers[guard].scrape,
+                            )
+                            delta = metric_delta(
+                                m.pop("probe_start"), m.pop("probe_end"), m["window_s"]
+                            )
                             m.update({f"srv_{k}": v for k, v in delta.items()})
-                            m.update({"setting": setting, "max_batch_size": mb,
-                                      "max_queue_delay_ms": delay, "req_batch": b,
-                                      "concurrency": c, "guard": guard, "repeat": r})
+                            m.update(
+                                {
+                                    "setting": setting,
+                                    "max_batch_size": mb,
+                                    "max_queue_delay_ms": delay,
+                                    "req_batch": b,
+                                    "concurrency": c,
+                                    "guard": guard,
+                                    "repeat": r,
+                                }
+                            )
                             measurements.append(m)
-                    cell = [m for m in measurements if m["setting"] == setting
-                            and m["req_batch"] == b and m["concurrency"] == c]
+                    cell = [
+                        m
+                        for m in measurements
+                        if m["setting"] == setting and m["req_batch"] == b and m["concurrency"] == c
+                    ]
                     t_on = np.median([m["throughput"] for m in cell if m["guard"] == "on"])
                     t_off = np.median([m["throughput"] for m in cell if m["guard"] == "off"])
-                    print(f"{setting} b={b} c={c}: ON {t_on:8.1f} images/s, OFF {t_off:8.1f} "
-                          f"images/s, ratio {t_on / t_off:.3f}  "
-                          f"[{time.perf_counter() - t_start:.0f} s]", flush=True)
+                    print(
+                        f"{setting} b={b} c={c}: ON {t_on:8.1f} images/s, OFF {t_off:8.1f} "
+                        f"images/s, ratio {t_on / t_off:.3f}  "
+                        f"[{time.perf_counter() - t_start:.0f} s]",
+                        flush=True,
+                    )
             for cl in clients.values():
                 cl.close()
         finally:
             codes = {k: s.stop() for k, s in servers.items()}
         if any(codes.values()):
             print(f"warning: server exit codes {codes}", flush=True)
-    return {"floor": floor, "measurements": measurements, "skipped": skipped,
-            "startup": startup, "elapsed_s": time.perf_counter() - t_start}
+    return {
+        "floor": floor,
+        "measurements": measurements,
+        "skipped": skipped,
+        "startup": startup,
+        "elapsed_s": time.perf_counter() - t_start,
+    }
 
 
 def summarize(args: argparse.Namespace, res: dict) -> dict:
     ms = res["measurements"]
-    cells = sorted({(m["max_batch_size"], m["max_queue_delay_ms"], m["req_batch"],
-                     m["concurrency"]) for m in ms})
+    cells = sorted(
+        {
+            (m["max_batch_size"], m["max_queue_delay_ms"], m["req_batch"], m["concurrency"])
+            for m in ms
+        }
+    )
     rows, ratio_rows, breakdown = [], [], []
     for mb, delay, b, c in cells:
-        sel = [m for m in ms if (m["max_batch_size"], m["max_queue_delay_ms"], m["req_batch"],
-                                 m["concurrency"]) == (mb, delay, b, c)]
+        sel = [
+            m
+            for m in ms
+            if (m["max_batch_size"], m["max_queue_delay_ms"], m["req_batch"], m["concurrency"])
+            == (mb, delay, b, c)
+        ]
         setting = sel[0]["setting"]
-        by = {g: sorted((m for m in sel if m["guard"] == g), key=lambda m: m["repeat"])
-              for g in ("on", "off")}
+        by = {
+            g: sorted((m for m in sel if m["guard"] == g), key=lambda m: m["repeat"])
+            for g in ("on", "off")
+        }
         for g in ("on", "off"):
             mm = by[g]
-            rows.append({
-                "setting": setting, "req_batch": b, "concurrency": c, "guard": g,
-                "images_per_s": stats(m["throughput"] for m in mm),
-                "p50_ms": stats(1e3 * m["p50"] for m in mm),
-                "p99_ms": stats(1e3 * m["p99"] for m in mm),
-                "requests": int(sum(m["requests"] for m in mm)),
-                "errors": int(sum(m["errors"] for m in mm)),
-                "merged_batch": stats(m["srv_batch"] for m in mm),
-                "queue_ms": stats(1e3 * m["srv_queue"] for m in mm),
-                "model_ms_per_batch": stats(1e3 * m["srv_model"] for m in mm),
-                "geometry_ms_per_batch": stats(1e3 * m["srv_geometry"] for m in mm),
-            })
+            rows.append(
+                {
+                    "setting": setting,
+                    "req_batch": b,
+                    "concurrency": c,
+                    "guard": g,
+                    "images_per_s": stats(m["throughput"] for m in mm),
+                    "p50_ms": stats(1e3 * m["p50"] for m in mm),
+                    "p99_ms": stats(1e3 * m["p99"] for m in mm),
+                    "requests": int(sum(m["requests"] for m in mm)),
+                    "errors": int(sum(m["errors"] for m in mm)),
+                    "merged_batch": stats(m["srv_batch"] for m in mm),
+                    "queue_ms": stats(1e3 * m["srv_queue"] for m in mm),
+                    "model_ms_per_batch": stats(1e3 * m["srv_model"] for m in mm),
+                    "geometry_ms_per_batch": stats(1e3 * m["srv_geometry"] for m in mm),
+                }
+            )
         pairs = [(on, off) for on in by["on"] for off in by["off"] if on["repeat"] == off["repeat"]]
-        ratio_rows.append({
-            "setting": setting, "req_batch": b, "concurrency": c,
-            "throughput_on_over_off": stats(on["throughput"] / off["throughput"]
-                                            for on, off in pairs),
-            "p50_on_over_off": stats(on["p50"] / off["p50"] for on, off in pairs),
-            "images_per_s_on": stats(on["throughput"] for on, _ in pairs),
-            "images_per_s_off": stats(off["throughput"] for _, off in pairs),
-        })
+        ratio_rows.append(
+            {
+                "setting": setting,
+                "req_batch": b,
+                "concurrency": c,
+                "throughput_on_over_off": stats(
+                    on["throughput"] / off["throughput"] for on, off in pairs
+                ),
+                "p50_on_over_off": stats(on["p50"] / off["p50"] for on, off in pairs),
+                "images_per_s_on": stats(on["throughput"] for on, _ in pairs),
+                "images_per_s_off": stats(off["throughput"] for _, off in pairs),
+            }
+        )
         on = by["on"]
         lat = stats(1e3 * m["mean_latency"] for m in on)
-        breakdown.append({
-            "setting": setting, "req_batch": b, "concurrency": c,
-            "mean_latency_ms": lat,
-            "queue_wait_ms": stats(1e3 * m["srv_queue"] for m in on),
-            "model_ms_per_batch": stats(1e3 * m["srv_model"] for m in on),
-            "geometry_ms_per_batch": stats(1e3 * m["srv_geometry"] for m in on),
-            "grpc_and_other_ms": stats(1e3 * (m["mean_latency"] - m["srv_queue"]
-                                              - m["srv_model"] - _nz(m["srv_geometry"]))
-                                       for m in on),
-            "merged_batch": stats(m["srv_batch"] for m in on),
-            "worker_busy_geometry": stats(_nz(m["srv_busy_geometry"]) for m in on),
-            "worker_busy_model": stats(m["srv_busy_model"] for m in on),
-            "off_worker_busy_model": stats(m["srv_busy_model"] for m in by["off"]),
-        })
+        breakdown.append(
+            {
+                "setting": setting,
+                "req_batch": b,
+                "concurrency": c,
+                "mean_latency_ms": lat,
+                "queue_wait_ms": stats(1e3 * m["srv_queue"] for m in on),
+                "model_ms_per_batch": stats(1e3 * m["srv_model"] for m in on),
+                "geometry_ms_per_batch": stats(1e3 * m["srv_geometry"] for m in on),
+                "grpc_and_other_ms": stats(
+                    1e3
+                    * (m["mean_latency"] - m["srv_queue"] - m["srv_model"] - _nz(m["srv_geometry"]))
+                    for m in on
+                ),
+                "merged_batch": stats(m["srv_batch"] for m in on),
+                "worker_busy_geometry": stats(_nz(m["srv_busy_geometry"]) for m in on),
+                "worker_busy_model": stats(m["srv_busy_model"] for m in on),
+                "off_worker_busy_model": stats(m["srv_busy_model"] for m in by["off"]),
+            }
+        )
 
-    summary: dict = {"target": f"throughput(guard on) / throughput(guard off) >= {TARGET_RATIO} "
-                               f"at the best batching setting"}
+    summary: dict = {
+        "target": f"throughput(guard on) / throughput(guard off) >= {TARGET_RATIO} "
+        f"at the best batching setting"
+    }
     verdicts = []
     for b in sorted({r["req_batch"] for r in ratio_rows}):
         rr = [r for r in ratio_rows if r["req_batch"] == b]
@@ -459,16 +608,21 @@ def summarize(args: argparse.Namespace, res: dict) -> dict:
         summary[f"{b} image(s)/request: best guard-ON setting"] = (
             f"{best['setting']}, concurrency {best['concurrency']}: "
             f"{fmt_stat(best['images_per_s_on'])} images/s ON vs "
-            f"{fmt_stat(best['images_per_s_off'])} OFF")
+            f"{fmt_stat(best['images_per_s_off'])} OFF"
+        )
         summary[f"{b} image(s)/request: ratio ON/OFF there"] = ratio
         summary[f"{b} image(s)/request: peak ON / peak OFF (each at its own best)"] = peak_ratio
         summary[f"{b} image(s)/request: highest ratio of any setting"] = (
             f"{fmt_stat(best_ratio['throughput_on_over_off'])} at {best_ratio['setting']}, "
-            f"concurrency {best_ratio['concurrency']}")
-        verdict = (f"MET ({ratio['median']:.3f} >= {TARGET_RATIO})" if met else
-                   f"MISSED by {TARGET_RATIO - ratio['median']:.3f} (ratio {ratio['median']:.3f} "
-                   f"= {100 * ratio['median'] / TARGET_RATIO:.1f}% of the target; guard-ON "
-                   f"throughput would have to grow {TARGET_RATIO / ratio['median']:.1f}x)")
+            f"concurrency {best_ratio['concurrency']}"
+        )
+        verdict = (
+            f"MET ({ratio['median']:.3f} >= {TARGET_RATIO})"
+            if met
+            else f"MISSED by {TARGET_RATIO - ratio['median']:.3f} (ratio {ratio['median']:.3f} "
+            f"= {100 * ratio['median'] / TARGET_RATIO:.1f}% of the target; guard-ON "
+            f"throughput would have to grow {TARGET_RATIO / ratio['median']:.1f}x)"
+        )
         summary[f"{b} image(s)/request: target"] = verdict
         verdicts.append((b, verdict))
     floor = res["floor"]
@@ -483,10 +637,12 @@ def summarize(args: argparse.Namespace, res: dict) -> dict:
     if breakdown:
         geo = sum(_nz(m["srv_busy_geometry"]) for m in ms if m["guard"] == "on")
         mod = sum(_nz(m["srv_busy_model"]) for m in ms if m["guard"] == "on")
-        summary["guard ON: geometry / (geometry + model) of the batch worker's busy time, all "
-                "cells"] = geo / (geo + mod) if geo + mod > 0 else math.nan
-        summary["guard ON: share of window wall time the batch worker spent in geometry"] = (
-            stats(r["worker_busy_geometry"]["median"] for r in breakdown))
+        summary[
+            "guard ON: geometry / (geometry + model) of the batch worker's busy time, all cells"
+        ] = geo / (geo + mod) if geo + mod > 0 else math.nan
+        summary["guard ON: share of window wall time the batch worker spent in geometry"] = stats(
+            r["worker_busy_geometry"]["median"] for r in breakdown
+        )
         top = max(breakdown, key=lambda r: r["mean_latency_ms"]["median"])
         summary["guard ON: slowest cell"] = (
             f"{top['setting']} b={top['req_batch']} c={top['concurrency']}: mean "
@@ -494,11 +650,17 @@ def summarize(args: argparse.Namespace, res: dict) -> dict:
             f"{top['queue_wait_ms']['median']:.1f} + model "
             f"{top['model_ms_per_batch']['median']:.1f} + geometry "
             f"{top['geometry_ms_per_batch']['median']:.1f} + gRPC/other "
-            f"{top['grpc_and_other_ms']['median']:.1f} ms")
+            f"{top['grpc_and_other_ms']['median']:.1f} ms"
+        )
     summary["server start-up s"] = stats(res["startup"])
     summary["benchmark wall time s"] = res["elapsed_s"]
-    return {"rows": rows, "ratios": ratio_rows, "breakdown": breakdown, "summary": summary,
-            "verdicts": verdicts}
+    return {
+        "rows": rows,
+        "ratios": ratio_rows,
+        "breakdown": breakdown,
+        "summary": summary,
+        "verdicts": verdicts,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -523,22 +685,31 @@ def main(argv: list[str] | None = None) -> int:
         "machine is shared, so absolute figures are noisy; compare the ratios.",
     ]
     for s in res["skipped"]:
-        notes.append(f"skipped {s['setting']} b={s['req_batch']} c={s['concurrency']}: "
-                     f"{s['in_flight_images']} images in flight, beyond saturation (from "
-                     f"c={s['saturated_at_concurrency']}: c x b >= {args.saturation_factor:g} x "
-                     f"max_batch_size); more concurrency only adds queueing")
-    config = {k: (v if not isinstance(v, list) else [list(t) if isinstance(t, tuple) else t
-                                                    for t in v])
-              for k, v in vars(args).items()}
+        notes.append(
+            f"skipped {s['setting']} b={s['req_batch']} c={s['concurrency']}: "
+            f"{s['in_flight_images']} images in flight, beyond saturation (from "
+            f"c={s['saturated_at_concurrency']}: c x b >= {args.saturation_factor:g} x "
+            f"max_batch_size); more concurrency only adds queueing"
+        )
+    config = {
+        k: (v if not isinstance(v, list) else [list(t) if isinstance(t, tuple) else t for t in v])
+        for k, v in vars(args).items()
+    }
     jpath, mpath = write_results(
-        args.name, out["rows"], args.out_dir,
+        args.name,
+        out["rows"],
+        args.out_dir,
         title="Benchmark 3: end to end through gRPC (tritonclient), guard ON vs OFF",
-        sections={"Guard ON / guard OFF, paired per repeat": out["ratios"],
-                  "Guard ON: what a request's latency is made of (server histograms)":
-                      out["breakdown"],
-                  "Floor: in-process, no gRPC": res["floor"],
-                  "Skipped cells": res["skipped"]},
-        summary=out["summary"], notes=notes, config=config)
+        sections={
+            "Guard ON / guard OFF, paired per repeat": out["ratios"],
+            "Guard ON: what a request's latency is made of (server histograms)": out["breakdown"],
+            "Floor: in-process, no gRPC": res["floor"],
+            "Skipped cells": res["skipped"],
+        },
+        summary=out["summary"],
+        notes=notes,
+        config=config,
+    )
     print()
     for k, v in out["summary"].items():
         print(f"{k}: {fmt_stat(v)}")

@@ -16,21 +16,21 @@ import os
 for _v in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_v, "1")
 
-import argparse  # noqa: E402
-import sys  # noqa: E402
-import time  # noqa: E402
-from pathlib import Path  # noqa: E402
+import argparse
+import sys
+import time
+from pathlib import Path
 
-import numpy as np  # noqa: E402
+import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import faiss  # noqa: E402
+import faiss
 
-from bench.common import stats, write_results  # noqa: E402
-from guard import evalsets  # noqa: E402
-from guard.geometry.regions import UnionOfBalls  # noqa: E402
-from tests.reference.union_range_search import union_membership  # noqa: E402
+from bench.common import stats, write_results
+from guard.evaluation import sets as evalsets
+from guard.geometry.regions import UnionOfBalls
+from tests.reference.union_range_search import union_membership
 
 faiss.omp_set_num_threads(1)
 
@@ -62,26 +62,45 @@ def main(argv: list[str] | None = None) -> int:
         Q = F[:batch]
         new = union.query(Q)
         old = union_membership(guard.hull_.index, guard.radii_, Q)
-        same = (np.array_equal(new.in_union, old.in_union)
-                and np.array_equal(new.n_balls, old.n_balls)
-                and np.array_equal(new.best_ball, old.best_ball)
-                and float(np.max(np.abs(new.slack - old.slack))) <= 1e-12)
+        same = (
+            np.array_equal(new.in_union, old.in_union)
+            and np.array_equal(new.n_balls, old.n_balls)
+            and np.array_equal(new.best_ball, old.best_ball)
+            and float(np.max(np.abs(new.slack - old.slack))) <= 1e-12
+        )
         t_new = [t / batch for t in _time(lambda Q=Q: union.query(Q), repeats)]
-        t_old = [t / batch for t in _time(
-            lambda Q=Q: union_membership(guard.hull_.index, guard.radii_, Q), repeats)]
-        rows.append({"batch": batch, "matrix scan ms/query": stats(t_new),
-                     "range search ms/query": stats(t_old),
-                     "speedup": float(np.median(t_old) / np.median(t_new)),
-                     "identical answers": "yes" if same else "NO"})
+        t_old = [
+            t / batch
+            for t in _time(
+                lambda Q=Q: union_membership(guard.hull_.index, guard.radii_, Q), repeats
+            )
+        ]
+        rows.append(
+            {
+                "batch": batch,
+                "matrix scan ms/query": stats(t_new),
+                "range search ms/query": stats(t_old),
+                "speedup": float(np.median(t_old) / np.median(t_new)),
+                "identical answers": "yes" if same else "NO",
+            }
+        )
         print(rows[-1], flush=True)
-    summary = {f"batch {r['batch']}": f"{r['speedup']:.2f}x ({r['identical answers']})"
-               for r in rows}
-    write_results("union", rows, args.out_dir, title="Union of learned regions per query",
-                  summary=summary, config={"quick": args.quick, "queries": n,
-                                           "N": len(guard.radii_)},
-                  notes=["speedup = range-search median / matrix-scan median, same run, same "
-                         "queries; identical answers = same memberships, counts, best balls and "
-                         "slacks (to 1e-12)."])
+    summary = {
+        f"batch {r['batch']}": f"{r['speedup']:.2f}x ({r['identical answers']})" for r in rows
+    }
+    write_results(
+        "union",
+        rows,
+        args.out_dir,
+        title="Union of learned regions per query",
+        summary=summary,
+        config={"quick": args.quick, "queries": n, "N": len(guard.radii_)},
+        notes=[
+            "speedup = range-search median / matrix-scan median, same run, same "
+            "queries; identical answers = same memberships, counts, best balls and "
+            "slacks (to 1e-12)."
+        ],
+    )
     return 0
 
 

@@ -62,7 +62,7 @@ def save_artifact(guard: Guard, out: str | Path, *, overwrite: bool = False) -> 
             np.save(tmp / f"{name}.npy", arr, allow_pickle=False)
             files[f"{name}.npy"] = _sha256_file(tmp / f"{name}.npy")
         if state.ood is not None:
-            np.savez(tmp / _OOD_FILE, **state.ood)
+            np.savez(tmp / _OOD_FILE, **state.ood)  # type: ignore[arg-type]  # numpy stub
             files[_OOD_FILE] = _sha256_file(tmp / _OOD_FILE)
         if model is not None:
             (tmp / "model.onnx").write_bytes(model.data)
@@ -71,9 +71,14 @@ def save_artifact(guard: Guard, out: str | Path, *, overwrite: bool = False) -> 
             "schema_version": SCHEMA_VERSION,
             "guard_version": __version__,
             "created_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-            "model": None if model is None else {
-                "file": "model.onnx", "sha256": model.sha256, "input_name": model.input_name,
-                "input_shape": list(model.input_shape), "logits": model.logits_name,
+            "model": None
+            if model is None
+            else {
+                "file": "model.onnx",
+                "sha256": model.sha256,
+                "input_name": model.input_name,
+                "input_shape": list(model.input_shape),
+                "logits": model.logits_name,
                 "features": model.features_name,
             },
             "n_features": int(W.shape[1]),
@@ -166,8 +171,7 @@ def load_artifact(
     if _OOD_FILE in manifest["files"]:
         with np.load(path / _OOD_FILE, allow_pickle=False) as z:
             ood = {k: z[k] for k in z.files}
-    state = GuardState(params=manifest["params"], fitted=manifest["fitted"], arrays=arrays,
-                       ood=ood)
+    state = GuardState(params=manifest["params"], fitted=manifest["fitted"], arrays=arrays, ood=ood)
     try:
         return Guard.from_state(state, clf, progress=progress, device=device)
     except GeometryError as exc:

@@ -9,17 +9,17 @@ no tracebacks (set ``GUARD_DEBUG=1`` to see one for an unexpected failure).
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
 import json
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
-from .version import __version__
 from .errors import USER_ERRORS, ArtifactError, InputError
 from .npz import load_npz
+from .version import __version__
 
 EXIT_USAGE = 2
 #: A hook that adds subcommands (``subparsers.add_parser(...)`` with ``set_defaults(func=...)``).
@@ -59,19 +59,29 @@ def cmd_fit(args: argparse.Namespace) -> int:
     y = y[: len(x)] if y is not None else None
     x_calib = load_npz(args.calib, "x")["x"] if args.calib else None
     nonneg = {"auto": None, "yes": True, "no": False}[args.nonneg]
-    guard = Guard(nonneg=nonneg, hull_k=args.hull_k, hull_tol=args.hull_tol,
-                  batch_size=args.batch_size, progress=not args.no_progress,
-                  calib_fraction=args.calib_fraction, target_abstain_rate=args.target_abstain_rate,
-                  target_flag_rate=args.target_flag_rate)
+    guard = Guard(
+        nonneg=nonneg,
+        hull_k=args.hull_k,
+        hull_tol=args.hull_tol,
+        batch_size=args.batch_size,
+        progress=not args.no_progress,
+        calib_fraction=args.calib_fraction,
+        target_abstain_rate=args.target_abstain_rate,
+        target_flag_rate=args.target_flag_rate,
+    )
     guard.fit(model, x, y, x_calib=x_calib, class_names=_class_names(args.class_names))
     out = save_artifact(guard, args.out, overwrite=args.overwrite)
-    print(f"fitted {len(x)} training inputs: {model.n_features} features, {model.n_classes} "
-          f"classes, nonneg={guard.nonneg_}, affine check error {guard.affine_error_:.1e}")
+    print(
+        f"fitted {len(x)} training inputs: {model.n_features} features, {model.n_classes} "
+        f"classes, nonneg={guard.nonneg_}, affine check error {guard.affine_error_:.1e}"
+    )
     t = guard.thresholds_
     if t.n_calib:
-        print(f"calibrated on {t.n_calib} held-out inputs: abstain when the p-value of the "
-              f"combined OOD score < {t.target_abstain_rate:g}; flag adversarial when d_min < "
-              f"{t.d_min:.4g} ({100 * t.target_flag_rate:g}% of clean margins are lower)")
+        print(
+            f"calibrated on {t.n_calib} held-out inputs: abstain when the p-value of the "
+            f"combined OOD score < {t.target_abstain_rate:g}; flag adversarial when d_min < "
+            f"{t.d_min:.4g} ({100 * (t.target_flag_rate or 0):g}% of clean margins are lower)"
+        )
     else:
         print("no calibration data: only the ambiguity rule decides (hull threshold off)")
     print(f"artifact written to {out}")
@@ -95,16 +105,19 @@ def cmd_score(args: argparse.Namespace) -> int:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     d = guard.decide(scores)
-    arrays = scores.as_dict() | {"abstain": d.abstain, "adversarial": d.adversarial,
-                                 "flags": d.flags}
+    arrays = scores.as_dict() | {
+        "abstain": d.abstain,
+        "adversarial": d.adversarial,
+        "flags": d.flags,
+    }
     with open(out, "wb") as fh:  # a path would get ".npz" appended when it lacks the suffix
-        np.savez(fh, **arrays)
+        np.savez(fh, **arrays)  # type: ignore[arg-type]  # numpy stub: **kwds typed as bool
     print(summary_line(scores))
     print(f"scores written to {out}")
     return 0
 
 
-def summary_line(scores) -> str:  # noqa: ANN001 - Scores
+def summary_line(scores) -> str:
     n = len(scores)
     return (
         f"scored {n}: median d_min {np.median(scores.d_min):.3f}, median hull distance "
@@ -121,8 +134,10 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     files = (args.train, args.test)
     if any(files) and not all(files):
-        raise InputError("pass both --train (the data given to guard fit) and --test, or "
-                         "neither for the built-in Fashion-MNIST sets")
+        raise InputError(
+            "pass both --train (the data given to guard fit) and --test, or "
+            "neither for the built-in Fashion-MNIST sets"
+        )
     if args.ood and not args.test:
         raise InputError("--ood needs --train and --test")
     guard = load_artifact(args.artifact, args.model, progress=not args.no_progress)
@@ -133,14 +148,22 @@ def cmd_report(args: argparse.Namespace) -> int:
     else:
         shape = tuple(guard.model_.input_shape[1:])
         if len(shape) != 3 or any(d not in (None, e) for d, e in zip(shape, (1, 28, 28))):
-            raise InputError(f"the built-in Fashion-MNIST images are (1, 28, 28); this model "
-                             f"takes {shape}: pass --train and --test")
+            raise InputError(
+                f"the built-in Fashion-MNIST images are (1, 28, 28); this model "
+                f"takes {shape}: pass --train and --test"
+            )
         data = builtin(args.n_test, args.n_shift, seed=args.seed)
     guard.progress = not args.no_progress
-    path = build_report(guard, data, args.out, n_calib=args.n_calib, n_pixel=args.n_pixel,
-                        includes=tuple(args.include), seed=args.seed,
-                        command="guard " + " ".join(sys.argv[1:] if args.argv is None
-                                                    else args.argv))
+    path = build_report(
+        guard,
+        data,
+        args.out,
+        n_calib=args.n_calib,
+        n_pixel=args.n_pixel,
+        includes=tuple(args.include),
+        seed=args.seed,
+        command="guard " + " ".join(sys.argv[1:] if args.argv is None else args.argv),
+    )
     print(f"report written to {path}")
     return 0
 
@@ -166,22 +189,46 @@ def build_parser(extra: AddCommands | None = None) -> argparse.ArgumentParser:
     f.add_argument("--train", required=True, help=".npz with 'x' (model input) and optional 'y'")
     f.add_argument("--out", required=True, help="artifact directory to write")
     f.add_argument("--overwrite", action="store_true", help="replace an existing artifact")
-    f.add_argument("--nonneg", choices=["auto", "yes", "no"], default="auto",
-                   help="feature space x >= 0 (auto: detected from the training features)")
-    f.add_argument("--hull-k", type=int, default=64, help="size of the first hull working set (nearest points of a subsample, at most 16)")
+    f.add_argument(
+        "--nonneg",
+        choices=["auto", "yes", "no"],
+        default="auto",
+        help="feature space x >= 0 (auto: detected from the training features)",
+    )
+    f.add_argument(
+        "--hull-k",
+        type=int,
+        default=64,
+        help="size of the first hull working set (nearest points of a subsample, at most 16)",
+    )
     f.add_argument("--hull-tol", type=float, default=1e-3, help="relative gap of hull bounds")
     f.add_argument("--class-names", help="comma-separated names, or a file with one per line")
     f.add_argument("--batch-size", type=int, default=256)
     f.add_argument("--limit", type=int, help="use only the first N training inputs")
-    f.add_argument("--calib", help=".npz with 'x': held-out in-distribution inputs that "
-                   "calibrate the decision thresholds (default: a split of --train)")
-    f.add_argument("--calib-fraction", type=float, default=0.1,
-                   help="share of --train held out for calibration when --calib is not given "
-                   "(0: no calibration)")
-    f.add_argument("--target-abstain-rate", type=float, default=0.05,
-                   help="false out-of-distribution abstain rate on in-distribution data")
-    f.add_argument("--target-flag-rate", type=float, default=0.01,
-                   help="false adversarial-flag rate on clean data")
+    f.add_argument(
+        "--calib",
+        help=".npz with 'x': held-out in-distribution inputs that "
+        "calibrate the decision thresholds (default: a split of --train)",
+    )
+    f.add_argument(
+        "--calib-fraction",
+        type=float,
+        default=0.1,
+        help="share of --train held out for calibration when --calib is not given "
+        "(0: no calibration)",
+    )
+    f.add_argument(
+        "--target-abstain-rate",
+        type=float,
+        default=0.05,
+        help="false out-of-distribution abstain rate on in-distribution data",
+    )
+    f.add_argument(
+        "--target-flag-rate",
+        type=float,
+        default=0.01,
+        help="false adversarial-flag rate on clean data",
+    )
     f.add_argument("--no-progress", action="store_true")
     f.set_defaults(func=cmd_fit)
 
@@ -196,25 +243,53 @@ def build_parser(extra: AddCommands | None = None) -> argparse.ArgumentParser:
     s.add_argument("--no-progress", action="store_true")
     s.set_defaults(func=cmd_score)
 
-    r = sub.add_parser("report", help="write a Markdown report with figures: the paper's "
-                       "facts and plots, and the guard vs OOD peers, for a fitted artifact")
+    r = sub.add_parser(
+        "report",
+        help="write a Markdown report with figures: the paper's "
+        "facts and plots, and the guard vs OOD peers, for a fitted artifact",
+    )
     r.add_argument("--artifact", required=True)
     r.add_argument("--out", required=True, help="directory for report.md, report.json, PNGs")
     r.add_argument("--model", help="check that this ONNX model is the one the artifact was fit on")
-    r.add_argument("--train", help=".npz with 'x' (and 'y'): the data given to guard fit "
-                   "(default: the built-in Fashion-MNIST training set)")
+    r.add_argument(
+        "--train",
+        help=".npz with 'x' (and 'y'): the data given to guard fit "
+        "(default: the built-in Fashion-MNIST training set)",
+    )
     r.add_argument("--test", help=".npz with 'x' and 'y': labelled test data")
-    r.add_argument("--ood", action="append", default=[], metavar="NAME=PATH",
-                   help=".npz with 'x' of out-of-distribution inputs (repeatable)")
+    r.add_argument(
+        "--ood",
+        action="append",
+        default=[],
+        metavar="NAME=PATH",
+        help=".npz with 'x' of out-of-distribution inputs (repeatable)",
+    )
     r.add_argument("--n-test", type=int, default=2000, help="test images (seeded subset)")
-    r.add_argument("--n-calib", type=int, default=2000,
-                   help="held-out training inputs that calibrate the peers' thresholds")
-    r.add_argument("--n-shift", type=int, default=1000,
-                   help="images per covariate shift (built-in data only; 0: none)")
-    r.add_argument("--n-pixel", type=int, default=300,
-                   help="test images projected onto the pixel-space training hull")
-    r.add_argument("--include", action="append", default=[], metavar="FILE.md",
-                   help="append another evaluation's Markdown (repeatable)")
+    r.add_argument(
+        "--n-calib",
+        type=int,
+        default=2000,
+        help="held-out training inputs that calibrate the peers' thresholds",
+    )
+    r.add_argument(
+        "--n-shift",
+        type=int,
+        default=1000,
+        help="images per covariate shift (built-in data only; 0: none)",
+    )
+    r.add_argument(
+        "--n-pixel",
+        type=int,
+        default=300,
+        help="test images projected onto the pixel-space training hull",
+    )
+    r.add_argument(
+        "--include",
+        action="append",
+        default=[],
+        metavar="FILE.md",
+        help="append another evaluation's Markdown (repeatable)",
+    )
     r.add_argument("--seed", type=int, default=0)
     r.add_argument("--no-progress", action="store_true")
     r.set_defaults(func=cmd_report)
@@ -244,8 +319,11 @@ def main(argv: list[str] | None = None, extra: AddCommands | None = None) -> int
     except Exception as exc:  # noqa: BLE001 - last resort: one line, not a traceback
         if os.environ.get("GUARD_DEBUG"):
             raise
-        print(f"guard: internal error: {type(exc).__name__}: {exc} (GUARD_DEBUG=1 shows the "
-              f"traceback)", file=sys.stderr)
+        print(
+            f"guard: internal error: {type(exc).__name__}: {exc} (GUARD_DEBUG=1 shows the "
+            f"traceback)",
+            file=sys.stderr,
+        )
         return EXIT_INTERNAL
 
 

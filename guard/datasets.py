@@ -56,7 +56,9 @@ def _read_idx(path: Path, magic: int, ndim: int) -> np.ndarray:
     except FileNotFoundError:
         raise DataError(f"Fashion-MNIST file {path} is missing; {_INSTALL_HINT}") from None
     except (OSError, EOFError) as err:
-        raise DataError(f"Fashion-MNIST file {path} is unreadable ({err}); {_INSTALL_HINT}") from None
+        raise DataError(
+            f"Fashion-MNIST file {path} is unreadable ({err}); {_INSTALL_HINT}"
+        ) from None
     header_len = 4 * (1 + ndim)
     if len(data) < header_len:
         raise DataError(f"Fashion-MNIST file {path} is truncated (no IDX header)")
@@ -108,7 +110,9 @@ def load_fashion_mnist(
             f"Fashion-MNIST {split} split has {images.shape[0]} images but {labels.shape[0]} labels"
         )
     if images.shape[1:] != (28, 28):
-        raise DataError(f"Fashion-MNIST {split} images have shape {images.shape[1:]}, expected (28, 28)")
+        raise DataError(
+            f"Fashion-MNIST {split} images have shape {images.shape[1:]}, expected (28, 28)"
+        )
     return images.copy(), labels
 
 
@@ -121,7 +125,9 @@ def as_model_input(images_uint8: np.ndarray) -> np.ndarray:
     if images.ndim == 3:
         images = images[:, None, :, :]
     if images.ndim != 4 or images.shape[1] != 1:
-        raise InputError(f"images must have shape [N, 28, 28] or [N, 1, 28, 28], got {images.shape}")
+        raise InputError(
+            f"images must have shape [N, 28, 28] or [N, 1, 28, 28], got {images.shape}"
+        )
     return images.astype(np.float32) / np.float32(255.0)
 
 
@@ -160,7 +166,8 @@ def load_digits_28() -> tuple[np.ndarray, np.ndarray]:
         from sklearn.datasets import load_digits
     except ImportError:
         raise DataError(
-            "the digits data set needs scikit-learn; install it with `pip install 'guard-classifier[eval]'`"
+            "the digits data set needs scikit-learn; install it with "
+            "`pip install 'guard-classifier[eval]'`"
         ) from None
     bunch = load_digits()
     images = np.asarray(bunch.images, dtype=np.float64) * (255.0 / 16.0)  # [N, 8, 8]

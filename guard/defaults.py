@@ -6,8 +6,8 @@ import logging
 from pathlib import Path
 
 from .artifact import load_artifact, save_artifact
-from .estimator import Guard
 from .errors import ArtifactError
+from .estimator import Guard
 
 ASSETS = Path(__file__).parent / "assets"
 DEFAULT_MODEL = ASSETS / "fmnist_resnet.onnx"
@@ -26,12 +26,14 @@ def default_guard(path: Path, *, progress: bool = True, device: str = "auto") ->
             return load_artifact(path, model, progress=progress, device=device)
         except ArtifactError as exc:
             log.warning("existing artifact not usable (%s); refitting", exc)
-    log.warning("fitting the default guard on the 60,000 Fashion-MNIST training images -> %s "
-                "(first run only)", path)
+    log.warning(
+        "fitting the default guard on the 60,000 Fashion-MNIST training images -> %s "
+        "(first run only)",
+        path,
+    )
     x, y = load_fashion_mnist("train")
     guard = Guard(progress=progress).fit(
         model, as_model_input(x), y, class_names=list(FASHION_MNIST_CLASSES)
     )
     save_artifact(guard, path, overwrite=True)
     return load_artifact(path, model, progress=progress, device=device)
-

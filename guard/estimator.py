@@ -28,12 +28,33 @@ from .types import Decisions, Scores
 _BIG_RADIUS = 1e18
 # The constructor's settings: stored in the fitted state (``progress`` and ``device`` are
 # run-time choices of whoever loads it, not part of it).
-_PARAMS = ("nonneg", "hull_k", "hull_tol", "hull_max_rounds", "top_support", "batch_size",
-           "calib_fraction", "target_abstain_rate", "target_flag_rate", "ambiguity_threshold",
-           "seed", "ood")
+_PARAMS = (
+    "nonneg",
+    "hull_k",
+    "hull_tol",
+    "hull_max_rounds",
+    "top_support",
+    "batch_size",
+    "calib_fraction",
+    "target_abstain_rate",
+    "target_flag_rate",
+    "ambiguity_threshold",
+    "seed",
+    "ood",
+)
 # Fitted arrays of the state (``train_labels`` and the calibration scores may be absent).
-_ARRAYS = ("W", "b", "train_features", "radii", "train_pred", "train_index", "train_labels",
-           "calib_hull", "calib_d_min", "calib_ambiguity")
+_ARRAYS = (
+    "W",
+    "b",
+    "train_features",
+    "radii",
+    "train_pred",
+    "train_index",
+    "train_labels",
+    "calib_hull",
+    "calib_d_min",
+    "calib_ambiguity",
+)
 
 
 @dataclass(frozen=True)
@@ -82,6 +103,11 @@ class Guard:
         device: where the hull and union scans run: ``auto`` (a CUDA GPU through torch when
             present, else the CPU), ``cpu`` or ``cuda`` (:mod:`guard.geometry.accel`).
     """
+
+    # Fitted attributes that may be None (the rest are set by fit / from_state, see the docs).
+    model_: OnnxClassifier | None
+    affine_error_: float | None
+    ood_: CombinedScore | None
 
     def __init__(
         self,
@@ -141,8 +167,7 @@ class Guard:
         calib = None
         if x_calib is not None:
             calib = model.run(x_calib, batch_size=self.batch_size, progress=self.progress)[1]
-        self.fit_features(feats, model.W, model.b, y, calib_features=calib,
-                          class_names=class_names)
+        self.fit_features(feats, model.W, model.b, y, calib_features=calib, class_names=class_names)
         self.model_, self.affine_error_ = model, affine_error
         return self
 
@@ -167,8 +192,9 @@ class Guard:
         if y is not None:
             y = np.asarray(y).reshape(-1)
             if y.shape[0] != F.shape[0] or y.dtype.kind not in "iu":
-                raise InputError(f"expected integer labels y of shape ({F.shape[0]},), got "
-                                 f"{y.dtype} {y.shape}")
+                raise InputError(
+                    f"expected integer labels y of shape ({F.shape[0]},), got {y.dtype} {y.shape}"
+                )
         n = W.shape[0]
         if class_names is not None and len(class_names) != n:
             raise InputError(f"expected {n} class names, got {len(class_names)}")
@@ -176,14 +202,16 @@ class Guard:
         if calib_features is None and self.calib_fraction > 0:
             n_cal = int(round(self.calib_fraction * F.shape[0]))
             if n_cal < 1 or n_cal >= F.shape[0]:
-                raise InputError(f"calib_fraction {self.calib_fraction} of {F.shape[0]} training "
-                                 f"inputs leaves no calibration or no training data")
+                raise InputError(
+                    f"calib_fraction {self.calib_fraction} of {F.shape[0]} training "
+                    f"inputs leaves no calibration or no training data"
+                )
             perm = np.random.default_rng(self.seed).permutation(F.shape[0])
             train_index = np.sort(perm[n_cal:])
             calib_features = F[np.sort(perm[:n_cal])]
         self.W_, self.b_ = W, b
-        self.model_: OnnxClassifier | None = None
-        self.affine_error_: float | None = None
+        self.model_ = None
+        self.affine_error_ = None
         self.train_index_ = train_index
         Ft = F[train_index]
         self.nonneg_ = bool(Ft.min() >= 0) if self.nonneg is None else bool(self.nonneg)
@@ -197,19 +225,22 @@ class Guard:
         self._regions = None
         self.thresholds_ = Thresholds(ambiguity=self.ambiguity_threshold)
         self.calib_scores_: dict[str, np.ndarray] | None = None
-        self.ood_: CombinedScore | None = None
+        self.ood_ = None
         if calib_features is not None:
             Fc = np.asarray(calib_features, dtype=np.float32)
             s = self.score_features(Fc)
             if self.ood:
                 labels = self.train_labels_ if self.train_labels_ is not None else m.pred
                 self.ood_ = CombinedScore(seed=self.seed).fit(
-                    Ft, labels, W, b, Evidence.from_scores(s, Fc))
-            self.calib_scores_ = {"hull": s.hull_upper, "d_min": s.d_min,
-                                  "ambiguity": s.ambiguity}
+                    Ft, labels, W, b, Evidence.from_scores(s, Fc)
+                )
+            self.calib_scores_ = {"hull": s.hull_upper, "d_min": s.d_min, "ambiguity": s.ambiguity}
             self.thresholds_ = calibrate(
-                s.hull_upper, s.d_min, abstain_rate=self.target_abstain_rate,
-                flag_rate=self.target_flag_rate, ambiguity=self.ambiguity_threshold,
+                s.hull_upper,
+                s.d_min,
+                abstain_rate=self.target_abstain_rate,
+                flag_rate=self.target_flag_rate,
+                ambiguity=self.ambiguity_threshold,
             )
         return self
 
@@ -220,8 +251,9 @@ class Guard:
     def regions_(self) -> UnionOfBalls:
         """The union of learned regions (built on first use from the hull's points and radii)."""
         if self._regions is None:
-            self._regions = UnionOfBalls(self._fitted().hull_.points, self.radii_,
-                                         device=self.device)
+            self._regions = UnionOfBalls(
+                self._fitted().hull_.points, self.radii_, device=self.device
+            )
         return self._regions
 
     @property
@@ -242,19 +274,26 @@ class Guard:
         :mod:`guard.artifact` stores it as a file)."""
         self._fitted()
         arrays = {
-            "W": self.W_, "b": self.b_, "train_features": self.train_features_,
-            "radii": self.radii_, "train_pred": self.train_pred_,
-            "train_index": self.train_index_, "train_labels": self.train_labels_,
+            "W": self.W_,
+            "b": self.b_,
+            "train_features": self.train_features_,
+            "radii": self.radii_,
+            "train_pred": self.train_pred_,
+            "train_index": self.train_index_,
+            "train_labels": self.train_labels_,
         }
         for key, arr in (self.calib_scores_ or {}).items():
             arrays[f"calib_{key}"] = arr
         fitted = {
-            "class_names": list(self.class_names_), "nonneg": bool(self.nonneg_),
-            "lipschitz": float(self.lipschitz_), "thresholds": self.thresholds_.to_dict(),
+            "class_names": list(self.class_names_),
+            "nonneg": bool(self.nonneg_),
+            "lipschitz": float(self.lipschitz_),
+            "thresholds": self.thresholds_.to_dict(),
             "affine_error": self.affine_error_,
         }
         return GuardState(
-            params=self.get_params(), fitted=fitted,
+            params=self.get_params(),
+            fitted=fitted,
             arrays={k: np.asarray(v) for k, v in arrays.items() if v is not None},
             ood=None if self.ood_ is None else self.ood_.to_arrays(),
         )
@@ -271,11 +310,15 @@ class Guard:
         """The guard :meth:`to_state` described, scoring with ``model`` (``None``: features
         only); ``progress`` and ``device`` are this process's run-time choices."""
         unknown = set(state.params) - set(_PARAMS)
-        missing = [k for k in ("W", "b", "train_features", "radii", "train_pred", "train_index")
-                   if k not in state.arrays]
+        missing = [
+            k
+            for k in ("W", "b", "train_features", "radii", "train_pred", "train_index")
+            if k not in state.arrays
+        ]
         if unknown or missing:
-            raise InputError(f"not a guard state: unknown settings {sorted(unknown)}, missing "
-                             f"arrays {missing}")
+            raise InputError(
+                f"not a guard state: unknown settings {sorted(unknown)}, missing arrays {missing}"
+            )
         guard = cls(**state.params, progress=progress, device=device)
         a, fit = state.arrays, state.fitted
         guard.W_ = np.asarray(a["W"], dtype=np.float64)
@@ -283,10 +326,19 @@ class Guard:
         F = np.ascontiguousarray(a["train_features"], dtype=np.float32)
         n, f = guard.W_.shape
         N = F.shape[0]
-        shapes = {"b": (n,), "train_features": (N, f), "radii": (N,), "train_pred": (N,),
-                  "train_index": (N,), "train_labels": (N,)}
-        bad = [f"{k} {a[k].shape} (expected {v})" for k, v in shapes.items()
-               if k in a and a[k].shape != v]
+        shapes = {
+            "b": (n,),
+            "train_features": (N, f),
+            "radii": (N,),
+            "train_pred": (N,),
+            "train_index": (N,),
+            "train_labels": (N,),
+        }
+        bad = [
+            f"{k} {a[k].shape} (expected {v})"
+            for k, v in shapes.items()
+            if k in a and a[k].shape != v
+        ]
         if bad:
             raise InputError(f"inconsistent guard state: {', '.join(bad)}")
         guard.radii_, guard.train_pred_ = a["radii"], a["train_pred"]
@@ -305,12 +357,17 @@ class Guard:
         return guard
 
     # ------------------------------------------------------------------ scoring
-    def score(self, x: np.ndarray) -> Scores:
-        """Run the model on inputs ``x`` and score their features."""
+    def require_model(self) -> OnnxClassifier:
+        """The classifier this guard was fitted with (an error for a feature-only guard)."""
         self._fitted()
         if self.model_ is None:
             raise NotFittedError("this Guard has no model: use score_features(features)")
-        logits, feats = self.model_.run(x, batch_size=self.batch_size, progress=self.progress)
+        return self.model_
+
+    def score(self, x: np.ndarray) -> Scores:
+        """Run the model on inputs ``x`` and score their features."""
+        model = self.require_model()
+        logits, feats = model.run(x, batch_size=self.batch_size, progress=self.progress)
         return self.score_features(feats, logits)
 
     def score_features(self, features: np.ndarray, logits: np.ndarray | None = None) -> Scores:
@@ -319,8 +376,9 @@ class Guard:
         F = np.asarray(features)
         f = self.W_.shape[1]
         if F.dtype.kind != "f" or F.ndim != 2 or F.shape[1] != f or F.shape[0] == 0:
-            raise InputError(f"expected float features of shape (N, {f}) with N >= 1, got "
-                             f"{F.dtype} {F.shape}")
+            raise InputError(
+                f"expected float features of shape (N, {f}) with N >= 1, got {F.dtype} {F.shape}"
+            )
         if not np.all(np.isfinite(F)):
             raise InputError("features contain NaN or Inf")
         if logits is None:
@@ -331,8 +389,9 @@ class Guard:
         ood_score = p_value = np.full(len(F), np.nan)
         ood = self.ood_
         if ood is not None:
-            ood_score, p_value = ood.score(Evidence(features=F, logits=logits, hull=h.upper,
-                                                    d_min=m.d_min, margins=m.margins))
+            ood_score, p_value = ood.score(
+                Evidence(features=F, logits=logits, hull=h.upper, d_min=m.d_min, margins=m.margins)
+            )
         return Scores(
             pred=m.pred,
             logits=np.asarray(logits, dtype=np.float32),
@@ -351,8 +410,9 @@ class Guard:
             in_union=r.in_union,
             n_balls=r.n_balls,
             union_slack=r.slack,
-            support_idx=np.where(h.support_idx >= 0,
-                                 self.train_index_[np.maximum(h.support_idx, 0)], -1),
+            support_idx=np.where(
+                h.support_idx >= 0, self.train_index_[np.maximum(h.support_idx, 0)], -1
+            ),
             support_alpha=h.support_alpha,
         )
 

@@ -10,7 +10,9 @@ import numpy as np
 from .errors import InputError
 
 
-def load_npz(path: str | Path, required: str, optional: tuple[str, ...] = ()) -> dict[str, np.ndarray]:
+def load_npz(
+    path: str | Path, required: str, optional: tuple[str, ...] = ()
+) -> dict[str, np.ndarray]:
     """Arrays ``required`` (and ``optional`` ones if present) of an ``.npz`` file, checked."""
     path = Path(path)
     if not path.is_file():
@@ -18,8 +20,10 @@ def load_npz(path: str | Path, required: str, optional: tuple[str, ...] = ()) ->
     try:
         data = np.load(path, allow_pickle=False)
         if not isinstance(data, np.lib.npyio.NpzFile):  # a plain .npy array
-            raise InputError(f"{path} holds a single .npy array, not an .npz archive "
-                             f"(numpy.savez) with an array named '{required}'")
+            raise InputError(
+                f"{path} holds a single .npy array, not an .npz archive "
+                f"(numpy.savez) with an array named '{required}'"
+            )
         with data:
             names = list(data.keys())
             if required not in names:
@@ -31,7 +35,9 @@ def load_npz(path: str | Path, required: str, optional: tuple[str, ...] = ()) ->
     except InputError:
         raise  # already says what was expected (InputError is a ValueError: keep it unwrapped)
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
-        raise InputError(f"cannot read {path} as .npz (numpy.savez) without pickle: {exc}") from None
+        raise InputError(
+            f"cannot read {path} as .npz (numpy.savez) without pickle: {exc}"
+        ) from None
     if out[required].size == 0:
         raise InputError(f"array '{required}' in {path} is empty (shape {out[required].shape})")
     return out

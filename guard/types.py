@@ -26,7 +26,6 @@ class Decisions:
     reasons: list[list[str]]
 
 
-
 @dataclass(frozen=True)
 class Scores:
     """Geometry of N inputs (n classes, f features, K support points).

@@ -59,23 +59,31 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
+import torch
+import torch.nn.functional as F
 
-from guard.artifact import load_artifact  # noqa: E402
-from guard.estimator import Guard, Scores  # noqa: E402
-from guard.datasets import as_model_input, load_fashion_mnist  # noqa: E402
-from guard.evaluation.metrics import auroc  # noqa: E402
-from guard.model.nets import FashionResNet  # noqa: E402
+from guard.artifact import load_artifact
+from guard.datasets import as_model_input, load_fashion_mnist
+from guard.estimator import Guard, Scores
+from guard.evaluation.metrics import auroc
+from guard.model.nets import FashionResNet
 
 ASSETS = REPO_ROOT / "guard" / "assets"
 DEFAULT_WEIGHTS = ASSETS / "fmnist_resnet.pt"
 TWIN_TOL = 1e-3  # max |logit_torch - logit_onnx| accepted on clean images
 PGD_EPS = (0.03, 0.1, 0.2)
 # (eps, lam, mu, ce_cap) of the adaptive attack; lam = mu = 0 is plain PGD.
-ADAPTIVE = tuple((eps, lam, mu, cap) for eps in (0.01, 0.03, 0.1)
-                 for lam, mu, cap in ((0.0, 0.0, None), (1.0, 0.0, None), (10.0, 0.0, None),
-                                      (1.0, 1.0, 2.0), (10.0, 10.0, 2.0)))
+ADAPTIVE = tuple(
+    (eps, lam, mu, cap)
+    for eps in (0.01, 0.03, 0.1)
+    for lam, mu, cap in (
+        (0.0, 0.0, None),
+        (1.0, 0.0, None),
+        (10.0, 0.0, None),
+        (1.0, 1.0, 2.0),
+        (10.0, 10.0, 2.0),
+    )
+)
 
 
 def log(msg: str) -> None:
@@ -95,8 +103,10 @@ def load_twin(weights: str | Path = DEFAULT_WEIGHTS) -> FashionResNet:
 
 @torch.no_grad()
 def twin_logits(net: FashionResNet, x: np.ndarray, batch_size: int = 500) -> np.ndarray:
-    out = [net(torch.from_numpy(np.ascontiguousarray(x[i:i + batch_size]))).numpy()
-           for i in range(0, len(x), batch_size)]
+    out = [
+        net(torch.from_numpy(np.ascontiguousarray(x[i : i + batch_size]))).numpy()
+        for i in range(0, len(x), batch_size)
+    ]
     return np.concatenate(out)
 
 
@@ -136,8 +146,13 @@ def art_classifier(net: FashionResNet):
         def class_gradient(self, x, label=None, training_mode=False, **kwargs):
             if isinstance(label, list):
                 label = np.array(label)
-            if not (isinstance(label, np.ndarray) and label.ndim == 1 and len(label) == len(x)
-                    and not training_mode and self.all_framework_preprocessing):
+            if not (
+                isinstance(label, np.ndarray)
+                and label.ndim == 1
+                and len(label) == len(x)
+                and not training_mode
+                and self.all_framework_preprocessing
+            ):
                 return super().class_gradient(x, label, training_mode, **kwargs)
             self._model.eval()
             xt = torch.from_numpy(np.ascontiguousarray(x)).requires_grad_(True)
@@ -147,36 +162,75 @@ def art_classifier(net: FashionResNet):
             (g,) = torch.autograd.grad(z.gather(1, idx).sum(), xt)
             return g.numpy()[:, None]
 
-    return _Classifier(model=net, loss=torch.nn.CrossEntropyLoss(), input_shape=(1, 28, 28),
-                       nb_classes=10, clip_values=(0.0, 1.0), device_type="cpu")
+    return _Classifier(
+        model=net,
+        loss=torch.nn.CrossEntropyLoss(),
+        input_shape=(1, 28, 28),
+        nb_classes=10,
+        clip_values=(0.0, 1.0),
+        device_type="cpu",
+    )
 
 
 def attack_names(pgd_eps=PGD_EPS) -> list[str]:
     return ["DeepFool"] + [f"PGD-Linf eps={e:g}" for e in pgd_eps] + ["CW-L2"]
 
 
-def run_art_attack(name: str, clf, x: np.ndarray, y: np.ndarray, *, pgd_steps: int = 40,
-                   deepfool_iter: int = 50, cw_iter: int = 10, cw_search: int = 8,
-                   cw_const: float = 0.1, batch_size: int = 100, seed: int = 0) -> np.ndarray:
+def run_art_attack(
+    name: str,
+    clf,
+    x: np.ndarray,
+    y: np.ndarray,
+    *,
+    pgd_steps: int = 40,
+    deepfool_iter: int = 50,
+    cw_iter: int = 10,
+    cw_search: int = 8,
+    cw_const: float = 0.1,
+    batch_size: int = 100,
+    seed: int = 0,
+) -> np.ndarray:
     """Adversarial images of attack ``name`` (one of :func:`attack_names`) with ART."""
     from art.attacks.evasion import CarliniL2Method, DeepFool, ProjectedGradientDescent
 
     np.random.seed(seed)
     torch.manual_seed(seed)
     if name == "DeepFool":
-        atk = DeepFool(clf, max_iter=deepfool_iter, epsilon=0.02, nb_grads=10,
-                       batch_size=batch_size, verbose=False)
+        atk = DeepFool(
+            clf,
+            max_iter=deepfool_iter,
+            epsilon=0.02,
+            nb_grads=10,
+            batch_size=batch_size,
+            verbose=False,
+        )
         return atk.generate(x=x).astype(np.float32)
     if name.startswith("PGD-Linf"):
         eps = float(name.split("=")[1])
-        atk = ProjectedGradientDescent(clf, norm=np.inf, eps=eps, eps_step=2.5 * eps / pgd_steps,
-                                       max_iter=pgd_steps, targeted=False, num_random_init=1,
-                                       batch_size=batch_size, verbose=False)
+        atk = ProjectedGradientDescent(
+            clf,
+            norm=np.inf,
+            eps=eps,
+            eps_step=2.5 * eps / pgd_steps,
+            max_iter=pgd_steps,
+            targeted=False,
+            num_random_init=1,
+            batch_size=batch_size,
+            verbose=False,
+        )
         return atk.generate(x=x, y=y).astype(np.float32)
     if name == "CW-L2":
-        atk = CarliniL2Method(clf, confidence=0.0, targeted=False, learning_rate=0.01,
-                              binary_search_steps=cw_search, max_iter=cw_iter,
-                              initial_const=cw_const, batch_size=batch_size, verbose=False)
+        atk = CarliniL2Method(
+            clf,
+            confidence=0.0,
+            targeted=False,
+            learning_rate=0.01,
+            binary_search_steps=cw_search,
+            max_iter=cw_iter,
+            initial_const=cw_const,
+            batch_size=batch_size,
+            verbose=False,
+        )
         return atk.generate(x=x, y=np.eye(10, dtype=np.float32)[y]).astype(np.float32)
     raise ValueError(f"unknown attack {name!r}")
 
@@ -190,24 +244,41 @@ def closed_form_margin(z: torch.Tensor, k: torch.Tensor, wdist: torch.Tensor) ->
     return d.min(1).values
 
 
-def adaptive_pgd(net: FashionResNet, x: np.ndarray, y: np.ndarray, *, eps: float, steps: int = 40,
-                 lam: float = 1.0, mu: float = 0.0, ce_cap: float | None = None,
-                 ref_feats: np.ndarray | None = None, ref_pred: np.ndarray | None = None,
-                 batch_size: int = 250, seed: int = 0) -> np.ndarray:
+def adaptive_pgd(
+    net: FashionResNet,
+    x: np.ndarray,
+    y: np.ndarray,
+    *,
+    eps: float,
+    steps: int = 40,
+    lam: float = 1.0,
+    mu: float = 0.0,
+    ce_cap: float | None = None,
+    ref_feats: np.ndarray | None = None,
+    ref_pred: np.ndarray | None = None,
+    batch_size: int = 250,
+    seed: int = 0,
+) -> np.ndarray:
     """PGD-Linf maximising ``CE + lam * margin(best wrong class) - mu * d_nn(features)``."""
     W = net.fc.weight
     wdist = torch.cdist(W, W)
     wdist.fill_diagonal_(math.inf)
-    ref = None if ref_feats is None or mu == 0 else torch.from_numpy(
-        np.ascontiguousarray(ref_feats, dtype=np.float32))
-    ref_cls = None if ref is None or ref_pred is None else torch.from_numpy(
-        np.asarray(ref_pred, dtype=np.int64))
+    ref = (
+        None
+        if ref_feats is None or mu == 0
+        else torch.from_numpy(np.ascontiguousarray(ref_feats, dtype=np.float32))
+    )
+    ref_cls = (
+        None
+        if ref is None or ref_pred is None
+        else torch.from_numpy(np.asarray(ref_pred, dtype=np.int64))
+    )
     step = 2.5 * eps / steps
     gen = torch.Generator().manual_seed(seed)
     out = np.empty_like(x)
     for s in range(0, len(x), batch_size):
-        x0 = torch.from_numpy(np.ascontiguousarray(x[s:s + batch_size]))
-        yt = torch.from_numpy(y[s:s + batch_size]).long()
+        x0 = torch.from_numpy(np.ascontiguousarray(x[s : s + batch_size]))
+        yt = torch.from_numpy(y[s : s + batch_size]).long()
         xa = (x0 + torch.empty_like(x0).uniform_(-eps, eps, generator=gen)).clamp(0, 1)
         best, best_obj = x0.clone(), torch.full((len(x0),), -math.inf)
         for it in range(steps + 1):
@@ -237,7 +308,7 @@ def adaptive_pgd(net: FashionResNet, x: np.ndarray, y: np.ndarray, *, eps: float
                 xa = torch.min(torch.max(xa, x0 - eps), x0 + eps).clamp(0, 1)
         # Plain PGD (and images never misclassified): the last iterate, as ART returns it.
         best = torch.where(torch.isfinite(best_obj)[:, None, None, None], best, xa.detach())
-        out[s:s + batch_size] = best.numpy()
+        out[s : s + batch_size] = best.numpy()
     return out
 
 
@@ -245,8 +316,9 @@ def adaptive_name(eps: float, lam: float, mu: float, cap: float | None) -> str:
     if lam == 0 and mu == 0 and cap is None:
         return f"eps={eps:g}: plain PGD (CE)"
     ce = "CE" if cap is None else f"min(CE, {cap:g})"
-    terms = "".join(t for t in (f" + {lam:g}·margin" if lam else "",
-                                f" − {mu:g}·d_nn" if mu else ""))
+    terms = "".join(
+        t for t in (f" + {lam:g}·margin" if lam else "", f" − {mu:g}·d_nn" if mu else "")
+    )
     return f"eps={eps:g}: {ce}{terms}"
 
 
@@ -263,8 +335,14 @@ def _auroc(a: np.ndarray, b: np.ndarray) -> float | None:
     return auroc(a, b)
 
 
-def evaluate(guard: Guard, clean: Scores, x: np.ndarray, y: np.ndarray, x_adv: np.ndarray,
-             net: FashionResNet | None = None) -> dict:
+def evaluate(
+    guard: Guard,
+    clean: Scores,
+    x: np.ndarray,
+    y: np.ndarray,
+    x_adv: np.ndarray,
+    net: FashionResNet | None = None,
+) -> dict:
     """Metrics of one attack; only adversarials that change the ONNX prediction count."""
     adv = guard.score(x_adv)
     dec = guard.decide(adv)
@@ -282,8 +360,9 @@ def evaluate(guard: Guard, clean: Scores, x: np.ndarray, y: np.ndarray, x_adv: n
         "n_success": n_ok,
         "success_rate": n_ok / len(x),
         # success on the torch twin (the attacked model); differs only at ties on the boundary
-        "twin_success_rate": (None if net is None else
-                              float(np.mean(twin_logits(net, x_adv).argmax(1) != y))),
+        "twin_success_rate": (
+            None if net is None else float(np.mean(twin_logits(net, x_adv).argmax(1) != y))
+        ),
         "median_l2": _median(l2[ok]),
         "median_linf": _median(linf[ok]),
         "detection_rate": rate(flagged),
@@ -311,41 +390,80 @@ def clean_row(guard: Guard, clean: Scores) -> dict:
     }
 
 
-def run_suite(net: FashionResNet, guard: Guard, x: np.ndarray, y: np.ndarray, *,
-              attacks: list[str] | None = None, adaptive=ADAPTIVE, pgd_steps: int = 40,
-              adaptive_steps: int = 40, deepfool_iter: int = 50, cw_iter: int = 10,
-              cw_search: int = 8, cw_const: float = 0.1, n_ref: int = 10000,
-              batch_size: int = 100,
-              seed: int = 0) -> dict:
+def run_suite(
+    net: FashionResNet,
+    guard: Guard,
+    x: np.ndarray,
+    y: np.ndarray,
+    *,
+    attacks: list[str] | None = None,
+    adaptive=ADAPTIVE,
+    pgd_steps: int = 40,
+    adaptive_steps: int = 40,
+    deepfool_iter: int = 50,
+    cw_iter: int = 10,
+    cw_search: int = 8,
+    cw_const: float = 0.1,
+    n_ref: int = 10000,
+    batch_size: int = 100,
+    seed: int = 0,
+) -> dict:
     """All attacks on ``x`` (correctly classified, labels ``y``) and their metrics."""
     clean = guard.score(x)
-    res: dict = {"twin_check": twin_check(net, guard, x), "clean": clean_row(guard, clean),
-                 "attacks": {}, "adaptive": {}}
+    res: dict = {
+        "twin_check": twin_check(net, guard, x),
+        "clean": clean_row(guard, clean),
+        "attacks": {},
+        "adaptive": {},
+    }
     clf = art_classifier(net)
     for name in attacks if attacks is not None else attack_names():
         t = time.perf_counter()
-        x_adv = run_art_attack(name, clf, x, y, pgd_steps=pgd_steps, deepfool_iter=deepfool_iter,
-                               cw_iter=cw_iter, cw_search=cw_search, cw_const=cw_const,
-                               batch_size=batch_size,
-                               seed=seed)
+        x_adv = run_art_attack(
+            name,
+            clf,
+            x,
+            y,
+            pgd_steps=pgd_steps,
+            deepfool_iter=deepfool_iter,
+            cw_iter=cw_iter,
+            cw_search=cw_search,
+            cw_const=cw_const,
+            batch_size=batch_size,
+            seed=seed,
+        )
         r = evaluate(guard, clean, x, y, x_adv, net)
         r["seconds"] = time.perf_counter() - t
         res["attacks"][name] = r
-        log(f"  {name}: success {r['success_rate']:.3f}, detected {r['detection_rate']}, "
-            f"{r['seconds']:.0f} s")
+        log(
+            f"  {name}: success {r['success_rate']:.3f}, detected {r['detection_rate']}, "
+            f"{r['seconds']:.0f} s"
+        )
     feats = guard.train_features_
     sel = np.random.default_rng(seed).choice(len(feats), min(n_ref, len(feats)), replace=False)
     for eps, lam, mu, cap in adaptive:
         name = adaptive_name(eps, lam, mu, cap)
         t = time.perf_counter()
-        x_adv = adaptive_pgd(net, x, y, eps=eps, steps=adaptive_steps, lam=lam, mu=mu,
-                             ce_cap=cap, ref_feats=feats[sel], ref_pred=guard.train_pred_[sel],
-                             seed=seed)
+        x_adv = adaptive_pgd(
+            net,
+            x,
+            y,
+            eps=eps,
+            steps=adaptive_steps,
+            lam=lam,
+            mu=mu,
+            ce_cap=cap,
+            ref_feats=feats[sel],
+            ref_pred=guard.train_pred_[sel],
+            seed=seed,
+        )
         r = evaluate(guard, clean, x, y, x_adv, net)
         r.update(eps=eps, lam=lam, mu=mu, ce_cap=cap, seconds=time.perf_counter() - t)
         res["adaptive"][name] = r
-        log(f"  {name}: success {r['success_rate']:.3f}, detected {r['detection_rate']}, "
-            f"evasion {r['full_evasion_rate']:.3f}, {r['seconds']:.0f} s")
+        log(
+            f"  {name}: success {r['success_rate']:.3f}, detected {r['detection_rate']}, "
+            f"evasion {r['full_evasion_rate']:.3f}, {r['seconds']:.0f} s"
+        )
     return res
 
 
@@ -360,53 +478,64 @@ def _pct(v) -> str:
     return "–" if v is None else f"{100 * v:.1f}%"
 
 
-HEADER = ("| Attack | success | med L2 | med L∞ | flagged (d_min) | abstain | caught | "
-          "full evasion | AUROC −d_min | AUROC −ambiguity | AUROC hull | med d_min adv |\n"
-          "|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+HEADER = (
+    "| Attack | success | med L2 | med L∞ | flagged (d_min) | abstain | caught | "
+    "full evasion | AUROC −d_min | AUROC −ambiguity | AUROC hull | med d_min adv |\n"
+    "|---|---|---|---|---|---|---|---|---|---|---|---|\n"
+)
 
 
 def _row(name: str, r: dict) -> str:
-    return (f"| {name} | {_pct(r['success_rate'])} ({r['n_success']}/{r['n_attacked']}) | "
-            f"{_f(r['median_l2'])} | {_f(r['median_linf'])} | {_pct(r['detection_rate'])} | "
-            f"{_pct(r['abstain_rate'])} | {_pct(r['caught_rate'])} | "
-            f"{_pct(r['full_evasion_rate'])} | {_f(r['auroc_neg_d_min'])} | "
-            f"{_f(r['auroc_neg_ambiguity'])} | {_f(r['auroc_hull'])} | "
-            f"{_f(r['median_d_min_adv'])} |\n")
+    return (
+        f"| {name} | {_pct(r['success_rate'])} ({r['n_success']}/{r['n_attacked']}) | "
+        f"{_f(r['median_l2'])} | {_f(r['median_linf'])} | {_pct(r['detection_rate'])} | "
+        f"{_pct(r['abstain_rate'])} | {_pct(r['caught_rate'])} | "
+        f"{_pct(r['full_evasion_rate'])} | {_f(r['auroc_neg_d_min'])} | "
+        f"{_f(r['auroc_neg_ambiguity'])} | {_f(r['auroc_hull'])} | "
+        f"{_f(r['median_d_min_adv'])} |\n"
+    )
 
 
 def markdown(doc: dict) -> str:
     c, t, th = doc["results"]["clean"], doc["results"]["twin_check"], doc["thresholds"]
-    s = (f"# Adversarial evaluation of the guard ({doc['config']['artifact']})\n\n"
-         f"`{doc['command']}` — {doc['library']['name']} {doc['library']['version']}, "
-         f"torch {doc['torch']}, {doc['config']['n']} correctly classified Fashion-MNIST test "
-         f"images, {doc['seconds']:.0f} s.\n\n"
-         f"Torch twin vs ONNX on the clean images: max |Δ logit| = "
-         f"{t['max_abs_logit_diff']:.2e}, prediction agreement {_pct(t['pred_agreement'])}.\n\n"
-         f"Thresholds: flag when d_min < {th['d_min']:.4g} (calibrated at "
-         f"{_pct(th['target_flag_rate'])} false flags), abstain "
-         + (f"when the p-value of the combined OOD score < {th['target_abstain_rate']:g}"
-            if doc.get("combined_ood") else
-            f"when hull distance > {th['hull']:.4g} ({_pct(th['target_abstain_rate'])}) or "
-            f"ambiguity < {th['ambiguity']:g}") + ".\n\n"
-         f"Clean images: flagged {_pct(c['flag_rate'])}, abstain {_pct(c['abstain_rate'])}, "
-         f"caught {_pct(c['caught_rate'])}, median d_min {c['median_d_min']:.3f}, median hull "
-         f"distance {c['median_hull']:.3f}.\n\n"
-         "Rates other than success and full evasion are over the successful adversarials; "
-         "full evasion = successful, not flagged and not abstained, over all attacked images. "
-         "AUROC: clean (negative) vs successful adversarial (positive), outlier scores.\n\n"
-         "## Standard attacks (ART)\n\n" + HEADER)
+    s = (
+        f"# Adversarial evaluation of the guard ({doc['config']['artifact']})\n\n"
+        f"`{doc['command']}` — {doc['library']['name']} {doc['library']['version']}, "
+        f"torch {doc['torch']}, {doc['config']['n']} correctly classified Fashion-MNIST test "
+        f"images, {doc['seconds']:.0f} s.\n\n"
+        f"Torch twin vs ONNX on the clean images: max |Δ logit| = "
+        f"{t['max_abs_logit_diff']:.2e}, prediction agreement {_pct(t['pred_agreement'])}.\n\n"
+        f"Thresholds: flag when d_min < {th['d_min']:.4g} (calibrated at "
+        f"{_pct(th['target_flag_rate'])} false flags), abstain "
+        + (
+            f"when the p-value of the combined OOD score < {th['target_abstain_rate']:g}"
+            if doc.get("combined_ood")
+            else f"when hull distance > {th['hull']:.4g} ({_pct(th['target_abstain_rate'])}) or "
+            f"ambiguity < {th['ambiguity']:g}"
+        )
+        + ".\n\n"
+        f"Clean images: flagged {_pct(c['flag_rate'])}, abstain {_pct(c['abstain_rate'])}, "
+        f"caught {_pct(c['caught_rate'])}, median d_min {c['median_d_min']:.3f}, median hull "
+        f"distance {c['median_hull']:.3f}.\n\n"
+        "Rates other than success and full evasion are over the successful adversarials; "
+        "full evasion = successful, not flagged and not abstained, over all attacked images. "
+        "AUROC: clean (negative) vs successful adversarial (positive), outlier scores.\n\n"
+        "## Standard attacks (ART)\n\n" + HEADER
+    )
     for name, r in doc["results"]["attacks"].items():
         s += _row(name, r)
     if doc["results"]["adaptive"]:
-        s += ("\n## Adaptive attack (own PGD-L∞ loop, "
-              f"{doc['config']['adaptive_steps']} steps of 2.5·eps/steps, one random start)\n\n"
-              "Maximises CE (optionally capped) + lam·margin − mu·d_nn: margin = closed-form "
-              "feature-space margin of the best wrong class k, min_j (z_k − z_j)/‖w_k − w_j‖ "
-              "(a lower bound of d_min once k wins); d_nn = distance of the features to the "
-              "nearest of "
-              f"{doc['config']['n_ref']} training features predicted as k (an upper bound of "
-              "the distance to the class-k part of the training hull). Plain PGD = the same loop "
-              "on CE alone.\n\n" + HEADER)
+        s += (
+            "\n## Adaptive attack (own PGD-L∞ loop, "
+            f"{doc['config']['adaptive_steps']} steps of 2.5·eps/steps, one random start)\n\n"
+            "Maximises CE (optionally capped) + lam·margin − mu·d_nn: margin = closed-form "
+            "feature-space margin of the best wrong class k, min_j (z_k − z_j)/‖w_k − w_j‖ "
+            "(a lower bound of d_min once k wins); d_nn = distance of the features to the "
+            "nearest of "
+            f"{doc['config']['n_ref']} training features predicted as k (an upper bound of "
+            "the distance to the class-k part of the training hull). Plain PGD = the same loop "
+            "on CE alone.\n\n" + HEADER
+        )
         for name, r in doc["results"]["adaptive"].items():
             s += _row(name, r)
     return s
@@ -432,8 +561,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--cw-iter", type=int, default=10, help="CW-L2 steps per binary-search step")
     p.add_argument("--cw-search", type=int, default=8, help="CW-L2 binary-search steps")
     p.add_argument("--cw-const", type=float, default=0.1, help="CW-L2 initial constant c")
-    p.add_argument("--n-ref", type=int, default=10000,
-                   help="training features for the adaptive attack's hull proxy")
+    p.add_argument(
+        "--n-ref",
+        type=int,
+        default=10000,
+        help="training features for the adaptive attack's hull proxy",
+    )
     p.add_argument("--no-adaptive", action="store_true")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
@@ -454,21 +587,35 @@ def main(argv: list[str] | None = None) -> dict:
     if chk["max_abs_logit_diff"] > TWIN_TOL or chk["pred_agreement"] < 1:
         raise SystemExit(f"torch twin differs from the ONNX model: {chk}")
     log(f"twin check: {chk}")
-    res = run_suite(net, guard, x, y, pgd_steps=args.pgd_steps,
-                    adaptive_steps=args.adaptive_steps, deepfool_iter=args.deepfool_iter,
-                    cw_iter=args.cw_iter, cw_search=args.cw_search, cw_const=args.cw_const,
-                    n_ref=args.n_ref,
-                    adaptive=() if args.no_adaptive else ADAPTIVE, seed=args.seed)
+    res = run_suite(
+        net,
+        guard,
+        x,
+        y,
+        pgd_steps=args.pgd_steps,
+        adaptive_steps=args.adaptive_steps,
+        deepfool_iter=args.deepfool_iter,
+        cw_iter=args.cw_iter,
+        cw_search=args.cw_search,
+        cw_const=args.cw_const,
+        n_ref=args.n_ref,
+        adaptive=() if args.no_adaptive else ADAPTIVE,
+        seed=args.seed,
+    )
     doc = {
-        "command": "python scripts/eval_adversarial.py " + " ".join(
-            sys.argv[1:] if argv is None else argv),
+        "command": "python scripts/eval_adversarial.py "
+        + " ".join(sys.argv[1:] if argv is None else argv),
         "library": {"name": "adversarial-robustness-toolbox", "version": art.__version__},
         "torch": torch.__version__,
         "python": platform.python_version(),
         "config": {k: (_rel(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
-        | {"n": len(x), "pgd_eps": list(PGD_EPS),
-           "adaptive_grid": [] if args.no_adaptive else [
-               dict(zip(("eps", "lam", "mu", "ce_cap"), a)) for a in ADAPTIVE]},
+        | {
+            "n": len(x),
+            "pgd_eps": list(PGD_EPS),
+            "adaptive_grid": []
+            if args.no_adaptive
+            else [dict(zip(("eps", "lam", "mu", "ce_cap"), a)) for a in ADAPTIVE],
+        },
         "thresholds": guard.thresholds_.to_dict(),
         "combined_ood": getattr(guard, "ood_", None) is not None,
         "results": res,

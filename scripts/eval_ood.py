@@ -65,25 +65,51 @@ ASSETS = REPO_ROOT / "guard" / "assets"
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--n-id", type=int, default=2000, help="ID test images (default 2000)")
-    p.add_argument("--n-train", type=int, default=20000,
-                   help="training images the peers and the guard are fitted on (default 20000)")
-    p.add_argument("--n-calib", type=int, default=2000,
-                   help="held-out training images for the 5%% thresholds (default 2000; 0: skip)")
-    p.add_argument("--n-shift", type=int, default=1000,
-                   help="test images per covariate shift (default 1000; 0: skip)")
+    p.add_argument(
+        "--n-train",
+        type=int,
+        default=20000,
+        help="training images the peers and the guard are fitted on (default 20000)",
+    )
+    p.add_argument(
+        "--n-calib",
+        type=int,
+        default=2000,
+        help="held-out training images for the 5%% thresholds (default 2000; 0: skip)",
+    )
+    p.add_argument(
+        "--n-shift",
+        type=int,
+        default=1000,
+        help="test images per covariate shift (default 1000; 0: skip)",
+    )
     p.add_argument("--rate", type=float, default=0.05, help="target false-abstain rate")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--model", type=Path, default=ASSETS / "fmnist_resnet.onnx")
-    p.add_argument("--near-model", type=Path, default=ASSETS / "fmnist_resnet_8cls.onnx",
-                   help="model trained on a subset of the classes (skipped if missing)")
-    p.add_argument("--artifact", type=Path, default=None,
-                   help="use this fitted artifact (its model and training features) for the "
-                        "far-OOD and shift tables instead of fitting on --n-train images")
+    p.add_argument(
+        "--near-model",
+        type=Path,
+        default=ASSETS / "fmnist_resnet_8cls.onnx",
+        help="model trained on a subset of the classes (skipped if missing)",
+    )
+    p.add_argument(
+        "--artifact",
+        type=Path,
+        default=None,
+        help="use this fitted artifact (its model and training features) for the "
+        "far-OOD and shift tables instead of fitting on --n-train images",
+    )
     p.add_argument("--methods", default=",".join(METHODS))
-    p.add_argument("--ood-components", default=",".join(DEFAULT_COMPONENTS),
-                   help=f"components of the combined score, from {','.join(COMPONENTS)}")
-    p.add_argument("--ood-combine", default=COMBINE[0],
-                   help=f"combination rule of the combined score, one of {','.join(COMBINE)}")
+    p.add_argument(
+        "--ood-components",
+        default=",".join(DEFAULT_COMPONENTS),
+        help=f"components of the combined score, from {','.join(COMPONENTS)}",
+    )
+    p.add_argument(
+        "--ood-combine",
+        default=COMBINE[0],
+        help=f"combination rule of the combined score, one of {','.join(COMBINE)}",
+    )
     p.add_argument("--json", type=Path, default=None, help="also write all numbers here")
     return p.parse_args(argv)
 
@@ -112,8 +138,9 @@ def main(argv: list[str] | None = None) -> int:
         n_art = len(setup.guard.train_features_)
         fitted_on = f"the artifact {args.artifact} ({n_art} training features)"
     else:
-        setup = fit_setup(args.model, methods, args.n_train, args.n_calib, args.rate, args.seed,
-                          ood=mk())
+        setup = fit_setup(
+            args.model, methods, args.n_train, args.n_calib, args.rate, args.seed, ood=mk()
+        )
         fitted_on = f"{args.n_train} Fashion-MNIST training images"
     x_id, _ = evalsets.fmnist_test(args.n_id, seed=args.seed)
     s_id = setup.score(x_id, "ID test")
@@ -121,10 +148,18 @@ def main(argv: list[str] | None = None) -> int:
     res = metric_rows(setup, s_id, far)
     results["far"] = res
     sizes = ", ".join(f"{n} {len(far[n])}" for n in far)
-    out.append(report(res, setup.methods, list(far),
-                      f"## Far OOD: {args.model.name if args.artifact is None else 'artifact'}, "
-                      f"fitted on {fitted_on}; ID = {args.n_id} Fashion-MNIST test images; OOD = "
-                      f"{sizes}", args.rate, args.n_id))
+    out.append(
+        report(
+            res,
+            setup.methods,
+            list(far),
+            f"## Far OOD: {args.model.name if args.artifact is None else 'artifact'}, "
+            f"fitted on {fitted_on}; ID = {args.n_id} Fashion-MNIST test images; OOD = "
+            f"{sizes}",
+            args.rate,
+            args.n_id,
+        )
+    )
 
     if args.near_model.is_file():
         meta_path = args.near_model.with_suffix(".json")
@@ -132,19 +167,35 @@ def main(argv: list[str] | None = None) -> int:
         classes = meta.get("classes", list(range(8)))
         held = [c for c in range(10) if c not in classes]
         log.info("near OOD: %s, classes %s, held out %s", args.near_model.name, classes, held)
-        near = fit_setup(args.near_model, methods, args.n_train, args.n_calib, args.rate,
-                         args.seed, classes=classes, ood=mk())
+        near = fit_setup(
+            args.near_model,
+            methods,
+            args.n_train,
+            args.n_calib,
+            args.rate,
+            args.seed,
+            classes=classes,
+            ood=mk(),
+        )
         xi, _ = evalsets.fmnist_test(args.n_id, seed=args.seed, classes=classes)
         xo, _ = evalsets.fmnist_test(args.n_id, seed=args.seed, classes=held)
         sn_id, sn_ood = near.score(xi, "near ID test"), near.score(xo, "held-out classes")
         name = "classes " + "/".join(map(str, held))
         res_n = metric_rows(near, sn_id, {name: sn_ood})
         results["near"] = res_n
-        out.append(report(res_n, near.methods, [name],
-                          f"## Near OOD: {args.near_model.name} (classes {classes}), fitted on "
-                          f"{args.n_train} training images of those classes; ID = {len(xi)} test "
-                          f"images of those classes; OOD = {len(xo)} test images of classes "
-                          f"{held}", args.rate, len(xi)))
+        out.append(
+            report(
+                res_n,
+                near.methods,
+                [name],
+                f"## Near OOD: {args.near_model.name} (classes {classes}), fitted on "
+                f"{args.n_train} training images of those classes; ID = {len(xi)} test "
+                f"images of those classes; OOD = {len(xo)} test images of classes "
+                f"{held}",
+                args.rate,
+                len(xi),
+            )
+        )
     else:
         log.info("near OOD skipped: %s not found", args.near_model)
         out.append(f"(near OOD skipped: {args.near_model} not found)\n")

@@ -46,9 +46,9 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-from guard.datasets import as_model_input, load_fashion_mnist  # noqa: E402
-from guard.model.export import export_torch_to_onnx  # noqa: E402
-from guard.model.nets import FashionResNet  # noqa: E402
+from guard.datasets import as_model_input, load_fashion_mnist
+from guard.model.export import export_torch_to_onnx
+from guard.model.nets import FashionResNet
 
 MODEL_NAME = "fmnist_resnet"
 
@@ -71,7 +71,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--name", default=MODEL_NAME, help=f"output file stem (default {MODEL_NAME})")
     p.add_argument(
-        "--max-batches", type=int, default=0, help="stop each epoch after this many batches (0 = all; for timing)"
+        "--max-batches",
+        type=int,
+        default=0,
+        help="stop each epoch after this many batches (0 = all; for timing)",
     )
     return p.parse_args(argv)
 
@@ -81,13 +84,23 @@ def parse_classes(text: str) -> list[int]:
     try:
         classes = [int(t) for t in text.split(",") if t.strip()]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
-    if len(classes) < 2 or len(set(classes)) != len(classes) or not all(0 <= c <= 9 for c in classes):
-        raise argparse.ArgumentTypeError(f"expected at least two distinct classes in 0..9, got {text!r}")
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integers, got {text!r}"
+        ) from None
+    if (
+        len(classes) < 2
+        or len(set(classes)) != len(classes)
+        or not all(0 <= c <= 9 for c in classes)
+    ):
+        raise argparse.ArgumentTypeError(
+            f"expected at least two distinct classes in 0..9, got {text!r}"
+        )
     return classes
 
 
-def select_classes(x: np.ndarray, y: np.ndarray, classes: list[int]) -> tuple[np.ndarray, np.ndarray]:
+def select_classes(
+    x: np.ndarray, y: np.ndarray, classes: list[int]
+) -> tuple[np.ndarray, np.ndarray]:
     """Keep the images of ``classes`` (original order) and remap their labels to ``0..k-1``."""
     keep = np.isin(y, classes)
     remap = np.full(10, -1, dtype=np.int64)
@@ -128,7 +141,10 @@ def onnx_accuracy(path: Path, x: np.ndarray, y: np.ndarray, batch: int = 1000) -
     import onnxruntime as ort
 
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    preds = [sess.run(["logits"], {"input": x[i : i + batch]})[0].argmax(1) for i in range(0, len(x), batch)]
+    preds = [
+        sess.run(["logits"], {"input": x[i : i + batch]})[0].argmax(1)
+        for i in range(0, len(x), batch)
+    ]
     return float((np.concatenate(preds) == y).mean())
 
 
@@ -178,7 +194,9 @@ def main(argv: list[str] | None = None) -> int:
         total_loss = 0.0
         correct = 0
         seen = 0
-        bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch}/{args.epochs}", leave=False, mininterval=5)
+        bar = tqdm(
+            range(steps_per_epoch), desc=f"epoch {epoch}/{args.epochs}", leave=False, mininterval=5
+        )
         for step in bar:
             idx = perm[step * args.batch_size : (step + 1) * args.batch_size]
             xb = augment(train_x[idx], gen)
@@ -210,19 +228,28 @@ def main(argv: list[str] | None = None) -> int:
 
     model.eval()
     torch.save(model.state_dict(), pt_path)
-    export_torch_to_onnx(model, test_x[:64].clone(), onnx_path, input_name="input", output_name="logits")
+    export_torch_to_onnx(
+        model, test_x[:64].clone(), onnx_path, input_name="input", output_name="logits"
+    )
     onnx_size = onnx_path.stat().st_size
     if onnx_size >= 2 * 1024 * 1024:
         raise SystemExit(f"ONNX file {onnx_path} is {onnx_size} bytes, expected < 2 MB")
     ort_acc = onnx_accuracy(onnx_path, test_x_f, test_y_np)
     if abs(ort_acc - test_acc) > 1e-9:
-        print(f"WARNING: onnxruntime test accuracy {ort_acc:.4f} != torch {test_acc:.4f}", flush=True)
+        print(
+            f"WARNING: onnxruntime test accuracy {ort_acc:.4f} != torch {test_acc:.4f}", flush=True
+        )
 
     meta = {
         "architecture": "FashionResNet",
         "module": "guard.nets.FashionResNet",
         "dataset": "fashion-mnist",
-        "input": {"name": "input", "shape": ["batch", 1, 28, 28], "dtype": "float32", "range": [0.0, 1.0]},
+        "input": {
+            "name": "input",
+            "shape": ["batch", 1, 28, 28],
+            "dtype": "float32",
+            "range": [0.0, 1.0],
+        },
         "output": {"name": "logits", "shape": ["batch", n_classes]},
         "num_parameters": n_params,
         "test_accuracy": test_acc,
@@ -249,7 +276,10 @@ def main(argv: list[str] | None = None) -> int:
         meta["test_images"] = int(len(test_x_np))
     json_path.write_text(json.dumps(meta, indent=2) + "\n")
     print(f"wrote {pt_path}, {onnx_path} ({onnx_size} bytes), {json_path}")
-    print(f"final test accuracy: torch {test_acc:.4f}, onnxruntime {ort_acc:.4f}; training time {train_time:.0f} s")
+    print(
+        f"final test accuracy: torch {test_acc:.4f}, onnxruntime {ort_acc:.4f}; "
+        f"training time {train_time:.0f} s"
+    )
     return 0
 
 

@@ -30,21 +30,29 @@ class GuardServer:
     ``guard`` (with ``model_name``) serves an in-memory guard instead of ``settings.artifact``.
     """
 
-    def __init__(self, settings: Settings, guard: Guard | None = None,
-                 model_name: str | None = None) -> None:
+    def __init__(
+        self, settings: Settings, guard: Guard | None = None, model_name: str | None = None
+    ) -> None:
         s = self.settings = settings
         if guard is None:
-            self.model = ServedModel.load(s.artifact, name=s.model_name, device=s.device,
-                                          geometry=s.geometry)
+            self.model = ServedModel.load(
+                s.artifact, name=s.model_name, device=s.device, geometry=s.geometry
+            )
         else:
-            self.model = ServedModel(guard, model_name or s.model_name or "model",
-                                     geometry=s.geometry)
+            self.model = ServedModel(
+                guard, model_name or s.model_name or "model", geometry=s.geometry
+            )
         self.metrics = Metrics()
-        self.dataplane = DataPlane(self.model, self.metrics, max_batch_size=s.max_batch_size,
-                                   max_delay_s=s.max_queue_delay_ms / 1000.0,
-                                   max_queue=s.max_queue_size)
-        self.grpc = GrpcServer(self.dataplane, host=s.host, port=s.port,
-                               max_message_bytes=s.max_message_bytes)
+        self.dataplane = DataPlane(
+            self.model,
+            self.metrics,
+            max_batch_size=s.max_batch_size,
+            max_delay_s=s.max_queue_delay_ms / 1000.0,
+            max_queue=s.max_queue_size,
+        )
+        self.grpc = GrpcServer(
+            self.dataplane, host=s.host, port=s.port, max_message_bytes=s.max_message_bytes
+        )
         self.metrics_port = -1
         self._started = False
         self._stopped = asyncio.Event()
@@ -70,8 +78,12 @@ class GuardServer:
         if s.metrics_port >= 0:
             self.metrics_port = self.metrics.serve_http(s.metrics_port, s.host)
         await self.grpc.set_serving()
-        log.info("serving model %r on port %d (metrics on %s)", self.model_name, self.port,
-                 self.metrics_port if self.metrics_port >= 0 else "off")
+        log.info(
+            "serving model %r on port %d (metrics on %s)",
+            self.model_name,
+            self.port,
+            self.metrics_port if self.metrics_port >= 0 else "off",
+        )
         return self.port
 
     async def stop(self, grace: float | None = None) -> None:
@@ -90,8 +102,10 @@ class GuardServer:
         await self._stopped.wait()
 
 
-async def serve(settings: Settings, announce: Callable[[GuardServer], None] = lambda srv: None,
-                ) -> None:
+async def serve(
+    settings: Settings,
+    announce: Callable[[GuardServer], None] = lambda srv: None,
+) -> None:
     """Run until SIGTERM / SIGINT, then stop gracefully. ``announce(server)`` is called once it
     serves (after the signal handlers are installed, so an early SIGTERM is already graceful)."""
     srv = GuardServer(settings)

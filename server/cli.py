@@ -32,16 +32,25 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model-name", help="model name clients use (default: artifact dir name)")
     p.add_argument("--host", help="address to bind (default 0.0.0.0)")
     p.add_argument("--port", type=int, help="gRPC port (default 8001; 0 = any free port)")
-    p.add_argument("--metrics-port", type=int,
-                   help="Prometheus port (default 8002; 0 = any free, -1 = off)")
+    p.add_argument(
+        "--metrics-port", type=int, help="Prometheus port (default 8002; 0 = any free, -1 = off)"
+    )
     p.add_argument("--max-batch-size", type=int, help="dynamic batching: images per batch (64)")
     p.add_argument("--max-queue-delay-ms", type=float, help="dynamic batching: max wait (2 ms)")
     p.add_argument("--max-queue-size", type=int, help="queued requests before RESOURCE_EXHAUSTED")
     p.add_argument("--max-message-bytes", type=int, help="largest gRPC message (64 MiB)")
-    p.add_argument("--no-geometry", dest="geometry", action="store_const", const=False,
-                   help="serve the bare model (logits/prediction): the 'guard off' baseline")
-    p.add_argument("--device", choices=["auto", "cpu", "cuda"],
-                   help="where the geometry's scans run (auto: a CUDA GPU when present)")
+    p.add_argument(
+        "--no-geometry",
+        dest="geometry",
+        action="store_const",
+        const=False,
+        help="serve the bare model (logits/prediction): the 'guard off' baseline",
+    )
+    p.add_argument(
+        "--device",
+        choices=["auto", "cpu", "cuda"],
+        help="where the geometry's scans run (auto: a CUDA GPU when present)",
+    )
     p.add_argument("--grace-s", type=float, help="seconds in-flight requests get on SIGTERM")
     p.add_argument("--log-level", help="Python logging level (INFO)")
 
@@ -49,14 +58,19 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
 def add_commands(sub: argparse._SubParsersAction) -> None:
     """The ``extra`` hook of :func:`guard.cli.build_parser`: ``serve`` and ``demo``."""
     s = sub.add_parser(
-        "serve", help="serve a fitted guard over gRPC",
+        "serve",
+        help="serve a fitted guard over gRPC",
         description="Serve a fitted guard over gRPC: Open Inference Protocol (KServe v2 / "
         "Triton clients), guard.v1 typed API, health, reflection, Prometheus metrics. Every "
-        "flag can also be set as an environment variable GUARD_<NAME>.")
+        "flag can also be set as an environment variable GUARD_<NAME>.",
+    )
     add_serve_arguments(s)
     s.set_defaults(func=cmd_serve)
-    d = sub.add_parser("demo", help="serve the built-in Fashion-MNIST guard and query it with "
-                       "tritonclient", description=demo.DESCRIPTION)
+    d = sub.add_parser(
+        "demo",
+        help="serve the built-in Fashion-MNIST guard and query it with tritonclient",
+        description=demo.DESCRIPTION,
+    )
     demo.add_arguments(d)
     d.set_defaults(func=demo.cmd_demo)
 
@@ -72,8 +86,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     settings = Settings.from_env(**{f.name: getattr(args, f.name, None) for f in fields(Settings)})
-    logging.basicConfig(level=settings.log_level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     try:
         asyncio.run(_serve(settings))
     except OSError as exc:  # e.g. the port is taken
@@ -92,10 +107,16 @@ async def _serve(settings: Settings) -> None:
 
 def _announce(srv: GuardServer) -> None:
     s = srv.settings
-    metrics = (f"metrics http://{s.host}:{srv.metrics_port}/metrics" if srv.metrics_port >= 0
-               else "metrics off")
-    print(f"guard: serving {srv.model_name!r} on {s.host}:{srv.port} (gRPC: Open Inference "
-          f"Protocol + guard.v1, health, reflection); {metrics}", flush=True)
+    metrics = (
+        f"metrics http://{s.host}:{srv.metrics_port}/metrics"
+        if srv.metrics_port >= 0
+        else "metrics off"
+    )
+    print(
+        f"guard: serving {srv.model_name!r} on {s.host}:{srv.port} (gRPC: Open Inference "
+        f"Protocol + guard.v1, health, reflection); {metrics}",
+        flush=True,
+    )
 
 
 if __name__ == "__main__":

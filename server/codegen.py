@@ -31,8 +31,9 @@ PROTO_DIR = ROOT / "proto"
 GEN_DIR = Path(__file__).resolve().parent / "grpc" / "gen"
 PROTOS = ("inference/grpc_service.proto", "guard_v1/guard.proto")
 
-HEADER = ("# Post-processed by `python -m server.codegen` (relative imports, private descriptor "
-          "pool).\n")
+HEADER = (
+    "# Post-processed by `python -m server.codegen` (relative imports, private descriptor pool).\n"
+)
 ROOT_INIT = '''"""Code generated from ``proto/`` by ``python -m server.codegen``; never edit it.
 
 The generated ``_pb2`` modules add their descriptors to :data:`POOL`, a private descriptor
@@ -65,8 +66,10 @@ def _sibling_import(top_packages: set[str]) -> re.Pattern[str]:
 
 def _replace_once(text: str, old: str, new: str, rel: PurePosixPath) -> str:
     if text.count(old) != 1:
-        raise RuntimeError(f"codegen: expected {old!r} once in {rel}, found {text.count(old)}; "
-                           f"protoc's output changed: update server/codegen.py")
+        raise RuntimeError(
+            f"codegen: expected {old!r} once in {rel}, found {text.count(old)}; "
+            f"protoc's output changed: update server/codegen.py"
+        )
     return text.replace(old, new)
 
 
@@ -77,13 +80,17 @@ def postprocess(rel: PurePosixPath, text: str, top_packages: set[str]) -> str:
     text = _sibling_import(top_packages).sub(rf"from {up}\1 import \2 as \3", text)
     if rel.name.endswith("_pb2.py"):
         if _WELL_KNOWN.search(text):
-            raise RuntimeError(f"codegen: {rel} imports a protobuf well-known type, which is "
-                               f"not in the private pool; add it to POOL first")
+            raise RuntimeError(
+                f"codegen: {rel} imports a protobuf well-known type, which is "
+                f"not in the private pool; add it to POOL first"
+            )
         text = _replace_once(text, _ADD_DEFAULT, _ADD_PRIVATE, rel)
-        text = _replace_once(text, _IMPORTS_END, f"from {up} import POOL as _POOL\n{_IMPORTS_END}",
-                             rel)
-        text, n = _BUILD.subn("_builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, __name__, "
-                              "_globals)", text)
+        text = _replace_once(
+            text, _IMPORTS_END, f"from {up} import POOL as _POOL\n{_IMPORTS_END}", rel
+        )
+        text, n = _BUILD.subn(
+            "_builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, __name__, _globals)", text
+        )
         if n != 1:
             raise RuntimeError(f"codegen: expected one BuildTopDescriptorsAndMessages in {rel}")
     return HEADER + text
@@ -98,8 +105,14 @@ def generate(out_dir: Path = GEN_DIR) -> list[Path]:
     with tempfile.TemporaryDirectory() as tmp:
         raw = Path(tmp)
         for rel in PROTOS:
-            args = ["protoc", f"-I{PROTO_DIR}", f"--python_out={raw}", f"--pyi_out={raw}",
-                    f"--grpc_python_out={raw}", str(PROTO_DIR / rel)]
+            args = [
+                "protoc",
+                f"-I{PROTO_DIR}",
+                f"--python_out={raw}",
+                f"--pyi_out={raw}",
+                f"--grpc_python_out={raw}",
+                str(PROTO_DIR / rel),
+            ]
             if protoc.main(args) != 0:
                 raise RuntimeError(f"protoc failed on {rel}")
         for path in sorted(raw.rglob("*_pb2*.py*")):

@@ -33,8 +33,12 @@ from guard.types import FLAG_ADVERSARIAL, FLAG_AMBIGUOUS, FLAG_OOD  # the "flags
 DEFAULT_ARTIFACT = "artifacts/fmnist_resnet"
 OUTPUTS = ("prediction", "logits", "margin_min", "hull_distance", "ambiguity", "abstain", "flags")
 READY_TIMEOUT_S = 120.0
-METRIC_PREFIXES = ("guard_requests_total", "guard_images_total", "guard_abstentions_total",
-                   "guard_flags_total")
+METRIC_PREFIXES = (
+    "guard_requests_total",
+    "guard_images_total",
+    "guard_abstentions_total",
+    "guard_flags_total",
+)
 
 
 class DemoError(Exception):
@@ -42,33 +46,54 @@ class DemoError(Exception):
 
 
 # ---------------------------------------------------------------------------- command line
-DESCRIPTION = ("Serve the built-in Fashion-MNIST guard over gRPC (fitting it on first use), "
-               "query it with tritonclient with in-distribution images, out-of-distribution "
-               "images and noise, and print what the guard decided.")
+DESCRIPTION = (
+    "Serve the built-in Fashion-MNIST guard over gRPC (fitting it on first use), "
+    "query it with tritonclient with in-distribution images, out-of-distribution "
+    "images and noise, and print what the guard decided."
+)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--artifact", default=DEFAULT_ARTIFACT,
-                   help=f"artifact directory; fitted with the built-in model if it has no "
-                   f"manifest.json (default: {DEFAULT_ARTIFACT})")
-    p.add_argument("--n-fmnist", type=int, default=200,
-                   help="Fashion-MNIST test images (in distribution, labelled; default 200)")
-    p.add_argument("--n-digits", type=int, default=100,
-                   help="scikit-learn handwritten digits, resized to 28x28 (out of distribution; "
-                   "default 100)")
-    p.add_argument("--n-noise", type=int, default=50,
-                   help="images of uniform noise and as many of Gaussian noise (default 50)")
-    p.add_argument("--n-constant", type=int, default=5,
-                   help="constant images, black to white (default 5)")
+    p.add_argument(
+        "--artifact",
+        default=DEFAULT_ARTIFACT,
+        help=f"artifact directory; fitted with the built-in model if it has no "
+        f"manifest.json (default: {DEFAULT_ARTIFACT})",
+    )
+    p.add_argument(
+        "--n-fmnist",
+        type=int,
+        default=200,
+        help="Fashion-MNIST test images (in distribution, labelled; default 200)",
+    )
+    p.add_argument(
+        "--n-digits",
+        type=int,
+        default=100,
+        help="scikit-learn handwritten digits, resized to 28x28 (out of distribution; default 100)",
+    )
+    p.add_argument(
+        "--n-noise",
+        type=int,
+        default=50,
+        help="images of uniform noise and as many of Gaussian noise (default 50)",
+    )
+    p.add_argument(
+        "--n-constant", type=int, default=5, help="constant images, black to white (default 5)"
+    )
     p.add_argument("--rows", type=int, default=4, help="example rows shown per source (4)")
     p.add_argument("--batch-size", type=int, default=64, help="images per request (64)")
     p.add_argument("--seed", type=int, default=0, help="which images are drawn, and the noise")
     p.add_argument("--host", default="127.0.0.1", help="address the server binds (127.0.0.1)")
     p.add_argument("--port", type=int, default=0, help="gRPC port (0 = any free port)")
-    p.add_argument("--metrics-port", type=int, default=0,
-                   help="Prometheus metrics port (0 = any free port)")
-    p.add_argument("--keep-serving", action="store_true",
-                   help="leave the server running after the report until Ctrl-C")
+    p.add_argument(
+        "--metrics-port", type=int, default=0, help="Prometheus metrics port (0 = any free port)"
+    )
+    p.add_argument(
+        "--keep-serving",
+        action="store_true",
+        help="leave the server running after the report until Ctrl-C",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -118,34 +143,55 @@ def run(args: argparse.Namespace) -> int:
         client = grpcclient.InferenceServerClient(url=f"{connect_host(host)}:{port}")
         srv.wait_ready(client)
         try:
-            query(args, grpcclient, client, srv, sources, manifest, model_name, host, port,
-                  metrics_port)
+            query(
+                args,
+                grpcclient,
+                client,
+                srv,
+                sources,
+                manifest,
+                model_name,
+                host,
+                port,
+                metrics_port,
+            )
         except InferenceServerException as exc:
             raise DemoError(f"request failed: {exc}{srv.log_tail()}") from None
         finally:
             client.close()
         rc = srv.stop()
         if rc != 0:
-            print(f"guard demo: error: server exited with code {rc} on SIGTERM{srv.log_tail()}",
-                  file=sys.stderr)
+            print(
+                f"guard demo: error: server exited with code {rc} on SIGTERM{srv.log_tail()}",
+                file=sys.stderr,
+            )
             return 1
     print(f"server stopped cleanly on SIGTERM (exit 0); demo took {time.perf_counter() - t0:.1f} s")
     return 0
 
 
-def query(args: argparse.Namespace, grpcclient, client, srv: ServerProcess,  # noqa: ANN001
-          sources: list[Source], manifest: dict, model_name: str, host: str, port: int,
-          metrics_port: int) -> None:
+def query(
+    args: argparse.Namespace,
+    grpcclient,
+    client,
+    srv: ServerProcess,
+    sources: list[Source],
+    manifest: dict,
+    model_name: str,
+    host: str,
+    port: int,
+    metrics_port: int,
+) -> None:
     """Metadata, inference on every source, the report, the metrics; then wait if asked."""
-    print(f"server ready on {host}:{port} (model {model_name!r}, "
-          f"started in {srv.startup_s:.1f} s)")
+    print(f"server ready on {host}:{port} (model {model_name!r}, started in {srv.startup_s:.1f} s)")
     meta = client.get_model_metadata(model_name, as_json=True)
     input_meta = meta["inputs"][0]
     input_name = input_meta["name"]
     shape = [int(d) for d in input_meta["shape"]]
     if shape[1:] != [1, 28, 28]:
-        raise DemoError(f"the demo sends 1x28x28 images, but model input {input_name!r} has "
-                        f"shape {shape}")
+        raise DemoError(
+            f"the demo sends 1x28x28 images, but model input {input_name!r} has shape {shape}"
+        )
     available = {o["name"] for o in meta["outputs"]}
     missing = [n for n in OUTPUTS if n not in available]
     if missing:
@@ -155,21 +201,26 @@ def query(args: argparse.Namespace, grpcclient, client, srv: ServerProcess,  # n
     n_requests = 0
     results = {}
     for src in sources:
-        results[src.name], n = infer_all(grpcclient, client, model_name, input_name, src.x,
-                                         args.batch_size)
+        results[src.name], n = infer_all(
+            grpcclient, client, model_name, input_name, src.x, args.batch_size
+        )
         n_requests += n
     t_infer = time.perf_counter() - t_infer
     n_images = sum(len(s.x) for s in sources)
 
     print_report(sources, results, manifest, args.rows)
-    print(f"\n{n_images} images in {n_requests} OIP ModelInfer requests (tritonclient.grpc) "
-          f"in {t_infer:.2f} s")
+    print(
+        f"\n{n_images} images in {n_requests} OIP ModelInfer requests (tritonclient.grpc) "
+        f"in {t_infer:.2f} s"
+    )
     metrics_url = f"http://{connect_host(host)}:{metrics_port}/metrics"
     print_metrics(metrics_url)
 
     if args.keep_serving:
-        print(f"\nserver still running: gRPC {host}:{port} (Open Inference Protocol + "
-              f"guard.v1), metrics {metrics_url}; Ctrl-C stops it")
+        print(
+            f"\nserver still running: gRPC {host}:{port} (Open Inference Protocol + "
+            f"guard.v1), metrics {metrics_url}; Ctrl-C stops it"
+        )
         proc = srv.proc
         assert proc is not None  # started by ServerProcess.__enter__
         try:
@@ -178,8 +229,7 @@ def query(args: argparse.Namespace, grpcclient, client, srv: ServerProcess,  # n
         except KeyboardInterrupt:
             print()
         if proc.poll() is not None:
-            raise DemoError(f"server exited on its own with code {proc.returncode}"
-                            f"{srv.log_tail()}")
+            raise DemoError(f"server exited on its own with code {proc.returncode}{srv.log_tail()}")
 
 
 # ---------------------------------------------------------------------------- artifact
@@ -198,10 +248,14 @@ def ensure_artifact(artifact: Path) -> None:
         print(f"{artifact} was fitted on an older built-in model: refitting")
 
     if not DEFAULT_MODEL.is_file():
-        raise DemoError(f"the built-in model {DEFAULT_MODEL} is missing, so the default artifact "
-                        f"cannot be fitted (train it with scripts/train_default_model.py)")
-    print(f"{artifact} has no manifest.json: fitting the built-in guard (first run only, takes "
-          f"a few minutes)")
+        raise DemoError(
+            f"the built-in model {DEFAULT_MODEL} is missing, so the default artifact "
+            f"cannot be fitted (train it with scripts/train_default_model.py)"
+        )
+    print(
+        f"{artifact} has no manifest.json: fitting the built-in guard (first run only, takes "
+        f"a few minutes)"
+    )
     t = time.perf_counter()
     default_guard(artifact)
     print(f"fitted {artifact} in {time.perf_counter() - t:.0f} s")
@@ -217,8 +271,9 @@ class Source:
     y: np.ndarray | None  # Fashion-MNIST class index, for accuracy (in distribution only)
 
 
-def load_sources(n_fmnist: int, n_digits: int, n_noise: int, n_constant: int,
-                 seed: int) -> list[Source]:
+def load_sources(
+    n_fmnist: int, n_digits: int, n_noise: int, n_constant: int, seed: int
+) -> list[Source]:
     from guard.datasets import (
         FASHION_MNIST_CLASSES,
         as_model_input,
@@ -231,28 +286,59 @@ def load_sources(n_fmnist: int, n_digits: int, n_noise: int, n_constant: int,
     if n_fmnist:
         x, y = load_fashion_mnist("test")
         idx = np.sort(rng.choice(len(x), size=min(n_fmnist, len(x)), replace=False))
-        out.append(Source("fashion", "Fashion-MNIST test images (in distribution)",
-                          as_model_input(x[idx]), [FASHION_MNIST_CLASSES[i] for i in y[idx]],
-                          y[idx]))
+        out.append(
+            Source(
+                "fashion",
+                "Fashion-MNIST test images (in distribution)",
+                as_model_input(x[idx]),
+                [FASHION_MNIST_CLASSES[i] for i in y[idx]],
+                y[idx],
+            )
+        )
     if n_digits:
         x, y = load_digits_28()
         idx = np.sort(rng.choice(len(x), size=min(n_digits, len(x)), replace=False))
-        out.append(Source("digits", "handwritten digits 0-9 (scikit-learn, resized to 28x28; "
-                          "out of distribution)", as_model_input(x[idx]),
-                          [f"digit {d}" for d in y[idx]], None))
+        out.append(
+            Source(
+                "digits",
+                "handwritten digits 0-9 (scikit-learn, resized to 28x28; out of distribution)",
+                as_model_input(x[idx]),
+                [f"digit {d}" for d in y[idx]],
+                None,
+            )
+        )
     if n_noise:
         shape = (n_noise, 1, 28, 28)
-        out.append(Source("uniform", "uniform noise in [0, 1]",
-                          rng.uniform(0.0, 1.0, shape).astype(np.float32), None, None))
-        out.append(Source("gaussian", "Gaussian noise, mean 0.5, sd 0.25, clipped to [0, 1]",
-                          np.clip(rng.normal(0.5, 0.25, shape), 0.0, 1.0).astype(np.float32),
-                          None, None))
+        out.append(
+            Source(
+                "uniform",
+                "uniform noise in [0, 1]",
+                rng.uniform(0.0, 1.0, shape).astype(np.float32),
+                None,
+                None,
+            )
+        )
+        out.append(
+            Source(
+                "gaussian",
+                "Gaussian noise, mean 0.5, sd 0.25, clipped to [0, 1]",
+                np.clip(rng.normal(0.5, 0.25, shape), 0.0, 1.0).astype(np.float32),
+                None,
+                None,
+            )
+        )
     if n_constant:
         levels = np.linspace(0.0, 1.0, n_constant) if n_constant > 1 else np.zeros(1)
         x = np.broadcast_to(levels[:, None, None, None], (n_constant, 1, 28, 28))
-        out.append(Source("constant", "constant images, black to white",
-                          np.ascontiguousarray(x, dtype=np.float32),
-                          [f"all {v:.2f}" for v in levels], None))
+        out.append(
+            Source(
+                "constant",
+                "constant images, black to white",
+                np.ascontiguousarray(x, dtype=np.float32),
+                [f"all {v:.2f}" for v in levels],
+                None,
+            )
+        )
     return out
 
 
@@ -274,11 +360,24 @@ def connect_host(host: str) -> str:
 class ServerProcess:
     """``python -m server`` as a subprocess, its output in a temporary log file."""
 
-    def __init__(self, artifact: Path, host: str, port: int, metrics_port: int,
-                 model_name: str) -> None:
-        self.cmd = [sys.executable, "-m", "server", "--artifact", str(artifact),
-                    "--model-name", model_name, "--host", host, "--port", str(port),
-                    "--metrics-port", str(metrics_port)]
+    def __init__(
+        self, artifact: Path, host: str, port: int, metrics_port: int, model_name: str
+    ) -> None:
+        self.cmd = [
+            sys.executable,
+            "-m",
+            "server",
+            "--artifact",
+            str(artifact),
+            "--model-name",
+            model_name,
+            "--host",
+            host,
+            "--port",
+            str(port),
+            "--metrics-port",
+            str(metrics_port),
+        ]
         self.proc: subprocess.Popen | None = None
         self.startup_s = 0.0
         self._log: IO[bytes] | None = None
@@ -287,9 +386,14 @@ class ServerProcess:
         self._log = tempfile.TemporaryFile(mode="w+b")
         self._t0 = time.perf_counter()
         # Own session: Ctrl-C reaches only the demo, which then stops the server with SIGTERM.
-        self.proc = subprocess.Popen(self.cmd, stdin=subprocess.DEVNULL, stdout=self._log,
-                                     stderr=subprocess.STDOUT, start_new_session=True,
-                                     env=dict(os.environ, PYTHONUNBUFFERED="1"))
+        self.proc = subprocess.Popen(
+            self.cmd,
+            stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env=dict(os.environ, PYTHONUNBUFFERED="1"),
+        )
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -306,7 +410,7 @@ class ServerProcess:
         lines = self._log.read().decode(errors="replace").splitlines()[-n:]
         return ("; server output:\n  " + "\n  ".join(lines)) if lines else ""
 
-    def wait_ready(self, client, timeout_s: float = READY_TIMEOUT_S) -> None:  # noqa: ANN001
+    def wait_ready(self, client, timeout_s: float = READY_TIMEOUT_S) -> None:
         from tritonclient.utils import InferenceServerException
 
         assert self.proc is not None
@@ -314,8 +418,10 @@ class ServerProcess:
         while True:
             rc = self.proc.poll()
             if rc is not None:
-                raise DemoError(f"server exited with code {rc} before it was ready "
-                                f"({' '.join(self.cmd)}){self.log_tail()}")
+                raise DemoError(
+                    f"server exited with code {rc} before it was ready "
+                    f"({' '.join(self.cmd)}){self.log_tail()}"
+                )
             with contextlib.suppress(InferenceServerException):
                 if client.is_server_ready(client_timeout=2.0):
                     self.startup_s = time.perf_counter() - self._t0
@@ -343,13 +449,14 @@ def stop_process(proc: subprocess.Popen, timeout_s: float = 30.0) -> int:
 
 
 # ---------------------------------------------------------------------------- inference
-def infer_all(grpcclient, client, model_name: str, input_name: str, x: np.ndarray,  # noqa: ANN001
-              batch_size: int) -> tuple[dict[str, np.ndarray], int]:
+def infer_all(
+    grpcclient, client, model_name: str, input_name: str, x: np.ndarray, batch_size: int
+) -> tuple[dict[str, np.ndarray], int]:
     """All of ``x`` in requests of ``batch_size`` images; the outputs concatenated."""
     parts: dict[str, list[np.ndarray]] = {n: [] for n in OUTPUTS}
     n_requests = 0
     for start in range(0, len(x), batch_size):
-        chunk = np.ascontiguousarray(x[start:start + batch_size], dtype=np.float32)
+        chunk = np.ascontiguousarray(x[start : start + batch_size], dtype=np.float32)
         inp = grpcclient.InferInput(input_name, list(chunk.shape), "FP32")
         inp.set_data_from_numpy(chunk)
         outputs = [grpcclient.InferRequestedOutput(n) for n in OUTPUTS]
@@ -362,8 +469,9 @@ def infer_all(grpcclient, client, model_name: str, input_name: str, x: np.ndarra
 
 # ---------------------------------------------------------------------------- report
 def decision_text(abstain: bool, flags: int) -> str:
-    reasons = [name for bit, name in ((FLAG_OOD, "ood"), (FLAG_AMBIGUOUS, "ambiguous"))
-               if flags & bit]
+    reasons = [
+        name for bit, name in ((FLAG_OOD, "ood"), (FLAG_AMBIGUOUS, "ambiguous")) if flags & bit
+    ]
     parts = []
     if abstain:
         parts.append(f"ABSTAIN ({', '.join(reasons)})" if reasons else "ABSTAIN")
@@ -396,41 +504,58 @@ def _pct(mask: np.ndarray) -> str:
     return f"{100 * np.mean(mask):5.1f}%" if len(mask) else "    -"
 
 
-def print_report(sources: list[Source], results: dict[str, dict[str, np.ndarray]],
-                 manifest: dict, rows: int) -> None:
+def print_report(
+    sources: list[Source], results: dict[str, dict[str, np.ndarray]], manifest: dict, rows: int
+) -> None:
     names = manifest.get("class_names") or [str(i) for i in range(10)]
     t = manifest.get("thresholds") or {}
     hull_t = t.get("hull")
     hull_txt = "off" if hull_t is None else f"{hull_t:.3f}"
     print()
-    print("What the guard reports per image, all distances in the model's feature space "
-          "(penultimate layer):")
-    print("  d_min = distance to the nearest decision boundary (how far the prediction is from "
-          "flipping);")
-    print("  hull  = certified distance to the convex hull of the training images' features "
-          "(0 = inside what training covered);")
-    print("  ambig = d_min - hull (negative: a decision boundary is closer than the training "
-          "data, so the prediction is unsupported).")
+    print(
+        "What the guard reports per image, all distances in the model's feature space "
+        "(penultimate layer):"
+    )
+    print(
+        "  d_min = distance to the nearest decision boundary (how far the prediction is from "
+        "flipping);"
+    )
+    print(
+        "  hull  = certified distance to the convex hull of the training images' features "
+        "(0 = inside what training covered);"
+    )
+    print(
+        "  ambig = d_min - hull (negative: a decision boundary is closer than the training "
+        "data, so the prediction is unsupported)."
+    )
     if "ood.npz" in (manifest.get("files") or {}):
         rate = t.get("target_abstain_rate") or 0.05
-        print(f"Decision rules (calibrated on {t.get('n_calib', 0)} held-out training images): "
-              f"ABSTAIN (ood) when the p-value of the guard's combined out-of-distribution score "
-              f"is below {rate:g} (so at most {100 * rate:g}% of in-distribution images "
-              f"abstain); 'ambiguous' (ambig < {t.get('ambiguity', 0.0):g}) is reported; FLAG "
-              f"adversarial if d_min < {t.get('d_min', 0.0):.3g} (the "
-              f"{100 * (t.get('target_flag_rate') or 0):g}% lowest clean margins).")
+        print(
+            f"Decision rules (calibrated on {t.get('n_calib', 0)} held-out training images): "
+            f"ABSTAIN (ood) when the p-value of the guard's combined out-of-distribution score "
+            f"is below {rate:g} (so at most {100 * rate:g}% of in-distribution images "
+            f"abstain); 'ambiguous' (ambig < {t.get('ambiguity', 0.0):g}) is reported; FLAG "
+            f"adversarial if d_min < {t.get('d_min', 0.0):.3g} (the "
+            f"{100 * (t.get('target_flag_rate') or 0):g}% lowest clean margins)."
+        )
     else:
-        print(f"Decision rules (thresholds calibrated on {t.get('n_calib', 0)} held-out training "
-              f"images): ABSTAIN (ood) if hull > {hull_txt}; ABSTAIN (ambiguous) if ambig < "
-              f"{t.get('ambiguity', 0.0):g}; FLAG adversarial if d_min < "
-              f"{t.get('d_min', 0.0):.3g}.")
+        print(
+            f"Decision rules (thresholds calibrated on {t.get('n_calib', 0)} held-out training "
+            f"images): ABSTAIN (ood) if hull > {hull_txt}; ABSTAIN (ambiguous) if ambig < "
+            f"{t.get('ambiguity', 0.0):g}; FLAG adversarial if d_min < "
+            f"{t.get('d_min', 0.0):.3g}."
+        )
     if t.get("target_abstain_rate") is not None and "ood.npz" not in (manifest.get("files") or {}):
-        print(f"  (hull threshold: {100 * t['target_abstain_rate']:g}% of clean in-distribution "
-              f"images exceed it; d_min threshold: {100 * (t.get('target_flag_rate') or 0):g}% "
-              f"of clean images fall below it)")
+        print(
+            f"  (hull threshold: {100 * t['target_abstain_rate']:g}% of clean in-distribution "
+            f"images exceed it; d_min threshold: {100 * (t.get('target_flag_rate') or 0):g}% "
+            f"of clean images fall below it)"
+        )
 
-    header = (f"{'source':<9} {'#':>4} {'true label':<12} {'prediction':<12} {'conf':>5} "
-              f"{'d_min':>7} {'hull':>7} {'ambig':>8}  decision")
+    header = (
+        f"{'source':<9} {'#':>4} {'true label':<12} {'prediction':<12} {'conf':>5} "
+        f"{'d_min':>7} {'hull':>7} {'ambig':>8}  decision"
+    )
     print()
     print(header)
     print("-" * (len(header) + 22))
@@ -442,17 +567,23 @@ def print_report(sources: list[Source], results: dict[str, dict[str, np.ndarray]
         decisions[src.name] = dec
         for i in example_rows(dec, rows):
             label = src.labels[i] if src.labels is not None else "-"
-            print(f"{src.name:<9} {i:>4} {label:<12} {names[int(r['prediction'][i])]:<12} "
-                  f"{conf[i]:5.2f} {r['margin_min'][i]:7.3f} {r['hull_distance'][i]:7.3f} "
-                  f"{r['ambiguity'][i]:8.3f}  {dec[i]}")
-    print("(conf = the model's own softmax probability for its prediction, for comparison; the "
-          "guard does not use it)")
+            print(
+                f"{src.name:<9} {i:>4} {label:<12} {names[int(r['prediction'][i])]:<12} "
+                f"{conf[i]:5.2f} {r['margin_min'][i]:7.3f} {r['hull_distance'][i]:7.3f} "
+                f"{r['ambiguity'][i]:8.3f}  {dec[i]}"
+            )
+    print(
+        "(conf = the model's own softmax probability for its prediction, for comparison; the "
+        "guard does not use it)"
+    )
 
     print()
     print("Summary per source (medians over all images of the source):")
-    head = (f"{'source':<9} {'n':>4} {'abstain':>7} {'(ood':>6} {'ambig)':>7} {'adv.flag':>8} "
-            f"{'accuracy':>8} {'acc.accepted':>12} {'d_min':>7} {'hull':>7} {'ambig':>8} "
-            f"{'conf':>5}")
+    head = (
+        f"{'source':<9} {'n':>4} {'abstain':>7} {'(ood':>6} {'ambig)':>7} {'adv.flag':>8} "
+        f"{'accuracy':>8} {'acc.accepted':>12} {'d_min':>7} {'hull':>7} {'ambig':>8} "
+        f"{'conf':>5}"
+    )
     print(head)
     print("-" * len(head))
     for src in sources:
@@ -463,13 +594,17 @@ def print_report(sources: list[Source], results: dict[str, dict[str, np.ndarray]
             ok = r["prediction"] == src.y
             acc = _pct(ok)
             acc_acc = _pct(ok[~abstain]) + f" ({int((~abstain).sum())})"
-        print(f"{src.name:<9} {len(flags):>4} {_pct(abstain):>7} {_pct(flags & FLAG_OOD > 0):>6} "
-              f"{_pct(flags & FLAG_AMBIGUOUS > 0):>7} {_pct(flags & FLAG_ADVERSARIAL > 0):>8} "
-              f"{acc:>8} {acc_acc:>12} {np.median(r['margin_min']):7.3f} "
-              f"{np.median(r['hull_distance']):7.3f} {np.median(r['ambiguity']):8.3f} "
-              f"{np.median(_softmax_max(r['logits'])):5.2f}")
-    print("  (ood and ambig overlap; accuracy only for Fashion-MNIST, whose labels are known; "
-          "acc.accepted = on the images the guard accepted (how many))")
+        print(
+            f"{src.name:<9} {len(flags):>4} {_pct(abstain):>7} {_pct(flags & FLAG_OOD > 0):>6} "
+            f"{_pct(flags & FLAG_AMBIGUOUS > 0):>7} {_pct(flags & FLAG_ADVERSARIAL > 0):>8} "
+            f"{acc:>8} {acc_acc:>12} {np.median(r['margin_min']):7.3f} "
+            f"{np.median(r['hull_distance']):7.3f} {np.median(r['ambiguity']):8.3f} "
+            f"{np.median(_softmax_max(r['logits'])):5.2f}"
+        )
+    print(
+        "  (ood and ambig overlap; accuracy only for Fashion-MNIST, whose labels are known; "
+        "acc.accepted = on the images the guard accepted (how many))"
+    )
     print("\nIn words:")
     for src in sources:
         print(f"  {src.name:<9}{src.what}: {in_words(src, results[src.name])}")
@@ -488,10 +623,12 @@ def in_words(src: Source, r: dict[str, np.ndarray]) -> str:
         if abstain.any():
             text += f", {100 * np.mean(ok[abstain]):.1f}% on the abstained ones"
     else:
-        text = (f"abstained on {100 * np.mean(abstain):.0f}% (out of distribution "
-                f"{100 * np.mean(flags & FLAG_OOD > 0):.0f}%, ambiguous "
-                f"{100 * np.mean(flags & FLAG_AMBIGUOUS > 0):.0f}%); the model's median "
-                f"confidence was {conf:.2f}")
+        text = (
+            f"abstained on {100 * np.mean(abstain):.0f}% (out of distribution "
+            f"{100 * np.mean(flags & FLAG_OOD > 0):.0f}%, ambiguous "
+            f"{100 * np.mean(flags & FLAG_AMBIGUOUS > 0):.0f}%); the model's median "
+            f"confidence was {conf:.2f}"
+        )
     if adv.any():
         text += f"; {100 * np.mean(adv):.0f}% flagged adversarial (very small margin)"
     return text
@@ -505,8 +642,9 @@ def print_metrics(url: str) -> None:
     except OSError as exc:
         print(f"  could not scrape the metrics: {exc}")
         return
-    lines = [ln for ln in text.splitlines()
-             if ln.startswith(METRIC_PREFIXES) and not ln.startswith("#")]
+    lines = [
+        ln for ln in text.splitlines() if ln.startswith(METRIC_PREFIXES) and not ln.startswith("#")
+    ]
     for ln in lines:
         print(f"  {ln}")
     if not lines:

@@ -17,26 +17,44 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
-        self.requests = Counter("guard_requests", "RPCs by method and outcome",
-                                ["rpc", "outcome"], registry=r)
+        self.requests = Counter(
+            "guard_requests", "RPCs by method and outcome", ["rpc", "outcome"], registry=r
+        )
         self.images = Counter("guard_images", "Images classified", registry=r)
-        self.abstentions = Counter("guard_abstentions", "Abstentions by reason", ["reason"],
-                                   registry=r)
+        self.abstentions = Counter(
+            "guard_abstentions", "Abstentions by reason", ["reason"], registry=r
+        )
         self.flags = Counter("guard_flags", "Raised flags by kind", ["flag"], registry=r)
-        self.ambiguity = Histogram("guard_ambiguity", "d_min - hull distance per image",
-                                   buckets=_AMBIGUITY, registry=r)
-        self.d_min = Histogram("guard_margin_min", "Distance to the nearest decision boundary",
-                               buckets=_DISTANCE, registry=r)
-        self.hull = Histogram("guard_hull_distance", "Distance to the training hull (upper bound)",
-                              buckets=_DISTANCE, registry=r)
-        self.queue_seconds = Histogram("guard_queue_seconds", "Time a request waited for its batch",
-                                       buckets=_LATENCY, registry=r)
-        self.model_seconds = Histogram("guard_model_seconds", "Model run per batch",
-                                       buckets=_LATENCY, registry=r)
-        self.geometry_seconds = Histogram("guard_geometry_seconds", "Geometry + decision per batch",
-                                          buckets=_LATENCY, registry=r)
-        self.batch_size = Histogram("guard_batch_size", "Images per merged batch",
-                                    buckets=_BATCH, registry=r)
+        self.ambiguity = Histogram(
+            "guard_ambiguity", "d_min - hull distance per image", buckets=_AMBIGUITY, registry=r
+        )
+        self.d_min = Histogram(
+            "guard_margin_min",
+            "Distance to the nearest decision boundary",
+            buckets=_DISTANCE,
+            registry=r,
+        )
+        self.hull = Histogram(
+            "guard_hull_distance",
+            "Distance to the training hull (upper bound)",
+            buckets=_DISTANCE,
+            registry=r,
+        )
+        self.queue_seconds = Histogram(
+            "guard_queue_seconds",
+            "Time a request waited for its batch",
+            buckets=_LATENCY,
+            registry=r,
+        )
+        self.model_seconds = Histogram(
+            "guard_model_seconds", "Model run per batch", buckets=_LATENCY, registry=r
+        )
+        self.geometry_seconds = Histogram(
+            "guard_geometry_seconds", "Geometry + decision per batch", buckets=_LATENCY, registry=r
+        )
+        self.batch_size = Histogram(
+            "guard_batch_size", "Images per merged batch", buckets=_BATCH, registry=r
+        )
 
     def count_request(self, rpc: str, outcome: str) -> None:
         self.requests.labels(rpc=rpc, outcome=outcome).inc()

@@ -84,4 +84,3 @@ def _parse(name: str, type_name: str, raw: str) -> object:
         return raw or None
     except ValueError:
         raise InputError(f"{ENV_PREFIX}{name.upper()}={raw!r} is not a valid {type_name}") from None
-

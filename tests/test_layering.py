@@ -119,15 +119,21 @@ def test_no_import_cycle() -> None:
 
 
 def test_geometry_imports_nothing_else_of_the_project() -> None:
-    bad = {m: sorted(d for d in deps if not d.startswith("guard.geometry"))
-           for m, deps in _graph().items() if m.startswith("guard.geometry")}
+    bad = {
+        m: sorted(d for d in deps if not d.startswith("guard.geometry"))
+        for m, deps in _graph().items()
+        if m.startswith("guard.geometry")
+    }
     bad = {m: d for m, d in bad.items() if d}
     assert not bad, f"guard.geometry must be self-contained: {bad}"
 
 
 def test_the_core_never_imports_the_server() -> None:
-    bad = {m: sorted(d for d in deps if d.startswith("server"))
-           for m, deps in _graph().items() if m.startswith("guard")}
+    bad = {
+        m: sorted(d for d in deps if d.startswith("server"))
+        for m, deps in _graph().items()
+        if m.startswith("guard")
+    }
     bad = {m: d for m, d in bad.items() if d}
     assert not bad, f"guard/ must not import server/: {bad}"
 

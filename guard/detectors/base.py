@@ -64,21 +64,33 @@ class Evidence:
             object.__setattr__(self, name, a)
             rows.add(a.shape[0])
         if len(rows) > 1:
-            shapes = {f.name: getattr(self, f.name).shape for f in fields(self)
-                      if getattr(self, f.name) is not None}
+            shapes = {
+                f.name: getattr(self, f.name).shape
+                for f in fields(self)
+                if getattr(self, f.name) is not None
+            }
             raise InputError(f"Evidence fields differ in their number of rows: {shapes}")
 
     @classmethod
     def from_scores(cls, scores: Scores, features: np.ndarray | None = None) -> Evidence:
         """The guard's geometry of N inputs (:class:`~guard.types.Scores`) with their features
         (N, f) (``None``: only detectors that read no features can use it)."""
-        return cls(features=features, logits=scores.logits, margins=scores.margins,
-                   hull=scores.hull_upper, d_min=scores.d_min)
+        return cls(
+            features=features,
+            logits=scores.logits,
+            margins=scores.margins,
+            hull=scores.hull_upper,
+            d_min=scores.d_min,
+        )
 
     def take(self, idx: np.ndarray) -> Evidence:
         """The rows ``idx`` of every field that is present."""
-        return Evidence(**{f.name: None if getattr(self, f.name) is None
-                           else getattr(self, f.name)[idx] for f in fields(self)})
+        return Evidence(
+            **{
+                f.name: None if getattr(self, f.name) is None else getattr(self, f.name)[idx]
+                for f in fields(self)
+            }
+        )
 
     def __len__(self) -> int:
         for f in fields(self):
@@ -116,8 +128,13 @@ class Detector:
     state: ClassVar[tuple[str, ...]] = ()
 
     # ------------------------------------------------------------------ fitting
-    def fit(self: D, train_features: np.ndarray, train_labels: np.ndarray | None,
-            W: np.ndarray, b: np.ndarray) -> D:
+    def fit(
+        self: D,
+        train_features: np.ndarray,
+        train_labels: np.ndarray | None,
+        W: np.ndarray,
+        b: np.ndarray,
+    ) -> D:
         """Fit on in-distribution training features (N, f), integer labels (N,) (``None``: the
         model's predictions) and the final layer ``W`` (n, f), ``b`` (n,)."""
         W = np.asarray(W, dtype=np.float64)
@@ -131,8 +148,9 @@ class Detector:
         if train_labels is not None:
             y = np.asarray(train_labels).reshape(-1)
             if y.shape[0] != F.shape[0] or y.dtype.kind not in "iu":
-                raise InputError(f"expected integer labels of shape ({F.shape[0]},), got "
-                                 f"{y.dtype} {y.shape}")
+                raise InputError(
+                    f"expected integer labels of shape ({F.shape[0]},), got {y.dtype} {y.shape}"
+                )
         self.W_, self.b_ = W, b
         self._fit(F, y)
         return self
@@ -146,12 +164,15 @@ class Detector:
 
     def _check(self) -> None:
         if not hasattr(self, "W_"):
-            raise NotFittedError(f"this {type(self).__name__} is not fitted: call "
-                                 f"fit(train_features, train_labels, W, b) or from_arrays(...)")
+            raise NotFittedError(
+                f"this {type(self).__name__} is not fitted: call "
+                f"fit(train_features, train_labels, W, b) or from_arrays(...)"
+            )
 
     # ------------------------------------------------------------------ scoring
-    def score(self, evidence: Evidence | np.ndarray, logits: np.ndarray | None = None
-              ) -> np.ndarray:
+    def score(
+        self, evidence: Evidence | np.ndarray, logits: np.ndarray | None = None
+    ) -> np.ndarray:
         """Outlier scores (N,) float64, higher = more out-of-distribution.
 
         Args:
@@ -166,8 +187,10 @@ class Detector:
         elif isinstance(evidence, (np.ndarray, list)):
             ev = Evidence(features=evidence, logits=logits)
         else:
-            raise InputError(f"expected Evidence or features (N, f), got {type(evidence).__name__}"
-                             f" (a guard's Scores: Evidence.from_scores(scores, features))")
+            raise InputError(
+                f"expected Evidence or features (N, f), got {type(evidence).__name__}"
+                f" (a guard's Scores: Evidence.from_scores(scores, features))"
+            )
         return np.asarray(self._score(ev), dtype=np.float64)
 
     def _score(self, ev: Evidence) -> np.ndarray:
@@ -179,8 +202,11 @@ class Detector:
         if a is None:
             if field == "logits" and ev.features is not None:
                 return self._read(ev, "features") @ self.W_.T + self.b_
-            hint = "" if field == "features" else \
-                " (the guard's geometry: Evidence.from_scores(guard.score_features(x), x))"
+            hint = (
+                ""
+                if field == "features"
+                else " (the guard's geometry: Evidence.from_scores(guard.score_features(x), x))"
+            )
             raise InputError(f"{type(self).__name__} reads Evidence.{field}, got None{hint}")
         n, f = self.W_.shape
         want = {"features": (f,), "logits": (n,), "margins": (n,)}.get(field, ())
@@ -195,8 +221,11 @@ class Detector:
     # ------------------------------------------------------------------ persistence
     def get_params(self) -> dict[str, Any]:
         """The settings ``__init__`` stored (JSON-able)."""
-        return {k: v for k, v in vars(self).items() if not k.endswith("_") and
-                not k.startswith("_") and k != "needs"}
+        return {
+            k: v
+            for k, v in vars(self).items()
+            if not k.endswith("_") and not k.startswith("_") and k != "needs"
+        }
 
     def to_arrays(self) -> dict[str, np.ndarray]:
         """Everything fitted as numpy arrays (scalars 0-d, settings a JSON string under

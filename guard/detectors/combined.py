@@ -77,8 +77,7 @@ from .msp import MSP
 from .transform import NormalTransform
 from .vim import ViM
 
-__all__ = ["COMBINE", "COMPONENTS", "DEFAULT_COMPONENTS", "MIN_CALIB", "CombinedScore",
-           "component"]
+__all__ = ["COMBINE", "COMPONENTS", "DEFAULT_COMPONENTS", "MIN_CALIB", "CombinedScore", "component"]
 
 log = logging.getLogger(__name__)
 
@@ -93,8 +92,10 @@ DEFAULT_COMPONENTS = ("hull", "fdbd", "mahalanobis")
 MIN_CALIB = 100
 _FORMAT = 2  # of to_arrays (format 1 was written before the detectors package: refit)
 #: Every detector class by name: what :meth:`CombinedScore.from_arrays` can rebuild.
-CLASSES: dict[str, type[Detector]] = {cls.name: cls for cls in (
-    HullDistance, FDBD, Mahalanobis, ViM, Energy, KNN, FeatureNorm, MSP, Ambiguity)}
+CLASSES: dict[str, type[Detector]] = {
+    cls.name: cls
+    for cls in (HullDistance, FDBD, Mahalanobis, ViM, Energy, KNN, FeatureNorm, MSP, Ambiguity)
+}
 
 
 def component(name: str, seed: int = 0) -> Detector:
@@ -125,16 +126,26 @@ class CombinedScore:
     false-abstain rate of at most ``alpha``.
     """
 
-    def __init__(self, components: Sequence[str | Detector] = DEFAULT_COMPONENTS,
-                 combine: str = "min_variance", seed: int = 0, *,
-                 fit_fraction: float = 0.5) -> None:
+    def __init__(
+        self,
+        components: Sequence[str | Detector] = DEFAULT_COMPONENTS,
+        combine: str = "min_variance",
+        seed: int = 0,
+        *,
+        fit_fraction: float = 0.5,
+    ) -> None:
         components = tuple(components)
         names = [c.name if isinstance(c, Detector) else c for c in components]
-        bad = [c for c in components
-               if not (isinstance(c, Detector) and c.name in CLASSES or c in COMPONENTS)]
+        bad = [
+            c
+            for c in components
+            if not (isinstance(c, Detector) and c.name in CLASSES or c in COMPONENTS)
+        ]
         if not components or bad or len(set(names)) != len(names):
-            raise InputError(f"components must be distinct names from {COMPONENTS} or detector "
-                             f"instances, got {components}")
+            raise InputError(
+                f"components must be distinct names from {COMPONENTS} or detector "
+                f"instances, got {components}"
+            )
         if combine not in COMBINE:
             raise InputError(f"combine must be one of {COMBINE}, got {combine!r}")
         if not 0 < fit_fraction < 1:
@@ -150,8 +161,14 @@ class CombinedScore:
         return tuple(c.name if isinstance(c, Detector) else c for c in self.components)
 
     # ------------------------------------------------------------------ fitting
-    def fit(self, train_features: np.ndarray, train_labels: np.ndarray | None, W: np.ndarray,
-            b: np.ndarray, calib: Evidence) -> CombinedScore:
+    def fit(
+        self,
+        train_features: np.ndarray,
+        train_labels: np.ndarray | None,
+        W: np.ndarray,
+        b: np.ndarray,
+        calib: Evidence,
+    ) -> CombinedScore:
         """Fit on in-distribution data only.
 
         Args:
@@ -174,19 +191,28 @@ class CombinedScore:
         else:
             y = np.asarray(train_labels).reshape(-1)
             if y.shape != (F.shape[0],) or y.dtype.kind not in "iu":
-                raise InputError(f"expected integer train_labels of shape ({F.shape[0]},), got "
-                                 f"{y.dtype} {y.shape}")
+                raise InputError(
+                    f"expected integer train_labels of shape ({F.shape[0]},), got "
+                    f"{y.dtype} {y.shape}"
+                )
         if not isinstance(calib, Evidence):
-            raise InputError(f"expected calib: an Evidence of held-out in-distribution inputs, "
-                             f"got {type(calib).__name__}")
+            raise InputError(
+                f"expected calib: an Evidence of held-out in-distribution inputs, "
+                f"got {type(calib).__name__}"
+            )
         m_cal = len(calib)
         if m_cal < MIN_CALIB:
-            raise InputError(f"the combined score needs at least {MIN_CALIB} held-out "
-                             f"in-distribution calibration inputs (half fit the combination, "
-                             f"half give the p-values), got {m_cal}")
+            raise InputError(
+                f"the combined score needs at least {MIN_CALIB} held-out "
+                f"in-distribution calibration inputs (half fit the combination, "
+                f"half give the p-values), got {m_cal}"
+            )
         self.detectors_ = [
-            (copy.deepcopy(c) if isinstance(c, Detector) else component(c, self.seed))
-            .fit(F, y.astype(np.int64), W, b) for c in self.components]
+            (copy.deepcopy(c) if isinstance(c, Detector) else component(c, self.seed)).fit(
+                F, y.astype(np.int64), W, b
+            )
+            for c in self.components
+        ]
         raw = self._raw(calib)  # (M, C)
         perm = np.random.default_rng(self.seed).permutation(m_cal)
         n_fit = int(round(self.fit_fraction * m_cal))
@@ -202,8 +228,12 @@ class CombinedScore:
         # the p-value reference: the held-out part the transforms and weights never saw
         self.calib_scores_ = np.sort(self._combine(self._normal(B)))
         self.n_fit_ = int(n_fit)
-        log.info("fitted %r: weights %s, %d p-value calibration inputs", self,
-                 np.round(self.weights_, 3).tolist(), self.calib_scores_.size)
+        log.info(
+            "fitted %r: weights %s, %d p-value calibration inputs",
+            self,
+            np.round(self.weights_, 3).tolist(),
+            self.calib_scores_.size,
+        )
         return self
 
     def _weights(self, C: np.ndarray) -> np.ndarray:
@@ -217,20 +247,26 @@ class CombinedScore:
     # ------------------------------------------------------------------ scoring
     def _check(self) -> None:
         if not hasattr(self, "calib_scores_"):
-            raise NotFittedError("this CombinedScore is not fitted: call fit(train_features, "
-                                 "train_labels, W, b, calib) or from_arrays(...)")
+            raise NotFittedError(
+                "this CombinedScore is not fitted: call fit(train_features, "
+                "train_labels, W, b, calib) or from_arrays(...)"
+            )
 
     def _raw(self, ev: Evidence) -> np.ndarray:
         """Raw component scores (N, C), higher = more OOD."""
         if not isinstance(ev, Evidence):
-            raise InputError(f"expected Evidence, got {type(ev).__name__} (a guard's Scores: "
-                             f"Evidence.from_scores(scores, features))")
+            raise InputError(
+                f"expected Evidence, got {type(ev).__name__} (a guard's Scores: "
+                f"Evidence.from_scores(scores, features))"
+            )
         R = np.empty((len(ev), len(self.detectors_)))
         for k, det in enumerate(self.detectors_):
             R[:, k] = det.score(ev)
         if not np.isfinite(R).all():
-            raise InputError("component scores contain NaN or Inf (check hull distances, "
-                             "features and logits for non-finite values)")
+            raise InputError(
+                "component scores contain NaN or Inf (check hull distances, "
+                "features and logits for non-finite values)"
+            )
         return R
 
     def _normal(self, R: np.ndarray) -> np.ndarray:
@@ -267,15 +303,25 @@ class CombinedScore:
         ``"<name>.<key>"``, the combination, and the settings as a JSON string ``"config"``."""
         self._check()
         out = {f"{det.name}.{k}": v for det in self.detectors_ for k, v in det.to_arrays().items()}
-        out |= {"mean": self.mean_, "cov": self.cov_, "weights": self.weights_,
-                "scale": np.array(self.scale_), "calib_scores": self.calib_scores_,
-                "slopes": np.array([t.slope for t in self.transforms_])}
+        out |= {
+            "mean": self.mean_,
+            "cov": self.cov_,
+            "weights": self.weights_,
+            "scale": np.array(self.scale_),
+            "calib_scores": self.calib_scores_,
+            "slopes": np.array([t.slope for t in self.transforms_]),
+        }
         for k, t in enumerate(self.transforms_):
             out[f"transform_x_{k}"], out[f"transform_z_{k}"] = t.x, t.z
-        config = {"format": _FORMAT, "components": list(self.names),
-                  "by_name": [not isinstance(c, Detector) for c in self.components],
-                  "combine": self.combine, "seed": self.seed, "fit_fraction": self.fit_fraction,
-                  "n_fit": self.n_fit_}
+        config = {
+            "format": _FORMAT,
+            "components": list(self.names),
+            "by_name": [not isinstance(c, Detector) for c in self.components],
+            "combine": self.combine,
+            "seed": self.seed,
+            "fit_fraction": self.fit_fraction,
+            "n_fit": self.n_fit_,
+        }
         out["config"] = np.array(json.dumps(config))
         return {k: np.asarray(v) for k, v in out.items()}
 
@@ -285,21 +331,28 @@ class CombinedScore:
         try:
             cfg = json.loads(str(np.asarray(arrays["config"])))
             if cfg.get("format") != _FORMAT:
-                raise InputError(f"combined-score arrays of format {cfg.get('format')!r}; this "
-                                 f"guard reads format {_FORMAT}: refit (`guard fit`)")
+                raise InputError(
+                    f"combined-score arrays of format {cfg.get('format')!r}; this "
+                    f"guard reads format {_FORMAT}: refit (`guard fit`)"
+                )
             dets = []
             for name in cfg["components"]:
-                own = {k[len(name) + 1:]: v for k, v in arrays.items() if k.startswith(name + ".")}
+                own = {k[len(name) + 1 :]: v for k, v in arrays.items() if k.startswith(name + ".")}
                 dets.append(CLASSES[name].from_arrays(own))
-            comps = [n if by_name else d for n, d, by_name in
-                     zip(cfg["components"], dets, cfg["by_name"], strict=True)]
+            comps = [
+                n if by_name else d
+                for n, d, by_name in zip(cfg["components"], dets, cfg["by_name"], strict=True)
+            ]
             self = cls(comps, cfg["combine"], cfg["seed"], fit_fraction=cfg["fit_fraction"])
             self.detectors_ = dets
             self.transforms_ = [
-                NormalTransform(np.array(arrays[f"transform_x_{k}"], dtype=np.float64),
-                                np.array(arrays[f"transform_z_{k}"], dtype=np.float64),
-                                float(slope))
-                for k, slope in enumerate(np.asarray(arrays["slopes"], dtype=np.float64))]
+                NormalTransform(
+                    np.array(arrays[f"transform_x_{k}"], dtype=np.float64),
+                    np.array(arrays[f"transform_z_{k}"], dtype=np.float64),
+                    float(slope),
+                )
+                for k, slope in enumerate(np.asarray(arrays["slopes"], dtype=np.float64))
+            ]
             if len(self.transforms_) != len(dets):
                 raise InputError(f"{len(self.transforms_)} transforms for {len(dets)} components")
             for key in ("mean", "cov", "weights", "calib_scores"):
@@ -313,5 +366,6 @@ class CombinedScore:
         return self
 
     def __repr__(self) -> str:
-        return (f"CombinedScore(components={self.names!r}, combine={self.combine!r}, "
-                f"seed={self.seed})")
+        return (
+            f"CombinedScore(components={self.names!r}, combine={self.combine!r}, seed={self.seed})"
+        )

@@ -46,8 +46,9 @@ class FDBD(Detector):
     name = "fdbd"
     state = ("centre_", "pair_norm_")
 
-    def __init__(self, margins: str = "hyperplane", centre: str = "mean",
-                 eps: float = 1e-12) -> None:
+    def __init__(
+        self, margins: str = "hyperplane", centre: str = "mean", eps: float = 1e-12
+    ) -> None:
         if margins not in MARGINS:
             raise InputError(f"margins must be one of {MARGINS}, got {margins!r}")
         if centre not in CENTRES:
@@ -61,8 +62,9 @@ class FDBD(Detector):
         if self.W_.shape[0] < 2:
             raise InputError(f"fDBD needs at least 2 classes, got W {self.W_.shape}")
         if self.centre == "median":  # column by column: no float64 copy of all of F
-            self.centre_ = np.array([np.median(F[:, j].astype(np.float64))
-                                     for j in range(F.shape[1])])
+            self.centre_ = np.array(
+                [np.median(F[:, j].astype(np.float64)) for j in range(F.shape[1])]
+            )
         else:
             self.centre_ = F.mean(axis=0, dtype=np.float64)
         W = self.W_
@@ -84,8 +86,9 @@ class FDBD(Detector):
             if np.isneginf(sub).any():
                 raise InputError("margins must be >= 0 (or inf) with NaN at the predicted class")
             Zr = X[rows] @ self.W_.T + self.b_
-            pr = np.where(nan[rows].any(axis=1), np.argmax(nan[rows], axis=1),
-                          np.argmax(Zr, axis=1))
+            pr = np.where(
+                nan[rows].any(axis=1), np.argmax(nan[rows], axis=1), np.argmax(Zr, axis=1)
+            )
             M = M.copy()
             M[rows] = np.where(np.isposinf(sub), self._hyperplane(Zr, pr), sub)
         return M

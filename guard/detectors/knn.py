@@ -72,7 +72,7 @@ class KNN(Detector):
         out = np.empty(Q.shape[0])
         rows = max(1, _BLOCK // max(P.shape[0], 1))
         for lo in range(0, Q.shape[0], rows):
-            q = Q[lo:lo + rows]
+            q = Q[lo : lo + rows]
             d2 = np.einsum("ij,ij->i", q, q)[:, None] + pp[None] - 2.0 * (q @ P.T)
-            out[lo:lo + rows] = np.partition(d2, j, axis=1)[:, j]
+            out[lo : lo + rows] = np.partition(d2, j, axis=1)[:, j]
         return np.sqrt(np.maximum(out, 0.0))

@@ -55,6 +55,6 @@ class Mahalanobis(Detector):
         mu = self.class_means_w_
         out = np.empty(Xw.shape[0])
         for lo in range(0, Xw.shape[0], chunk):  # differences, not expanded squares: exact
-            D = Xw[lo:lo + chunk, None, :] - mu[None]
-            out[lo:lo + chunk] = np.einsum("icr,icr->ic", D, D).min(axis=1)
+            D = Xw[lo : lo + chunk, None, :] - mu[None]
+            out[lo : lo + chunk] = np.einsum("icr,icr->ic", D, D).min(axis=1)
         return out

@@ -25,7 +25,7 @@ __all__ = ["ViM"]
 def _blocks(F: np.ndarray, rows: int = 8192) -> Iterator[np.ndarray]:
     """Row blocks of ``F`` as float64 copies (no float64 copy of all of ``F``)."""
     for lo in range(0, F.shape[0], rows):
-        yield F[lo:lo + rows].astype(np.float64)
+        yield F[lo : lo + rows].astype(np.float64)
 
 
 class ViM(Detector):
@@ -52,8 +52,9 @@ class ViM(Detector):
         N, f = F.shape
         d = f // 2 if self.principal_dim is None else self.principal_dim
         if not 0 < d < f:
-            raise InputError(f"ViM needs a principal_dim in 1..{f - 1} (features of width "
-                             f"{f} >= 2), got {d}")
+            raise InputError(
+                f"ViM needs a principal_dim in 1..{f - 1} (features of width {f} >= 2), got {d}"
+            )
         self.principal_dim_ = d
         self.origin_ = -np.linalg.pinv(self.W_) @ self.b_
         S = np.zeros((f, f))

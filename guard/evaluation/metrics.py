@@ -39,7 +39,7 @@ def auroc(id_scores: np.ndarray, ood_scores: np.ndarray) -> float:
     """
     a, b = _pair(id_scores, ood_scores)
     ranks = rankdata(np.concatenate([a, b]))  # average ranks for ties
-    u = ranks[a.size:].sum() - b.size * (b.size + 1) / 2.0
+    u = ranks[a.size :].sum() - b.size * (b.size + 1) / 2.0
     return float(u / (a.size * b.size))
 
 

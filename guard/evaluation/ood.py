@@ -31,9 +31,15 @@ log = logging.getLogger(__name__)
 COMBINED = "combined"  # the guard's CombinedScore: not a peer, fitted with the calibration split
 METHODS = ["msp", "energy", "mahalanobis", "knn", "vim", "fdbd", "ambiguity", "hull", COMBINED]
 LABELS = {
-    "msp": "MSP", "energy": "Energy", "mahalanobis": "Mahalanobis", "knn": "deep-kNN (k=50)",
-    "vim": "ViM", "fdbd": "fDBD", "ambiguity": "raw ambiguity (d_hull - d_min)",
-    "hull": "hull distance", COMBINED: "**guard (combined)**",
+    "msp": "MSP",
+    "energy": "Energy",
+    "mahalanobis": "Mahalanobis",
+    "knn": "deep-kNN (k=50)",
+    "vim": "ViM",
+    "fdbd": "fDBD",
+    "ambiguity": "raw ambiguity (d_hull - d_min)",
+    "hull": "hull distance",
+    COMBINED: "**guard (combined)**",
 }
 _GEOMETRY = {"margins", "hull", "d_min"}  # Evidence fields only the guard computes
 
@@ -64,8 +70,10 @@ class SetScores:
     def require_geometry(self) -> Scores:
         """The guard's scores of the inputs (``Setup.score(..., geometry=True)`` computes them)."""
         if self.geometry is None:
-            raise InputError("no guard geometry was computed for this set: score it with "
-                             "Setup.score(x, what, geometry=True)")
+            raise InputError(
+                "no guard geometry was computed for this set: score it with "
+                "Setup.score(x, what, geometry=True)"
+            )
         return self.geometry
 
 
@@ -73,15 +81,22 @@ class Setup:
     """One model with its fitted peers and guard, held-out calibration thresholds, and the
     guard's combined OOD score (fitted in :meth:`calibrate`: it needs held-out ID data)."""
 
-    def __init__(self, model: OnnxClassifier, methods: list[str], guard: Guard,
-                 train_feats: np.ndarray, train_labels: np.ndarray | None,
-                 ood: CombinedScore | None = None) -> None:
+    def __init__(
+        self,
+        model: OnnxClassifier,
+        methods: list[str],
+        guard: Guard,
+        train_feats: np.ndarray,
+        train_labels: np.ndarray | None,
+        ood: CombinedScore | None = None,
+    ) -> None:
         self.model, self.guard = model, guard
         self.train_feats, self.train_labels = train_feats, train_labels
         self.ood = ood
         self.methods = [m for m in methods if m != COMBINED]  # combined joins once fitted
-        self.dets = {m: REGISTRY[m]().fit(train_feats, train_labels, model.W, model.b)
-                     for m in self.methods}
+        self.dets = {
+            m: REGISTRY[m]().fit(train_feats, train_labels, model.W, model.b) for m in self.methods
+        }
         self.thresholds: dict[str, float] = {}
         self.rate: float | None = None
 
@@ -90,11 +105,15 @@ class Setup:
         when a method reads its geometry, or ``geometry``)."""
         t = time.perf_counter()
         logits, feats = self.model.run(x)
-        need_geometry = geometry or self.ood is not None or any(
-            _GEOMETRY & set(det.needs) for det in self.dets.values())
+        need_geometry = (
+            geometry
+            or self.ood is not None
+            or any(_GEOMETRY & set(det.needs) for det in self.dets.values())
+        )
         g = self.guard.score_features(feats, logits) if need_geometry else None
-        ev = (Evidence(features=feats, logits=logits) if g is None
-              else Evidence.from_scores(g, feats))
+        ev = (
+            Evidence(features=feats, logits=logits) if g is None else Evidence.from_scores(g, feats)
+        )
         scores = {m: det.score(ev) for m, det in self.dets.items()}
         p = None
         if self.ood is not None and hasattr(self.ood, "calib_scores_"):
@@ -114,11 +133,20 @@ class Setup:
                 self.ood = None
                 return
             t = time.perf_counter()
-            self.ood.fit(self.train_feats, self.train_labels, self.model.W, self.model.b,
-                         Evidence.from_scores(s.require_geometry(), s.features))
+            self.ood.fit(
+                self.train_feats,
+                self.train_labels,
+                self.model.W,
+                self.model.b,
+                Evidence.from_scores(s.require_geometry(), s.features),
+            )
             self.methods.append(COMBINED)
-            log.info("  fitted the combined score %r (weights %s) in %.1f s", self.ood,
-                     np.round(self.ood.weights_, 3).tolist(), time.perf_counter() - t)
+            log.info(
+                "  fitted the combined score %r (weights %s) in %.1f s",
+                self.ood,
+                np.round(self.ood.weights_, 3).tolist(),
+                time.perf_counter() - t,
+            )
 
     def abstains(self, m: str, s: SetScores) -> np.ndarray | None:
         """Boolean abstain decisions of method ``m`` at the calibrated rate (None: uncalibrated)."""
@@ -129,9 +157,16 @@ class Setup:
         return None
 
 
-def fit_setup(model_path: Path, methods: list[str], n_train: int, n_calib: int, rate: float,
-              seed: int, classes: list[int] | None = None,
-              ood: CombinedScore | None = None) -> Setup:
+def fit_setup(
+    model_path: Path,
+    methods: list[str],
+    n_train: int,
+    n_calib: int,
+    rate: float,
+    seed: int,
+    classes: list[int] | None = None,
+    ood: CombinedScore | None = None,
+) -> Setup:
     model = OnnxClassifier(model_path)
     x, y = evalsets.fmnist_train(None, classes=classes)
     if classes is not None:  # remap to the model's 0..k-1 label order
@@ -140,24 +175,36 @@ def fit_setup(model_path: Path, methods: list[str], n_train: int, n_calib: int, 
         y = remap[y]
     perm = np.random.default_rng(seed).permutation(len(x))
     fit_idx = np.sort(perm[:n_train])
-    cal_idx = np.sort(perm[n_train:n_train + n_calib])
+    cal_idx = np.sort(perm[n_train : n_train + n_calib])
     t = time.perf_counter()
     _, feats = model.run(x[fit_idx])
     guard = Guard(calib_fraction=0).fit_features(feats, model.W, model.b, y[fit_idx])
     setup = Setup(model, methods, guard, feats, y[fit_idx], ood)
-    log.info("  fitted %s on %d training images in %.0f s", model_path.name, len(fit_idx),
-             time.perf_counter() - t)
+    log.info(
+        "  fitted %s on %d training images in %.0f s",
+        model_path.name,
+        len(fit_idx),
+        time.perf_counter() - t,
+    )
     if n_calib:
         setup.calibrate(x[cal_idx], rate)
     return setup
 
 
-def artifact_setup(path: Path, methods: list[str], n_calib: int, rate: float, seed: int,
-                   ood: CombinedScore | None = None) -> Setup:
+def artifact_setup(
+    path: Path,
+    methods: list[str],
+    n_calib: int,
+    rate: float,
+    seed: int,
+    ood: CombinedScore | None = None,
+) -> Setup:
     from ..artifact import load_artifact
 
     guard = load_artifact(path)
-    setup = Setup(guard.model_, methods, guard, guard.train_features_, guard.train_labels_, ood)
+    setup = Setup(
+        guard.require_model(), methods, guard, guard.train_features_, guard.train_labels_, ood
+    )
     log.info("  loaded %s: %d training features", path, len(guard.train_features_))
     if n_calib:  # the artifact's held-out split: training images it was not fitted on
         x, _ = evalsets.fmnist_train(None)
@@ -189,9 +236,10 @@ def metric_rows(setup: Setup, s_id: SetScores, s_ood: dict[str, SetScores]) -> d
                 res[m]["_false_abstain_range"] = conformal_range(n_p, ab.size, setup.rate)
                 res[m]["_n_pvalue"] = n_p
     if "ambiguity" in setup.methods:  # the paper's own threshold: abstain when d_min < d_hull
-        res["_paper"] = {"false_abstain": realised_rate(s_id.scores["ambiguity"], 0.0),
-                         **{n: realised_rate(s.scores["ambiguity"], 0.0)
-                            for n, s in s_ood.items()}}
+        res["_paper"] = {
+            "false_abstain": realised_rate(s_id.scores["ambiguity"], 0.0),
+            **{n: realised_rate(s.scores["ambiguity"], 0.0) for n, s in s_ood.items()},
+        }
     return res
 
 
@@ -219,61 +267,97 @@ def conformal_range(n_cal: int, m: int, rate: float, level: float = 0.95) -> tup
     return float(d.ppf(a)) / m, float(d.ppf(1 - a)) / m
 
 
-def table(res: dict, methods: list[str], sets: list[str], key: str, title: str,
-          fmt: str = "{:.4f}", best=max) -> str:
-    lines = [f"**{title}**", "", "| method | " + " | ".join(sets) + " | mean |",
-             "|---" * (len(sets) + 2) + "|"]
+def table(
+    res: dict,
+    methods: list[str],
+    sets: list[str],
+    key: str,
+    title: str,
+    fmt: str = "{:.4f}",
+    best=max,
+) -> str:
+    lines = [
+        f"**{title}**",
+        "",
+        "| method | " + " | ".join(sets) + " | mean |",
+        "|---" * (len(sets) + 2) + "|",
+    ]
     vals = {m: [res[m][s][key] for s in sets] for m in methods}
     top = [fmt.format(best(vals[m][j] for m in methods)) for j in range(len(sets))]
     for m in methods:  # bold: the best value as printed (ties included)
-        cells = [(f"**{fmt.format(v)}**" if fmt.format(v) == top[j] else fmt.format(v))
-                 for j, v in enumerate(vals[m])]
+        cells = [
+            (f"**{fmt.format(v)}**" if fmt.format(v) == top[j] else fmt.format(v))
+            for j, v in enumerate(vals[m])
+        ]
         mean = fmt.format(np.mean(vals[m]))
         lines.append(f"| {LABELS[m]} | " + " | ".join(cells) + f" | {mean} |")
     return "\n".join(lines)
 
 
 def calib_table(res: dict, methods: list[str], sets: list[str], rate: float, n_id: int) -> str:
-    lines = [f"**Threshold calibrated for a {100 * rate:g}% false-abstain rate on held-out "
-             f"training images: realised false-abstain rate on the {n_id} ID test images, "
-             f"detection rate on each OOD set**", "",
-             "| method | false abstain (ID) | 95% CI | " + " | ".join(sets) + " |",
-             "|---" * (len(sets) + 3) + "|"]
+    lines = [
+        f"**Threshold calibrated for a {100 * rate:g}% false-abstain rate on held-out "
+        f"training images: realised false-abstain rate on the {n_id} ID test images, "
+        f"detection rate on each OOD set**",
+        "",
+        "| method | false abstain (ID) | 95% CI | " + " | ".join(sets) + " |",
+        "|---" * (len(sets) + 3) + "|",
+    ]
     for m in methods:
         if "_false_abstain" not in res[m]:
             continue
         cells = [f"{100 * res[m][s]['detected']:.1f}%" for s in sets]
         lo, hi = res[m]["_false_abstain_ci"]
-        lines.append(f"| {LABELS[m]} | {100 * res[m]['_false_abstain']:.1f}% | "
-                     f"[{100 * lo:.1f}, {100 * hi:.1f}]% | " + " | ".join(cells) + " |")
+        lines.append(
+            f"| {LABELS[m]} | {100 * res[m]['_false_abstain']:.1f}% | "
+            f"[{100 * lo:.1f}, {100 * hi:.1f}]% | " + " | ".join(cells) + " |"
+        )
     if "_paper" in res:
         p = res["_paper"]
-        lines.append("| raw ambiguity at the paper's threshold 0 | "
-                     f"{100 * p['false_abstain']:.1f}% | | "
-                     + " | ".join(f"{100 * p[s]:.1f}%" for s in sets) + " |")
+        lines.append(
+            "| raw ambiguity at the paper's threshold 0 | "
+            f"{100 * p['false_abstain']:.1f}% | | "
+            + " | ".join(f"{100 * p[s]:.1f}%" for s in sets)
+            + " |"
+        )
     if COMBINED in methods:
         r = res[COMBINED]
         lo, hi = r["_false_abstain_range"]
         inside = lo <= r["_false_abstain"] <= hi
-        lines += ["", f"The combined score abstains where its conformal p-value is below "
-                      f"{rate:g}; the peers where their score exceeds their split-conformal "
-                      f"threshold. 95% CI: Clopper-Pearson interval of the realised rate. If test "
-                      f"and calibration inputs were exchangeable, the combined score's realised "
-                      f"rate would lie in [{100 * lo:.1f}, {100 * hi:.1f}]% with probability 95% "
-                      f"(beta-binomial: test sampling and the {r['_n_pvalue']} p-value calibration "
-                      f"inputs); it is {100 * r['_false_abstain']:.1f}%: "
-                      f"{'inside' if inside else '**outside**'}."]
+        lines += [
+            "",
+            f"The combined score abstains where its conformal p-value is below "
+            f"{rate:g}; the peers where their score exceeds their split-conformal "
+            f"threshold. 95% CI: Clopper-Pearson interval of the realised rate. If test "
+            f"and calibration inputs were exchangeable, the combined score's realised "
+            f"rate would lie in [{100 * lo:.1f}, {100 * hi:.1f}]% with probability 95% "
+            f"(beta-binomial: test sampling and the {r['_n_pvalue']} p-value calibration "
+            f"inputs); it is {100 * r['_false_abstain']:.1f}%: "
+            f"{'inside' if inside else '**outside**'}.",
+        ]
     return "\n".join(lines)
 
 
-def report(res: dict, methods: list[str], sets: list[str], heading: str, rate: float,
-           n_id: int) -> str:
-    parts = [heading, "",
-             table(res, methods, sets, "auroc", "AUROC (higher is better; OOD positive)"), "",
-             table(res, methods, sets, "fpr95",
-                   "FPR at 95% TPR (fraction of ID flagged when 95% of OOD is; lower is better)",
-                   best=min), "",
-             table(res, methods, sets, "aupr", "AUPR, OOD positive (higher is better)"), ""]
+def report(
+    res: dict, methods: list[str], sets: list[str], heading: str, rate: float, n_id: int
+) -> str:
+    parts = [
+        heading,
+        "",
+        table(res, methods, sets, "auroc", "AUROC (higher is better; OOD positive)"),
+        "",
+        table(
+            res,
+            methods,
+            sets,
+            "fpr95",
+            "FPR at 95% TPR (fraction of ID flagged when 95% of OOD is; lower is better)",
+            best=min,
+        ),
+        "",
+        table(res, methods, sets, "aupr", "AUPR, OOD positive (higher is better)"),
+        "",
+    ]
     if any("_false_abstain" in res[m] for m in methods):
         parts += [calib_table(res, methods, sets, rate, n_id), ""]
     if COMBINED in methods:
@@ -284,10 +368,14 @@ def report(res: dict, methods: list[str], sets: list[str], heading: str, rate: f
 def versus_table(res: dict, methods: list[str], sets: list[str]) -> str:
     """The combined score against the best peer on every set, per metric."""
     peers = [m for m in methods if m != COMBINED]
-    lines = ["**guard (combined) vs the best peer on each set** (AUROC higher, FPR@95 lower is "
-             "better; Δ = combined − best peer)", "",
-             "| set | combined AUROC | best peer AUROC | Δ | combined FPR@95 | best peer FPR@95 "
-             "| Δ | at least as good on both (at the printed precision) |", "|---" * 8 + "|"]
+    lines = [
+        "**guard (combined) vs the best peer on each set** (AUROC higher, FPR@95 lower is "
+        "better; Δ = combined − best peer)",
+        "",
+        "| set | combined AUROC | best peer AUROC | Δ | combined FPR@95 | best peer FPR@95 "
+        "| Δ | at least as good on both (at the printed precision) |",
+        "|---" * 8 + "|",
+    ]
     for s in sets:
         c = res[COMBINED][s]
         pa = max(peers, key=lambda m: res[m][s]["auroc"])
@@ -295,27 +383,34 @@ def versus_table(res: dict, methods: list[str], sets: list[str]) -> str:
         ba, bf = res[pa][s]["auroc"], res[pf][s]["fpr95"]
         # compared at the printed precision: differences below it are ties, not losses
         ok = round(c["auroc"], 4) >= round(ba, 4) and round(c["fpr95"], 3) <= round(bf, 3)
-        lines.append(f"| {s} | {c['auroc']:.4f} | {ba:.4f} ({LABELS[pa]}) | "
-                     f"{c['auroc'] - ba:+.4f} | {c['fpr95']:.3f} | {bf:.3f} ({LABELS[pf]}) | "
-                     f"{c['fpr95'] - bf:+.3f} | {'yes' if ok else '**no**'} |")
+        lines.append(
+            f"| {s} | {c['auroc']:.4f} | {ba:.4f} ({LABELS[pa]}) | "
+            f"{c['auroc'] - ba:+.4f} | {c['fpr95']:.3f} | {bf:.3f} ({LABELS[pf]}) | "
+            f"{c['fpr95'] - bf:+.3f} | {'yes' if ok else '**no**'} |"
+        )
     return "\n".join(lines)
 
 
 def shift_sets(n_shift: int, seed: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Fashion-MNIST test images unchanged (``none``) and under each covariate shift."""
     sets = {"none": evalsets.fmnist_test(n_shift, seed=seed + 1)}
-    return sets | {name: load(n_shift, seed=seed + 1)
-                   for name, load in evalsets.COVARIATE_SHIFT.items()}
+    return sets | {
+        name: load(n_shift, seed=seed + 1) for name, load in evalsets.COVARIATE_SHIFT.items()
+    }
 
 
 def shift_report(setup: Setup, sets: dict[str, tuple[np.ndarray, np.ndarray]]) -> tuple[str, dict]:
     """Accuracy and abstain rates on covariate-shifted test sets ``name -> (inputs, labels)``."""
     out: dict = {}
     n_shift = len(next(iter(sets.values()))[0])
-    lines = ["### Covariate shift (reported, not counted as OOD)", "",
-             f"{n_shift} test images per shift. Abstain rate of each method at its "
-             "calibrated threshold, and in brackets the error rate of the abstained / accepted "
-             "inputs.", ""]
+    lines = [
+        "### Covariate shift (reported, not counted as OOD)",
+        "",
+        f"{n_shift} test images per shift. Abstain rate of each method at its "
+        "calibrated threshold, and in brackets the error rate of the abstained / accepted "
+        "inputs.",
+        "",
+    ]
     names = list(sets)
     rows: dict[str, list[str]] = {m: [] for m in setup.methods}
     acc_row = []
@@ -330,12 +425,18 @@ def shift_report(setup: Setup, sets: dict[str, tuple[np.ndarray, np.ndarray]]) -
                 continue
             ea = wrong[ab].mean() if ab.any() else float("nan")
             ek = wrong[~ab].mean() if (~ab).any() else float("nan")
-            out[name][m] = {"abstain": float(ab.mean()), "err_abstained": float(ea),
-                            "err_accepted": float(ek)}
+            out[name][m] = {
+                "abstain": float(ab.mean()),
+                "err_abstained": float(ea),
+                "err_accepted": float(ek),
+            }
             pct = lambda v: "–" if np.isnan(v) else f"{100 * v:.0f}%"  # noqa: E731
             rows[m].append(f"{100 * ab.mean():.1f}% ({pct(ea)} / {pct(ek)})")
-    lines += ["| method | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|",
-              "| model accuracy | " + " | ".join(acc_row) + " |"]
+    lines += [
+        "| method | " + " | ".join(names) + " |",
+        "|---" * (len(names) + 1) + "|",
+        "| model accuracy | " + " | ".join(acc_row) + " |",
+    ]
     for m in setup.methods:
         if rows[m]:
             lines.append(f"| {LABELS[m]} | " + " | ".join(rows[m]) + " |")

@@ -50,8 +50,9 @@ def _subset(n_total: int, n: int | None, seed: int) -> np.ndarray:
     return np.sort(np.random.default_rng(seed).choice(n_total, size=n, replace=False))
 
 
-def _fmnist(split: str, n: int | None, seed: int,
-            classes: Sequence[int] | None) -> tuple[np.ndarray, np.ndarray]:
+def _fmnist(
+    split: str, n: int | None, seed: int, classes: Sequence[int] | None
+) -> tuple[np.ndarray, np.ndarray]:
     x, y = load_fashion_mnist(split)
     if classes is not None:
         keep = np.isin(y, list(classes))
@@ -60,8 +61,9 @@ def _fmnist(split: str, n: int | None, seed: int,
     return as_model_input(x[idx]), y[idx]
 
 
-def fmnist_test(n: int | None = None, seed: int = 0,
-                classes: Sequence[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
+def fmnist_test(
+    n: int | None = None, seed: int = 0, classes: Sequence[int] | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Fashion-MNIST test inputs and their original labels (0..9).
 
     Args:
@@ -72,8 +74,9 @@ def fmnist_test(n: int | None = None, seed: int = 0,
     return _fmnist("test", n, seed, classes)
 
 
-def fmnist_train(n: int | None = None, seed: int = 0,
-                 classes: Sequence[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
+def fmnist_train(
+    n: int | None = None, seed: int = 0, classes: Sequence[int] | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Fashion-MNIST training inputs and labels; arguments as :func:`fmnist_test`."""
     return _fmnist("train", n, seed, classes)
 
@@ -138,8 +141,9 @@ _SHIFTS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
 }
 
 
-def shifted_fmnist_test(kind: str, n: int | None = None, seed: int = 0,
-                        classes: Sequence[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
+def shifted_fmnist_test(
+    kind: str, n: int | None = None, seed: int = 0, classes: Sequence[int] | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Fashion-MNIST test inputs (as :func:`fmnist_test`) under a shift: ``inverted``,
     ``rotated90`` or ``blurred``; labels unchanged."""
     if kind not in _SHIFTS:

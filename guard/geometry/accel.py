@@ -2,7 +2,8 @@
 and of the union of learned regions.
 
 On the CPU this is one BLAS call (``by_row``, ``M @ X.T``, is the faster orientation for a
-few rows of X; a transposed copy would cost more than it saves, so ``__call__`` uses ``X @ M.T``). When torch with CUDA is installed and a GPU is present (``device="auto"``), a
+few rows of X; a transposed copy would cost more than it saves, so ``__call__`` uses
+``X @ M.T``). When torch with CUDA is installed and a GPU is present (``device="auto"``), a
 copy of the matrix lives on the GPU and the product runs there; TF32 is switched off for it so
 that every product is an IEEE float32 sum of float32 products, the arithmetic the callers'
 rounding-error bounds assume (``|fl(x.y) - x.y| <= gamma_d |x| |y|`` for any summation order).

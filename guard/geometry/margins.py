@@ -83,7 +83,11 @@ def _satisfies_eq8(Y: np.ndarray, W: np.ndarray, b: np.ndarray, pred: np.ndarray
 
 
 def relaxed_margins(
-    X: np.ndarray, W: np.ndarray, b: np.ndarray, pred: np.ndarray, nonneg: bool,
+    X: np.ndarray,
+    W: np.ndarray,
+    b: np.ndarray,
+    pred: np.ndarray,
+    nonneg: bool,
     orthant: bool = True,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Steps 1-2 for every pair: lower bounds, their points, and where they are exact.
@@ -189,14 +193,25 @@ def compute_margins(
     with progress_bar(N, "margins", enabled=progress) as bar:
         for lo in range(0, N, chunk):
             sl = slice(lo, min(lo + chunk, N))
-            cf, lower, point, exact, pgap = relaxed_margins(X[sl], W, b, pred[sl], nonneg,
-                                                            orthant=not lazy)
+            cf, lower, point, exact, pgap = relaxed_margins(
+                X[sl], W, b, pred[sl], nonneg, orthant=not lazy
+            )
             closed[sl] = cf
             for r in range(cf.shape[0]):
                 row = lo + r
                 d_min[row], nearest[row], pt, gap[row], n_qp[row] = _row_margins(
-                    X[row], W, b, int(pred[row]), lower[r], point[r], exact[r], pgap[r],
-                    nonneg and lazy, nonneg, d_min_only, margins[row],
+                    X[row],
+                    W,
+                    b,
+                    int(pred[row]),
+                    lower[r],
+                    point[r],
+                    exact[r],
+                    pgap[r],
+                    nonneg and lazy,
+                    nonneg,
+                    d_min_only,
+                    margins[row],
                 )
                 if pt is not None:
                     flip[row] = pt

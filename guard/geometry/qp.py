@@ -50,7 +50,7 @@ def _class_rows(W: np.ndarray, b: np.ndarray, i: int, j: int) -> tuple[np.ndarra
     return A, c
 
 
-def pair_margin_nnls(x, W, b, i, j, nonneg):  # noqa: ANN001, ANN201
+def pair_margin_nnls(x, W, b, i, j, nonneg):
     """Reference path: the LDP in ``u = y - x`` solved by NNLS. Returns (d, y, gap)."""
     A, c = _class_rows(W, b, i, j)
     s = A @ x + c
@@ -67,7 +67,7 @@ def pair_margin_nnls(x, W, b, i, j, nonneg):  # noqa: ANN001, ANN201
     return d, x + u, max(d - lower, 0.0)
 
 
-def pair_margin(x, W, b, i, j, nonneg):  # noqa: ANN001, ANN201
+def pair_margin(x, W, b, i, j, nonneg):
     """Exact i|j margin of ``x`` (float64 arrays). Returns ``(distance, flip point, gap)``;
     ``(inf, None, 0)`` when the boundary cannot be reached."""
     f = len(x)
@@ -82,8 +82,9 @@ def pair_margin(x, W, b, i, j, nonneg):  # noqa: ANN001, ANN201
         lower_b, upper_b = -c, np.concatenate([-c[:1], np.full(m - 1, _INF)])
         sense = np.zeros(m, dtype=np.int32)
         sense[0] = _EQ
-    y, _, flag, info = daqp.solve(np.eye(f), -x, A, upper_b, lower_b, sense,
-                                  primal_tol=1e-10, dual_tol=1e-12)
+    y, _, flag, info = daqp.solve(
+        np.eye(f), -x, A, upper_b, lower_b, sense, primal_tol=1e-10, dual_tol=1e-12
+    )
     if flag != 1:  # not optimal (infeasible, or numerical trouble): the reference decides
         return pair_margin_nnls(x, W, b, i, j, nonneg)
     y = np.asarray(y)
@@ -152,9 +153,17 @@ def min_norm_point_warm(
     m, d = P.shape
     kwargs = {} if dual_start is None else {"dual_start": -dual_start}
     eye, zero = _EYE.get(d) or _EYE.setdefault(d, (np.eye(d), np.zeros(d)))
-    _, _, flag, info = daqp.solve(eye, zero, P, np.full(m, 1e30), np.ones(m),
-                                  np.zeros(m, dtype=np.int32), primal_tol=1e-12,
-                                  dual_tol=1e-14, **kwargs)
+    _, _, flag, info = daqp.solve(
+        eye,
+        zero,
+        P,
+        np.full(m, 1e30),
+        np.ones(m),
+        np.zeros(m, dtype=np.int32),
+        primal_tol=1e-12,
+        dual_tol=1e-14,
+        **kwargs,
+    )
     lam = np.maximum(-np.asarray(info["lam"]), 0.0) if flag == 1 else None
     if lam is None or not lam.sum() > 0:
         a = min_norm_point(P)

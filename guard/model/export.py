@@ -81,9 +81,12 @@ def export_torch_to_onnx(
     feed = {input_name: example_input.detach().cpu().numpy()}
     (got,) = session.run([output_name], feed)
     if got.shape != expected.shape or not np.allclose(got, expected, rtol=rtol, atol=atol):
-        diff = float(np.max(np.abs(got - expected))) if got.shape == expected.shape else float("nan")
+        diff = (
+            float(np.max(np.abs(got - expected))) if got.shape == expected.shape else float("nan")
+        )
         raise ModelError(
-            f"ONNX model {path} disagrees with torch: output shape {got.shape} vs {expected.shape}, "
+            f"ONNX model {path} disagrees with torch: output shape {got.shape} vs "
+            f"{expected.shape}, "
             f"max abs diff {diff:.3g} (rtol {rtol})"
         )
     return path

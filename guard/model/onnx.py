@@ -88,7 +88,9 @@ def split_affine_head(model: onnx.ModelProto) -> tuple[str, str, np.ndarray, np.
     g = _Graph(model.graph)
     if len(model.graph.output) != 1:
         names = [o.name for o in model.graph.output]
-        raise ModelError(f"expected a classifier with a single output (logits), got outputs {names}")
+        raise ModelError(
+            f"expected a classifier with a single output (logits), got outputs {names}"
+        )
     logits = g.skip_identity(model.graph.output[0].name)
     node = g.producer.get(logits)
     if node is not None and node.op_type in _SOFTMAX_OPS:
@@ -120,7 +122,7 @@ def split_affine_head(model: onnx.ModelProto) -> tuple[str, str, np.ndarray, np.
             k = next((i for i, c in enumerate(consts) if c is not None), None)
             if k is None:
                 raise ModelError(refuse.format(_describe(node, logits) + " (no constant bias)"))
-            bias = consts[k].astype(np.float64)
+            bias = np.asarray(consts[k], dtype=np.float64)
             inner = g.skip_identity(node.input[1 - k])
             node = g.producer.get(inner)
             if node is None or node.op_type != "MatMul":
@@ -228,13 +230,16 @@ class OnnxClassifier:
         if self.input_shape and self.input_shape[0] is not None:  # exported with a fixed batch
             batch_size = self.input_shape[0]
             if len(x) % batch_size:
-                raise InputError(f"this model takes batches of exactly {batch_size} inputs; "
-                                 f"got {len(x)}, not a multiple of {batch_size}")
+                raise InputError(
+                    f"this model takes batches of exactly {batch_size} inputs; "
+                    f"got {len(x)}, not a multiple of {batch_size}"
+                )
         logits, feats = [], []
         with progress_bar(len(x), "model", enabled=progress) as bar:
             for lo in range(0, len(x), batch_size):
                 z, phi = self.session.run(
-                    [self.logits_name, self.features_name], {self.input_name: x[lo : lo + batch_size]}
+                    [self.logits_name, self.features_name],
+                    {self.input_name: x[lo : lo + batch_size]},
                 )
                 if phi.ndim != 2 or phi.shape[1] != self.n_features:
                     raise ModelError(
@@ -244,8 +249,10 @@ class OnnxClassifier:
                 logits.append(z.reshape(len(phi), -1))
                 feats.append(phi)
                 bar.update(len(phi))
-        return (np.concatenate(logits).astype(np.float32, copy=False),
-                np.concatenate(feats).astype(np.float32, copy=False))
+        return (
+            np.concatenate(logits).astype(np.float32, copy=False),
+            np.concatenate(feats).astype(np.float32, copy=False),
+        )
 
     def check_affine(self, logits: np.ndarray, features: np.ndarray, rtol: float = 1e-4) -> float:
         """Verify ``logits == features W^T + b`` to ``rtol`` relative; return the error."""
@@ -253,7 +260,8 @@ class OnnxClassifier:
         err = float(np.abs(recon - logits).max() / max(1.0, float(np.abs(logits).max())))
         if not err <= rtol:
             raise ModelError(
-                f"logits differ from features @ W^T + b by {err:.2e} (relative, allowed {rtol:.0e}):"
+                f"logits differ from features @ W^T + b by {err:.2e} (relative, allowed "
+                f"{rtol:.0e}):"
                 f" the layer read as final affine layer does not produce the logits"
             )
         return err

@@ -51,14 +51,25 @@ class ClassifyResult:
 class DataPlane:
     """One served model behind a dynamic batcher. ``await start()`` before use."""
 
-    def __init__(self, model: ServedModel, metrics: Metrics, *, max_batch_size: int = 64,
-                 max_delay_s: float = 0.002, max_queue: int = 256) -> None:
+    def __init__(
+        self,
+        model: ServedModel,
+        metrics: Metrics,
+        *,
+        max_batch_size: int = 64,
+        max_delay_s: float = 0.002,
+        max_queue: int = 256,
+    ) -> None:
         self.model = model
         self.metrics = metrics
         self.pipeline = Pipeline(model.guard, metrics, geometry=model.geometry)
-        self.batcher = Batcher(self.pipeline, max_batch_size=max_batch_size,
-                               max_delay_s=max_delay_s, max_queue=max_queue,
-                               on_queue_time=metrics.queue_seconds.observe)
+        self.batcher = Batcher(
+            self.pipeline,
+            max_batch_size=max_batch_size,
+            max_delay_s=max_delay_s,
+            max_queue=max_queue,
+            on_queue_time=metrics.queue_seconds.observe,
+        )
         self.ready = False
 
     # ---------------------------------------------------------------- lifecycle and health
@@ -102,8 +113,10 @@ class DataPlane:
     def _images(self, req: InferenceRequest) -> np.ndarray:
         name = self.model.input_name
         if len(req.inputs) != 1:
-            raise InputError(f"expected exactly one input tensor named {name!r}, got "
-                             f"{[t.name for t in req.inputs]}")
+            raise InputError(
+                f"expected exactly one input tensor named {name!r}, got "
+                f"{[t.name for t in req.inputs]}"
+            )
         t = req.inputs[0]
         if t.name != name:
             raise InputError(f"unknown input {t.name!r}; this model's input is {name!r}")

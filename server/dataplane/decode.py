@@ -34,15 +34,18 @@ def to_images(model: OnnxClassifier, tensor: RequestTensor, what: str) -> np.nda
     """
     datatype, shape = tensor.datatype, list(tensor.shape)
     if datatype not in INPUT_DTYPES:
-        raise InputError(f"{what}: datatype {datatype!r} not supported; expected FP32 (or UINT8 "
-                         f"images, scaled by 1/255)")
+        raise InputError(
+            f"{what}: datatype {datatype!r} not supported; expected FP32 (or UINT8 "
+            f"images, scaled by 1/255)"
+        )
     dtype = INPUT_DTYPES[datatype]
     expected = expected_shape(model)
     if len(shape) != len(expected) or any(
         e not in (-1, s) for e, s in zip(expected[1:], shape[1:])
     ):
-        raise InputError(f"{what}: shape {shape} does not match the model input {expected} "
-                         f"(-1 = any)")
+        raise InputError(
+            f"{what}: shape {shape} does not match the model input {expected} (-1 = any)"
+        )
     if any(s < 0 for s in shape):
         raise InputError(f"{what}: negative dimension in shape {shape}")
     if shape[0] == 0:
@@ -51,8 +54,10 @@ def to_images(model: OnnxClassifier, tensor: RequestTensor, what: str) -> np.nda
     data = tensor.data
     if isinstance(data, (bytes, bytearray, memoryview)):
         if len(data) != count * dtype.itemsize:
-            raise InputError(f"{what}: {len(data)} raw bytes, but shape {shape} of {datatype} "
-                             f"needs {count * dtype.itemsize}")
+            raise InputError(
+                f"{what}: {len(data)} raw bytes, but shape {shape} of {datatype} "
+                f"needs {count * dtype.itemsize}"
+            )
         arr = np.frombuffer(data, dtype=dtype)
     else:
         n = 0 if data is None else int(data.size)

@@ -32,15 +32,23 @@ class ServedModel:
 
     def __init__(self, guard: Guard, name: str, *, geometry: bool = True) -> None:
         if guard.model_ is None:
-            raise InputError("the guard has no model (fitted from features); refit it with "
-                             "`guard fit --model ...` to serve it")
+            raise InputError(
+                "the guard has no model (fitted from features); refit it with "
+                "`guard fit --model ...` to serve it"
+            )
         self.guard = guard
         self.name = name
         self.geometry = geometry
 
     @classmethod
-    def load(cls, artifact: str | Path | None, *, name: str | None = None,
-             device: str = "auto", geometry: bool = True) -> ServedModel:
+    def load(
+        cls,
+        artifact: str | Path | None,
+        *,
+        name: str | None = None,
+        device: str = "auto",
+        geometry: bool = True,
+    ) -> ServedModel:
         """The guard of ``artifact`` (the built-in default when None), named ``name`` or after
         the artifact directory."""
         if artifact:
@@ -52,14 +60,16 @@ class ServedModel:
             path = DEFAULT_ARTIFACT
             guard = default_guard(path, device=device)
         if guard.model_ is None:
-            raise InputError(f"artifact {path} has no model (fitted from features); refit it "
-                             f"with `guard fit --model ...` to serve it")
+            raise InputError(
+                f"artifact {path} has no model (fitted from features); refit it "
+                f"with `guard fit --model ...` to serve it"
+            )
         log.info("loaded %s", path)
         return cls(guard, name or path.resolve().name, geometry=geometry)
 
     @property
     def model(self) -> OnnxClassifier:
-        return self.guard.model_
+        return self.guard.require_model()
 
     @property
     def input_name(self) -> str:
@@ -90,19 +100,28 @@ class ServedModel:
     def metadata(self) -> ModelMetadata:
         g = self.guard
         return ModelMetadata(
-            name=self.name, versions=(VERSION,), platform=PLATFORM,
+            name=self.name,
+            versions=(VERSION,),
+            platform=PLATFORM,
             inputs=(TensorMetadata(self.input_name, "FP32", tuple(expected_shape(self.model))),),
-            outputs=tuple(TensorMetadata(n, OUTPUTS[n].datatype,
-                                         tuple([-1] + OUTPUTS[n].per_image(g)))
-                          for n in available(self.geometry)),
+            outputs=tuple(
+                TensorMetadata(n, OUTPUTS[n].datatype, tuple([-1] + OUTPUTS[n].per_image(g)))
+                for n in available(self.geometry)
+            ),
         )
 
     def info(self) -> ModelInfo:
         g = self.guard
         return ModelInfo(
-            model_name=self.name, model_sha256=self.model.sha256,
-            input_shape=tuple(expected_shape(self.model)), class_names=tuple(g.class_names_),
-            n_features=int(g.W_.shape[1]), n_train=int(len(g.radii_)), nonneg=bool(g.nonneg_),
-            lipschitz=float(g.lipschitz_), geometry=self.geometry, guard_version=__version__,
+            model_name=self.name,
+            model_sha256=self.model.sha256,
+            input_shape=tuple(expected_shape(self.model)),
+            class_names=tuple(g.class_names_),
+            n_features=int(g.W_.shape[1]),
+            n_train=int(len(g.radii_)),
+            nonneg=bool(g.nonneg_),
+            lipschitz=float(g.lipschitz_),
+            geometry=self.geometry,
+            guard_version=__version__,
             thresholds=g.thresholds_,
         )

@@ -56,35 +56,79 @@ def _decision(name: str) -> Callable[[BatchResult], np.ndarray]:
 OUTPUTS: dict[str, OutputSpec] = {
     "logits": OutputSpec("FP32", _classes, lambda r: r.logits, False, "model logits"),
     "prediction": OutputSpec("INT64", _scalar, lambda r: r.pred, False, "argmax of the logits"),
-    "abstain": OutputSpec("BOOL", _scalar, _decision("abstain"), True,
-                          "do not act on the prediction (out of distribution or ambiguous)"),
-    "flags": OutputSpec("INT32", _scalar, _decision("flags"), True,
-                        "bit mask: 1 adversarial, 2 out of distribution, 4 ambiguous"),
-    "margin_min": OutputSpec("FP32", _scalar, _score("d_min"), True,
-                             "exact distance to the nearest decision boundary"),
-    "nearest_class": OutputSpec("INT64", _scalar, _score("nearest_class"), True,
-                                "class across the nearest boundary"),
-    "hull_distance": OutputSpec("FP32", _scalar, _score("hull_upper"), True,
-                                "distance to the training hull (certified upper bound)"),
-    "hull_lower": OutputSpec("FP32", _scalar, _score("hull_lower"), True,
-                             "certified lower bound of the hull distance"),
-    "ambiguity": OutputSpec("FP32", _scalar, _score("ambiguity"), True,
-                            "margin_min - hull_distance (negative = ambiguous)"),
-    "ood_score": OutputSpec("FP32", _scalar, _score("ood_score"), True,
-                            "combined out-of-distribution score (higher = more OOD)"),
-    "p_value": OutputSpec("FP32", _scalar, _score("p_value"), True,
-                          "conformal p-value of ood_score; abstain when below the target rate"),
-    "in_union": OutputSpec("BOOL", _scalar, _score("in_union"), True,
-                           "inside the union of learned regions"),
-    "margins": OutputSpec("FP32", _classes, _score("margins"), True,
-                          "distance to each class's boundary (NaN at the prediction)"),
-    "support_indices": OutputSpec("INT64", _support, _score("support_idx"), True,
-                                  "training images supporting the hull projection (-1 = none)"),
-    "support_weights": OutputSpec("FP32", _support, _score("support_alpha"), True,
-                                  "their convex weights"),
+    "abstain": OutputSpec(
+        "BOOL",
+        _scalar,
+        _decision("abstain"),
+        True,
+        "do not act on the prediction (out of distribution or ambiguous)",
+    ),
+    "flags": OutputSpec(
+        "INT32",
+        _scalar,
+        _decision("flags"),
+        True,
+        "bit mask: 1 adversarial, 2 out of distribution, 4 ambiguous",
+    ),
+    "margin_min": OutputSpec(
+        "FP32", _scalar, _score("d_min"), True, "exact distance to the nearest decision boundary"
+    ),
+    "nearest_class": OutputSpec(
+        "INT64", _scalar, _score("nearest_class"), True, "class across the nearest boundary"
+    ),
+    "hull_distance": OutputSpec(
+        "FP32",
+        _scalar,
+        _score("hull_upper"),
+        True,
+        "distance to the training hull (certified upper bound)",
+    ),
+    "hull_lower": OutputSpec(
+        "FP32", _scalar, _score("hull_lower"), True, "certified lower bound of the hull distance"
+    ),
+    "ambiguity": OutputSpec(
+        "FP32",
+        _scalar,
+        _score("ambiguity"),
+        True,
+        "margin_min - hull_distance (negative = ambiguous)",
+    ),
+    "ood_score": OutputSpec(
+        "FP32",
+        _scalar,
+        _score("ood_score"),
+        True,
+        "combined out-of-distribution score (higher = more OOD)",
+    ),
+    "p_value": OutputSpec(
+        "FP32",
+        _scalar,
+        _score("p_value"),
+        True,
+        "conformal p-value of ood_score; abstain when below the target rate",
+    ),
+    "in_union": OutputSpec(
+        "BOOL", _scalar, _score("in_union"), True, "inside the union of learned regions"
+    ),
+    "margins": OutputSpec(
+        "FP32",
+        _classes,
+        _score("margins"),
+        True,
+        "distance to each class's boundary (NaN at the prediction)",
+    ),
+    "support_indices": OutputSpec(
+        "INT64",
+        _support,
+        _score("support_idx"),
+        True,
+        "training images supporting the hull projection (-1 = none)",
+    ),
+    "support_weights": OutputSpec(
+        "FP32", _support, _score("support_alpha"), True, "their convex weights"
+    ),
 }
-DEFAULT_OUTPUTS = [n for n in OUTPUTS if n not in ("margins", "support_indices",
-                                                   "support_weights")]
+DEFAULT_OUTPUTS = [n for n in OUTPUTS if n not in ("margins", "support_indices", "support_weights")]
 
 
 def available(geometry: bool) -> list[str]:

@@ -23,9 +23,9 @@ _T = TypeVar("_T", Scores, Decisions)
 
 def _slice(obj: _T, sl: slice) -> _T:
     """The images ``sl`` of a Scores or Decisions (every field is an array over images)."""
-    return dataclasses.replace(obj, **{
-        f.name: getattr(obj, f.name)[sl] for f in dataclasses.fields(obj)
-    })
+    return dataclasses.replace(
+        obj, **{f.name: getattr(obj, f.name)[sl] for f in dataclasses.fields(obj)}
+    )
 
 
 @dataclass(frozen=True)
@@ -39,7 +39,8 @@ class BatchResult:
 
     def __getitem__(self, sl: slice) -> BatchResult:
         return BatchResult(
-            self.logits[sl], self.pred[sl],
+            self.logits[sl],
+            self.pred[sl],
             None if self.scores is None else _slice(self.scores, sl),
             None if self.decisions is None else _slice(self.decisions, sl),
         )
@@ -62,7 +63,7 @@ class Pipeline:
     def __call__(self, x: np.ndarray) -> BatchResult:
         m = self.metrics
         t0 = time.perf_counter()
-        logits, feats = self.guard.model_.run(x, batch_size=max(len(x), 1))
+        logits, feats = self.guard.require_model().run(x, batch_size=max(len(x), 1))
         t1 = time.perf_counter()
         m.model_seconds.observe(t1 - t0)
         m.batch_size.observe(len(x))

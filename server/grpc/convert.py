@@ -25,8 +25,10 @@ from .gen.inference import grpc_service_pb2 as pb
 
 # datatype -> (typed-contents field of InferTensorContents, numpy dtype to read it as); UINT8
 # arrives as uint32 values and is read as int64 so that out-of-range values can be reported
-_TYPED_CONTENTS: dict[str, tuple[str, type]] = {"FP32": ("fp32_contents", np.float32),
-                                                "UINT8": ("uint_contents", np.int64)}
+_TYPED_CONTENTS: dict[str, tuple[str, type]] = {
+    "FP32": ("fp32_contents", np.float32),
+    "UINT8": ("uint_contents", np.int64),
+}
 
 
 # ------------------------------------------------------------------ Open Inference Protocol
@@ -34,8 +36,10 @@ def infer_request(req: pb.ModelInferRequest) -> InferenceRequest:
     raw = list(req.raw_input_contents)
     if raw and len(raw) != len(req.inputs):
         n = len(req.inputs)
-        raise InputError(f"expected {n} raw_input_contents entr{'y' if n == 1 else 'ies'} (one "
-                         f"per input), got {len(raw)}")
+        raise InputError(
+            f"expected {n} raw_input_contents entr{'y' if n == 1 else 'ies'} (one "
+            f"per input), got {len(raw)}"
+        )
     inputs = []
     for i, t in enumerate(req.inputs):
         data: bytes | np.ndarray | None = raw[i] if raw else None
@@ -43,9 +47,13 @@ def infer_request(req: pb.ModelInferRequest) -> InferenceRequest:
             field, dtype = _TYPED_CONTENTS[t.datatype]
             data = np.asarray(getattr(t.contents, field), dtype=dtype)
         inputs.append(RequestTensor(t.name, t.datatype, tuple(t.shape), data))
-    return InferenceRequest(model_name=req.model_name, inputs=tuple(inputs),
-                            outputs=tuple(o.name for o in req.outputs), id=req.id,
-                            parameters=_parameters(req.parameters))
+    return InferenceRequest(
+        model_name=req.model_name,
+        inputs=tuple(inputs),
+        outputs=tuple(o.name for o in req.outputs),
+        id=req.id,
+        parameters=_parameters(req.parameters),
+    )
 
 
 def _parameters(params: object) -> dict[str, object]:
@@ -58,8 +66,9 @@ def _parameters(params: object) -> dict[str, object]:
 
 
 def infer_response(resp: InferenceResponse) -> pb.ModelInferResponse:
-    msg = pb.ModelInferResponse(model_name=resp.model_name, model_version=resp.model_version,
-                                id=resp.id)
+    msg = pb.ModelInferResponse(
+        model_name=resp.model_name, model_version=resp.model_version, id=resp.id
+    )
     for t in resp.outputs:
         msg.outputs.add(name=t.name, datatype=t.datatype, shape=t.shape)
         msg.raw_output_contents.append(t.data.tobytes())
@@ -67,13 +76,13 @@ def infer_response(resp: InferenceResponse) -> pb.ModelInferResponse:
 
 
 def server_metadata(md: ServerMetadata) -> pb.ServerMetadataResponse:
-    return pb.ServerMetadataResponse(name=md.name, version=md.version,
-                                     extensions=list(md.extensions))
+    return pb.ServerMetadataResponse(
+        name=md.name, version=md.version, extensions=list(md.extensions)
+    )
 
 
 def model_metadata(md: ModelMetadata) -> pb.ModelMetadataResponse:
-    msg = pb.ModelMetadataResponse(name=md.name, versions=list(md.versions),
-                                   platform=md.platform)
+    msg = pb.ModelMetadataResponse(name=md.name, versions=list(md.versions), platform=md.platform)
     for t in md.inputs:
         msg.inputs.add(name=t.name, datatype=t.datatype, shape=list(t.shape))
     for t in md.outputs:
@@ -95,8 +104,9 @@ def classify_response(c: ClassifyResult) -> gpb.ClassifyResponse:
     r = c.result
     for i in range(len(r)):
         pred = int(r.pred[i])
-        res = resp.results.add(prediction=pred, class_name=c.class_names[pred],
-                               logits=r.logits[i].tolist())
+        res = resp.results.add(
+            prediction=pred, class_name=c.class_names[pred], logits=r.logits[i].tolist()
+        )
         if r.scores is None or r.decisions is None:
             continue
         s, d = r.scores, r.decisions
@@ -124,13 +134,22 @@ def classify_response(c: ClassifyResult) -> gpb.ClassifyResponse:
 def info_response(info: ModelInfo) -> gpb.InfoResponse:
     t = info.thresholds
     return gpb.InfoResponse(
-        model_name=info.model_name, model_sha256=info.model_sha256,
-        input_shape=list(info.input_shape), class_names=list(info.class_names),
-        n_features=info.n_features, n_train=info.n_train, nonneg=info.nonneg,
-        lipschitz=info.lipschitz, geometry=info.geometry, guard_version=info.guard_version,
+        model_name=info.model_name,
+        model_sha256=info.model_sha256,
+        input_shape=list(info.input_shape),
+        class_names=list(info.class_names),
+        n_features=info.n_features,
+        n_train=info.n_train,
+        nonneg=info.nonneg,
+        lipschitz=info.lipschitz,
+        geometry=info.geometry,
+        guard_version=info.guard_version,
         thresholds=gpb.Thresholds(
-            ambiguity=t.ambiguity, hull=t.hull, d_min=t.d_min,
+            ambiguity=t.ambiguity,
+            hull=t.hull,
+            d_min=t.d_min,
             target_abstain_rate=t.target_abstain_rate or 0.0,
-            target_flag_rate=t.target_flag_rate or 0.0, n_calib=t.n_calib,
+            target_flag_rate=t.target_flag_rate or 0.0,
+            n_calib=t.n_calib,
         ),
     )

@@ -57,8 +57,14 @@ def reflection_pool(files: Iterable[FileDescriptor]) -> descriptor_pool.Descript
 class GrpcServer:
     """The gRPC server of ``dataplane`` on ``host:port`` (0 = any free port)."""
 
-    def __init__(self, dataplane: DataPlane, *, host: str = "0.0.0.0", port: int = 0,
-                 max_message_bytes: int = 64 * 1024 * 1024) -> None:
+    def __init__(
+        self,
+        dataplane: DataPlane,
+        *,
+        host: str = "0.0.0.0",
+        port: int = 0,
+        max_message_bytes: int = 64 * 1024 * 1024,
+    ) -> None:
         self.dataplane = dataplane
         self.host = host
         self.requested_port = port
@@ -69,17 +75,27 @@ class GrpcServer:
 
     async def start(self) -> int:
         """Bind and start serving (health NOT_SERVING until :meth:`set_serving`); the port."""
-        opts = [("grpc.max_receive_message_length", self.max_message_bytes),
-                ("grpc.max_send_message_length", self.max_message_bytes)]
+        opts = [
+            ("grpc.max_receive_message_length", self.max_message_bytes),
+            ("grpc.max_send_message_length", self.max_message_bytes),
+        ]
         server = grpc.aio.server(options=opts)
         grpc_service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(
-            InferenceServicer(self.dataplane), server)
+            InferenceServicer(self.dataplane), server
+        )
         guard_pb2_grpc.add_GuardServiceServicer_to_server(GuardServicer(self.dataplane), server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
-        pool = reflection_pool([grpc_service_pb2.DESCRIPTOR, guard_pb2.DESCRIPTOR,
-                                health_pb2.DESCRIPTOR, reflection_pb2.DESCRIPTOR])
+        pool = reflection_pool(
+            [
+                grpc_service_pb2.DESCRIPTOR,
+                guard_pb2.DESCRIPTOR,
+                health_pb2.DESCRIPTOR,
+                reflection_pb2.DESCRIPTOR,
+            ]
+        )
         reflection.enable_server_reflection(
-            SERVICES + (HEALTH_SERVICE, reflection.SERVICE_NAME), server, pool=pool)
+            SERVICES + (HEALTH_SERVICE, reflection.SERVICE_NAME), server, pool=pool
+        )
         self.port = server.add_insecure_port(f"{self.host}:{self.requested_port}")
         if self.port == 0:
             raise OSError(f"cannot bind {self.host}:{self.requested_port}")

@@ -65,4 +65,3 @@ class GuardServicer(_Base, gpb_grpc.GuardServiceServicer):
     @grpc_errors("GetInfo")
     async def GetInfo(self, request: Any, context: Context) -> Any:
         return convert.info_response(self.dp.info(request.model_name))
-

@@ -38,8 +38,9 @@ def grpc_errors(rpc: str) -> Callable[[_Method], _Method]:
                 self.count(rpc, code.outcome)
                 if code is Code.INTERNAL:
                     log.exception("unexpected error in %s", rpc)
-                    await context.abort(grpc_code(code), f"internal error in {rpc} (the server "
-                                                         f"log has the details)")
+                    await context.abort(
+                        grpc_code(code), f"internal error in {rpc} (the server log has the details)"
+                    )
                 await context.abort(grpc_code(code), str(exc))
             self.count(rpc, Code.OK.outcome)
             return result

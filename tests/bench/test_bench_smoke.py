@@ -30,19 +30,23 @@ REPO = Path(__file__).resolve().parents[2]
 needs_data = pytest.mark.skipif(
     not DEFAULT_MODEL.is_file()
     or not (DEFAULT_FASHION_MNIST_ROOT / "train-images-idx3-ubyte.gz").is_file(),
-    reason="needs the built-in model and Fashion-MNIST (dataset-fashion-mnist)")
+    reason="needs the built-in model and Fashion-MNIST (dataset-fashion-mnist)",
+)
 
 STAT_KEYS = {"median", "min", "max", "n"}
-MACHINE_KEYS = {"cpu_model", "cores", "python", "numpy", "onnxruntime", "faiss", "date",
-                "command"}
+MACHINE_KEYS = {"cpu_model", "cores", "python", "numpy", "onnxruntime", "faiss", "date", "command"}
 
 
 @pytest.fixture(scope="module")
 def tiny_artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The built-in model's guard on 500 Fashion-MNIST training images, no calibration split."""
     x, y = load_fashion_mnist("train")
-    guard = Guard(calib_fraction=0).fit(OnnxClassifier(DEFAULT_MODEL), as_model_input(x[:500]),
-                                        y[:500], class_names=list(FASHION_MNIST_CLASSES))
+    guard = Guard(calib_fraction=0).fit(
+        OnnxClassifier(DEFAULT_MODEL),
+        as_model_input(x[:500]),
+        y[:500],
+        class_names=list(FASHION_MNIST_CLASSES),
+    )
     return save_artifact(guard, tmp_path_factory.mktemp("bench") / "fmnist_tiny")
 
 
@@ -75,12 +79,20 @@ def test_timeit_and_stats() -> None:
 
 
 def test_write_results(tmp_path: Path) -> None:
-    rows = [{"what": "a", "time_s": common.stats([1.0, 2.0, 3.0]), "count": 3},
-            {"what": "b|c", "time_s": common.stats([0.5]), "extra": float("inf")}]
-    jpath, mpath = common.write_results("demo", rows, tmp_path / "out", title="Demo",
-                                        sections={"More": [{"x": 1}]},
-                                        summary={"ratio": common.stats([0.5, 0.7])},
-                                        notes=["a note"], config={"k": [1, 2]})
+    rows = [
+        {"what": "a", "time_s": common.stats([1.0, 2.0, 3.0]), "count": 3},
+        {"what": "b|c", "time_s": common.stats([0.5]), "extra": float("inf")},
+    ]
+    jpath, mpath = common.write_results(
+        "demo",
+        rows,
+        tmp_path / "out",
+        title="Demo",
+        sections={"More": [{"x": 1}]},
+        summary={"ratio": common.stats([0.5, 0.7])},
+        notes=["a note"],
+        config={"k": [1, 2]},
+    )
     doc, md = _load(tmp_path / "out", "demo")
     assert (jpath, mpath) == (tmp_path / "out" / "demo.json", tmp_path / "out" / "demo.md")
     _check_doc(doc, "demo")
@@ -98,8 +110,21 @@ def test_write_results(tmp_path: Path) -> None:
 def test_memory_benchmark(tiny_artifact: Path, tmp_path: Path) -> None:
     from bench import memory
 
-    assert memory.main(["--artifact", str(tiny_artifact), "--repeats", "1",
-                        "--out-dir", str(tmp_path), "--name", "mem"]) == 0
+    assert (
+        memory.main(
+            [
+                "--artifact",
+                str(tiny_artifact),
+                "--repeats",
+                "1",
+                "--out-dir",
+                str(tmp_path),
+                "--name",
+                "mem",
+            ]
+        )
+        == 0
+    )
     doc, md = _load(tmp_path, "mem")
     _check_doc(doc, "mem")
     summary = doc["summary"]
@@ -120,12 +145,43 @@ def test_memory_benchmark(tiny_artifact: Path, tmp_path: Path) -> None:
 def test_serve_benchmark_quick(tiny_artifact: Path, tmp_path: Path) -> None:
     t0 = time.perf_counter()
     proc = subprocess.run(
-        [sys.executable, "-m", "bench.serve", "--quick", "--artifact", str(tiny_artifact),
-         "--concurrency", "1,2", "--request-batch", "1,2", "--batching", "4x1",
-         "--repeats", "1", "--min-warmup-s", "0.05", "--min-window-s", "0.1",
-         "--min-requests", "2", "--n-images", "32", "--floor-batches", "1,4",
-         "--floor-repeats", "1", "--out-dir", str(tmp_path), "--name", "srv"],
-        cwd=REPO, capture_output=True, text=True, timeout=60)
+        [
+            sys.executable,
+            "-m",
+            "bench.serve",
+            "--quick",
+            "--artifact",
+            str(tiny_artifact),
+            "--concurrency",
+            "1,2",
+            "--request-batch",
+            "1,2",
+            "--batching",
+            "4x1",
+            "--repeats",
+            "1",
+            "--min-warmup-s",
+            "0.05",
+            "--min-window-s",
+            "0.1",
+            "--min-requests",
+            "2",
+            "--n-images",
+            "32",
+            "--floor-batches",
+            "1,4",
+            "--floor-repeats",
+            "1",
+            "--out-dir",
+            str(tmp_path),
+            "--name",
+            "srv",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "descriptor" not in proc.stderr.lower(), proc.stderr
     assert time.perf_counter() - t0 < 60
@@ -134,7 +190,8 @@ def test_serve_benchmark_quick(tiny_artifact: Path, tmp_path: Path) -> None:
     _check_doc(doc, "srv")
     rows = doc["rows"]
     assert {(r["req_batch"], r["concurrency"], r["guard"]) for r in rows} == {
-        (b, c, g) for b in (1, 2) for c in (1, 2) for g in ("on", "off")}
+        (b, c, g) for b in (1, 2) for c in (1, 2) for g in ("on", "off")
+    }
     for r in rows:
         assert r["setting"] == "4x1ms" and r["errors"] == 0 and r["requests"] >= 2
         for key in ("images_per_s", "p50_ms", "p99_ms"):
@@ -143,7 +200,14 @@ def test_serve_benchmark_quick(tiny_artifact: Path, tmp_path: Path) -> None:
     assert len(ratios) == 4 and all(r["throughput_on_over_off"]["median"] > 0 for r in ratios)
     floor = doc["sections"]["Floor: in-process, no gRPC"]
     assert {(r["what"].split()[0], r["batch"]) for r in floor} == {
-        ("onnxruntime", 1), ("onnxruntime", 4), ("guard", 1), ("guard", 4)}
-    assert any("target" in k and ("MET" in v or "MISSED" in v)
-               for k, v in doc["summary"].items() if isinstance(v, str))
+        ("onnxruntime", 1),
+        ("onnxruntime", 4),
+        ("guard", 1),
+        ("guard", 4),
+    }
+    assert any(
+        "target" in k and ("MET" in v or "MISSED" in v)
+        for k, v in doc["summary"].items()
+        if isinstance(v, str)
+    )
     assert "## Guard ON / guard OFF, paired per repeat" in md

@@ -112,10 +112,17 @@ def gemm_transb0_alpha_beta(seed: int = 0) -> Built:
     nodes, inits, W1, b1 = _extractor(seed)
     W, b = _head_weights(seed)
     B = np.ascontiguousarray(W.T)  # (f, n)
-    nodes.append(helper.make_node(
-        "Gemm", ["h", "B", "C"], ["logits"], transB=0, alpha=GEMM_ALPHA, beta=GEMM_BETA,
-        name="head",
-    ))
+    nodes.append(
+        helper.make_node(
+            "Gemm",
+            ["h", "B", "C"],
+            ["logits"],
+            transB=0,
+            alpha=GEMM_ALPHA,
+            beta=GEMM_BETA,
+            name="head",
+        )
+    )
     inits += [numpy_helper.from_array(B, "B"), numpy_helper.from_array(b, "C")]
     W_eff = GEMM_ALPHA * B.astype(np.float64).T
     b_eff = GEMM_BETA * b.astype(np.float64)
@@ -152,10 +159,12 @@ def constant_weights(seed: int = 0) -> Built:
     nodes, inits, W1, b1 = _extractor(seed)
     W, b = _head_weights(seed)
     nodes += [
-        helper.make_node("Constant", [], ["Wc"], value=numpy_helper.from_array(W, "Wc_value"),
-                         name="head_weight"),
-        helper.make_node("Constant", [], ["bc"], value=numpy_helper.from_array(b, "bc_value"),
-                         name="head_bias"),
+        helper.make_node(
+            "Constant", [], ["Wc"], value=numpy_helper.from_array(W, "Wc_value"), name="head_weight"
+        ),
+        helper.make_node(
+            "Constant", [], ["bc"], value=numpy_helper.from_array(b, "bc_value"), name="head_bias"
+        ),
         helper.make_node("Gemm", ["h", "Wc", "bc"], ["logits"], transB=1, name="head"),
     ]
     return _built(_model(nodes, inits), W, b, W1, b1)
@@ -166,9 +175,13 @@ def constant_weights_matmul(seed: int = 0) -> Built:
     nodes, inits, W1, b1 = _extractor(seed)
     W, b = _head_weights(seed)
     nodes += [
-        helper.make_node("Constant", [], ["Wt_c"],
-                         value=numpy_helper.from_array(np.ascontiguousarray(W.T), "Wt_value"),
-                         name="head_weight"),
+        helper.make_node(
+            "Constant",
+            [],
+            ["Wt_c"],
+            value=numpy_helper.from_array(np.ascontiguousarray(W.T), "Wt_value"),
+            name="head_weight",
+        ),
         helper.make_node("Identity", ["Wt_c"], ["Wt_id"], name="head_weight_id"),
         helper.make_node("MatMul", ["h", "Wt_id"], ["mm"], name="head_matmul"),
         helper.make_node("Add", ["mm", "bias"], ["logits"], name="head_bias"),

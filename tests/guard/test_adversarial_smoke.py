@@ -26,8 +26,12 @@ pytest.importorskip("art")
 
 from guard import Guard, OnnxClassifier  # noqa: E402
 from guard.artifact import save_artifact  # noqa: E402
-from guard.datasets import (DEFAULT_FASHION_MNIST_ROOT, FASHION_MNIST_CLASSES,  # noqa: E402
-                            as_model_input, load_fashion_mnist)
+from guard.datasets import (  # noqa: E402
+    DEFAULT_FASHION_MNIST_ROOT,
+    FASHION_MNIST_CLASSES,
+    as_model_input,
+    load_fashion_mnist,
+)
 from guard.defaults import DEFAULT_MODEL  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
@@ -35,15 +39,32 @@ SCRIPT = REPO / "scripts" / "eval_adversarial.py"
 WEIGHTS = REPO / "guard" / "assets" / "fmnist_resnet.pt"
 
 pytestmark = pytest.mark.skipif(
-    not DEFAULT_MODEL.is_file() or not WEIGHTS.is_file()
+    not DEFAULT_MODEL.is_file()
+    or not WEIGHTS.is_file()
     or not (DEFAULT_FASHION_MNIST_ROOT / "train-images-idx3-ubyte.gz").is_file(),
-    reason="needs the built-in model, its torch weights and Fashion-MNIST (dataset-fashion-mnist)")
+    reason="needs the built-in model, its torch weights and Fashion-MNIST (dataset-fashion-mnist)",
+)
 
 N = 8
-METRIC_KEYS = {"n_attacked", "n_success", "success_rate", "twin_success_rate", "median_l2",
-               "median_linf", "detection_rate", "abstain_rate", "caught_rate",
-               "full_evasion_rate", "auroc_neg_d_min", "auroc_neg_ambiguity", "auroc_hull",
-               "median_d_min_clean", "median_d_min_adv", "median_hull_adv", "seconds"}
+METRIC_KEYS = {
+    "n_attacked",
+    "n_success",
+    "success_rate",
+    "twin_success_rate",
+    "median_l2",
+    "median_linf",
+    "detection_rate",
+    "abstain_rate",
+    "caught_rate",
+    "full_evasion_rate",
+    "auroc_neg_d_min",
+    "auroc_neg_ambiguity",
+    "auroc_hull",
+    "median_d_min_clean",
+    "median_d_min_adv",
+    "median_hull_adv",
+    "seconds",
+}
 
 
 @pytest.fixture(scope="module")
@@ -58,8 +79,11 @@ def ea():
 def tiny_artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
     x, y = load_fashion_mnist("train")
     guard = Guard(calib_fraction=0.34).fit(
-        OnnxClassifier(DEFAULT_MODEL), as_model_input(x[:300]), y[:300],
-        class_names=list(FASHION_MNIST_CLASSES))
+        OnnxClassifier(DEFAULT_MODEL),
+        as_model_input(x[:300]),
+        y[:300],
+        class_names=list(FASHION_MNIST_CLASSES),
+    )
     assert guard.thresholds_.n_calib == 102 and guard.thresholds_.d_min > 0
     return save_artifact(guard, tmp_path_factory.mktemp("adv") / "fmnist_tiny")
 
@@ -91,8 +115,14 @@ def test_fast_class_gradient_equals_art(ea) -> None:
     net = ea.load_twin()
     x = np.random.default_rng(0).random((6, 1, 28, 28), dtype=np.float32)
     label = np.array([0, 3, 3, 9, 1, 0])
-    ref = PyTorchClassifier(model=net, loss=torch.nn.CrossEntropyLoss(), input_shape=(1, 28, 28),
-                            nb_classes=10, clip_values=(0.0, 1.0), device_type="cpu")
+    ref = PyTorchClassifier(
+        model=net,
+        loss=torch.nn.CrossEntropyLoss(),
+        input_shape=(1, 28, 28),
+        nb_classes=10,
+        clip_values=(0.0, 1.0),
+        device_type="cpu",
+    )
     got, want = ea.art_classifier(net).class_gradient(x, label), ref.class_gradient(x, label)
     assert got.shape == want.shape == (6, 1, 1, 28, 28)
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
@@ -100,13 +130,37 @@ def test_fast_class_gradient_equals_art(ea) -> None:
 
 def test_script_runs_and_writes_expected_keys(ea, tiny_artifact: Path, tmp_path: Path) -> None:
     out = tmp_path / "adv"
-    doc = ea.main(["--n", str(N), "--artifact", str(tiny_artifact), "--out", str(out),
-                   "--pgd-steps", "2", "--adaptive-steps", "2", "--deepfool-iter", "3",
-                   "--cw-iter", "2", "--cw-search", "1", "--n-ref", "100", "--threads", "1"])
+    doc = ea.main(
+        [
+            "--n",
+            str(N),
+            "--artifact",
+            str(tiny_artifact),
+            "--out",
+            str(out),
+            "--pgd-steps",
+            "2",
+            "--adaptive-steps",
+            "2",
+            "--deepfool-iter",
+            "3",
+            "--cw-iter",
+            "2",
+            "--cw-search",
+            "1",
+            "--n-ref",
+            "100",
+            "--threads",
+            "1",
+        ]
+    )
     on_disk = json.loads((out / "adversarial.json").read_text())
     md = (out / "adversarial.md").read_text()
-    assert on_disk["results"].keys() == doc["results"].keys() == {
-        "twin_check", "clean", "attacks", "adaptive"}
+    assert (
+        on_disk["results"].keys()
+        == doc["results"].keys()
+        == {"twin_check", "clean", "attacks", "adaptive"}
+    )
     assert on_disk["library"]["name"] == "adversarial-robustness-toolbox"
     assert {"command", "torch", "config", "thresholds", "seconds"} <= set(on_disk)
     res = on_disk["results"]

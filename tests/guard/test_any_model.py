@@ -12,7 +12,6 @@ from torch import nn  # noqa: E402
 
 from guard import Guard, OnnxClassifier  # noqa: E402
 from guard.model.export import export_torch_to_onnx  # noqa: E402
-
 from tests.reference import solvers as reference  # noqa: E402
 
 
@@ -22,8 +21,13 @@ class SmallCifarNet(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self.body = nn.Sequential(
-            nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(8, 24, 3, padding=1), nn.ReLU(), nn.AdaptiveMaxPool2d(1), nn.Flatten(),
+            nn.Conv2d(3, 8, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(8, 24, 3, padding=1),
+            nn.ReLU(),
+            nn.AdaptiveMaxPool2d(1),
+            nn.Flatten(),
         )
         self.head = nn.Linear(24, 5)
 
@@ -54,10 +58,13 @@ def _fit(module, shape, tmp_path, n_train=300, seed=0):
     return guard, clf, xq
 
 
-@pytest.mark.parametrize("arch,shape,n,f,nonneg", [
-    (SmallCifarNet, (3, 32, 32), 5, 24, True),
-    (TanhMLP, (1, 20, 20), 13, 40, False),
-])
+@pytest.mark.parametrize(
+    "arch,shape,n,f,nonneg",
+    [
+        (SmallCifarNet, (3, 32, 32), 5, 24, True),
+        (TanhMLP, (1, 20, 20), 13, 40, False),
+    ],
+)
 def test_geometry_matches_reference(arch, shape, n, f, nonneg, tmp_path):
     torch.manual_seed(1)
     guard, clf, xq = _fit(arch(), shape, tmp_path)

@@ -12,20 +12,32 @@ import pytest
 
 from guard import __version__
 from guard.artifact import SCHEMA_VERSION, load_artifact, read_manifest, save_artifact
-from guard.errors import InputError
+from guard.errors import ArtifactError, InputError
 from guard.estimator import Guard, GuardState
-from guard.types import Scores
-from guard.errors import ArtifactError
 from guard.model import OnnxClassifier
+from guard.types import Scores
 
 from . import onnx_builders as ob
 
 SEED = 2
 CLASS_NAMES = ["ant", "bee", "cat", "dog", "eel"]
 SCORE_FIELDS = (
-    "pred", "logits", "margins", "d_min", "nearest_class", "margin_gap", "logit_radius",
-    "hull_upper", "hull_lower", "hull_converged", "ambiguity", "in_union", "n_balls",
-    "union_slack", "support_idx", "support_alpha",
+    "pred",
+    "logits",
+    "margins",
+    "d_min",
+    "nearest_class",
+    "margin_gap",
+    "logit_radius",
+    "hull_upper",
+    "hull_lower",
+    "hull_converged",
+    "ambiguity",
+    "in_union",
+    "n_balls",
+    "union_slack",
+    "support_idx",
+    "support_alpha",
 )
 
 
@@ -54,8 +66,9 @@ def x_test(x_train: np.ndarray) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def guard(built: ob.Built, x_train: np.ndarray, y_train: np.ndarray) -> Guard:
-    return Guard(hull_k=32, calib_fraction=0).fit(OnnxClassifier(built.data), x_train, y_train,
-                                class_names=CLASS_NAMES)
+    return Guard(hull_k=32, calib_fraction=0).fit(
+        OnnxClassifier(built.data), x_train, y_train, class_names=CLASS_NAMES
+    )
 
 
 @pytest.fixture()
@@ -74,8 +87,9 @@ def _assert_scores_identical(a: Scores, b: Scores) -> None:
 
 
 # --------------------------------------------------------------------------- round trip
-def test_round_trip_arrays_and_scores(guard: Guard, saved: Path, built: ob.Built,
-                                      x_test: np.ndarray) -> None:
+def test_round_trip_arrays_and_scores(
+    guard: Guard, saved: Path, built: ob.Built, x_test: np.ndarray
+) -> None:
     loaded = load_artifact(saved)
 
     np.testing.assert_array_equal(loaded.W_, guard.W_)
@@ -89,8 +103,11 @@ def test_round_trip_arrays_and_scores(guard: Guard, saved: Path, built: ob.Built
     assert loaded.nonneg_ is guard.nonneg_ is True
     assert loaded.lipschitz_ == guard.lipschitz_
     assert loaded.affine_error_ == guard.affine_error_
-    assert (loaded.hull_k, loaded.hull_tol, loaded.hull_max_rounds) == (32, guard.hull_tol,
-                                                                         guard.hull_max_rounds)
+    assert (loaded.hull_k, loaded.hull_tol, loaded.hull_max_rounds) == (
+        32,
+        guard.hull_tol,
+        guard.hull_max_rounds,
+    )
     assert loaded.hull_.index.ntotal == len(guard.train_features_)
     assert loaded.model_.sha256 == guard.model_.sha256 == hashlib.sha256(built.data).hexdigest()
 
@@ -109,8 +126,7 @@ def test_round_trip_arrays_and_scores(guard: Guard, saved: Path, built: ob.Built
     assert (after.support_idx[:, 0] >= 0).all()
 
 
-def test_state_round_trip_without_files(guard: Guard, built: ob.Built,
-                                        x_test: np.ndarray) -> None:
+def test_state_round_trip_without_files(guard: Guard, built: ob.Built, x_test: np.ndarray) -> None:
     """The fitted state is defined once: from_state(to_state()) scores bit for bit the same."""
     state = guard.to_state()
     assert state.params == guard.get_params()
@@ -123,8 +139,9 @@ def test_state_round_trip_without_files(guard: Guard, built: ob.Built,
         Guard.from_state(GuardState(state.params, state.fitted, {}, None))
 
 
-def test_load_with_the_same_model(saved: Path, built: ob.Built, x_test: np.ndarray,
-                                  guard: Guard) -> None:
+def test_load_with_the_same_model(
+    saved: Path, built: ob.Built, x_test: np.ndarray, guard: Guard
+) -> None:
     for model in (built.data, OnnxClassifier(built.data)):
         loaded = load_artifact(saved, model)
         _assert_scores_identical(guard.score(x_test), loaded.score(x_test))
@@ -161,8 +178,15 @@ def test_manifest_fields(guard: Guard, saved: Path, built: ob.Built) -> None:
 
 def test_no_pickle_anywhere(saved: Path) -> None:
     npys = sorted(saved.glob("*.npy"))
-    assert {p.stem for p in npys} == {"W", "b", "train_features", "radii", "train_pred",
-                                      "train_labels", "train_index"}
+    assert {p.stem for p in npys} == {
+        "W",
+        "b",
+        "train_features",
+        "radii",
+        "train_pred",
+        "train_labels",
+        "train_index",
+    }
     for p in npys:
         arr = np.load(p, allow_pickle=False)
         assert arr.dtype != object
@@ -199,7 +223,7 @@ def test_save_refuses_existing_directory(guard: Guard, saved: Path) -> None:
     ],
     ids=["changed-weights", "other-builder"],
 )
-def test_load_with_another_model_is_refused(saved: Path, other) -> None:  # noqa: ANN001
+def test_load_with_another_model_is_refused(saved: Path, other) -> None:
     data = other()
     with pytest.raises(ArtifactError, match="sha256"):
         load_artifact(saved, data)
@@ -276,10 +300,13 @@ def test_not_an_artifact(tmp_path: Path) -> None:
 
 
 # --------------------------------------------------------------------------- feature-only guard
-def test_feature_only_guard_round_trips(built: ob.Built, x_train: np.ndarray, x_test: np.ndarray,
-                                        tmp_path: Path) -> None:
+def test_feature_only_guard_round_trips(
+    built: ob.Built, x_train: np.ndarray, x_test: np.ndarray, tmp_path: Path
+) -> None:
     feats = built.features(x_train).astype(np.float32)
-    g = Guard(nonneg=True, hull_k=16, top_support=4, calib_fraction=0).fit_features(feats, built.W, built.b)
+    g = Guard(nonneg=True, hull_k=16, top_support=4, calib_fraction=0).fit_features(
+        feats, built.W, built.b
+    )
     path = save_artifact(g, tmp_path / "feat")
     assert not (path / "model.onnx").exists()
     m = read_manifest(path)

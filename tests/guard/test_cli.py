@@ -59,11 +59,31 @@ def files(tmp_path_factory: pytest.TempPathFactory, built: ob.Built) -> dict[str
     feats = OnnxClassifier(built.data).run(x_test)[1]
     np.savez(d / "feats.npz", f=feats)
     art = d / "art"
-    rc = main(["fit", "--model", str(model), "--train", str(d / "train.npz"), "--out", str(art),
-               "--class-names", "a,b,c,d,e", "--calib-fraction", "0", "--no-progress"])
+    rc = main(
+        [
+            "fit",
+            "--model",
+            str(model),
+            "--train",
+            str(d / "train.npz"),
+            "--out",
+            str(art),
+            "--class-names",
+            "a,b,c,d,e",
+            "--calib-fraction",
+            "0",
+            "--no-progress",
+        ]
+    )
     assert rc == 0
-    return {"dir": d, "model": model, "train": d / "train.npz", "test": d / "test.npz",
-            "feats": d / "feats.npz", "art": art}
+    return {
+        "dir": d,
+        "model": model,
+        "train": d / "train.npz",
+        "test": d / "test.npz",
+        "feats": d / "feats.npz",
+        "art": art,
+    }
 
 
 def _run(capsys: pytest.CaptureFixture, argv: list[str]) -> tuple[int, str, str]:
@@ -73,9 +93,10 @@ def _run(capsys: pytest.CaptureFixture, argv: list[str]) -> tuple[int, str, str]
     return rc, out, err
 
 
-def _score(capsys, files, out: Path, *src: str) -> dict[str, np.ndarray]:  # noqa: ANN001
-    rc, stdout, stderr = _run(capsys, ["score", "--artifact", files["art"], *src, "--out", out,
-                                       "--no-progress"])
+def _score(capsys, files, out: Path, *src: str) -> dict[str, np.ndarray]:
+    rc, stdout, stderr = _run(
+        capsys, ["score", "--artifact", files["art"], *src, "--out", out, "--no-progress"]
+    )
     assert rc == 0, stderr
     assert stderr == ""
     assert "scored" in stdout and str(out) in stdout
@@ -107,7 +128,7 @@ def _check_scores(res: dict[str, np.ndarray], N: int) -> None:
 
 
 # --------------------------------------------------------------------------- happy paths
-def test_fit_writes_artifact(files, capsys, tmp_path: Path) -> None:  # noqa: ANN001
+def test_fit_writes_artifact(files, capsys, tmp_path: Path) -> None:
     m = read_manifest(files["art"])
     assert m["fitted"]["class_names"] == list("abcde")
     assert m["n_features"] == ob.N_FEATURES and m["n_classes"] == ob.N_CLASSES
@@ -116,10 +137,27 @@ def test_fit_writes_artifact(files, capsys, tmp_path: Path) -> None:  # noqa: AN
     names = tmp_path / "names.txt"
     names.write_text("one\ntwo\n\nthree\nfour\nfive\n")
     out = tmp_path / "art2"
-    rc, stdout, stderr = _run(capsys, ["fit", "--model", files["model"], "--train", files["train"],
-                                       "--out", out, "--limit", 40, "--class-names", names,
-                                       "--calib-fraction", 0,
-                                       "--nonneg", "yes", "--no-progress"])
+    rc, stdout, stderr = _run(
+        capsys,
+        [
+            "fit",
+            "--model",
+            files["model"],
+            "--train",
+            files["train"],
+            "--out",
+            out,
+            "--limit",
+            40,
+            "--class-names",
+            names,
+            "--calib-fraction",
+            0,
+            "--nonneg",
+            "yes",
+            "--no-progress",
+        ],
+    )
     assert rc == 0, stderr
     assert stderr == ""
     assert "fitted 40 training inputs" in stdout and "artifact written to" in stdout
@@ -130,13 +168,13 @@ def test_fit_writes_artifact(files, capsys, tmp_path: Path) -> None:  # noqa: AN
     assert sorted(p.name for p in tmp_path.iterdir()) == ["art2", "names.txt"]
 
 
-def test_info_prints_manifest(files, capsys) -> None:  # noqa: ANN001
+def test_info_prints_manifest(files, capsys) -> None:
     rc, stdout, stderr = _run(capsys, ["info", "--artifact", files["art"]])
     assert rc == 0 and stderr == ""
     assert json.loads(stdout) == read_manifest(files["art"])
 
 
-def test_score_input_and_features(files, capsys, tmp_path: Path) -> None:  # noqa: ANN001
+def test_score_input_and_features(files, capsys, tmp_path: Path) -> None:
     by_input = _score(capsys, files, tmp_path / "a.npz", "--input", files["test"])
     _check_scores(by_input, N_TEST)
     by_feats = _score(capsys, files, tmp_path / "b.npz", "--features", files["feats"])
@@ -152,7 +190,7 @@ def test_score_input_and_features(files, capsys, tmp_path: Path) -> None:  # noq
     assert by_input["in_union"][:5].any()
 
 
-def test_score_uint8_input(files, capsys, tmp_path: Path) -> None:  # noqa: ANN001
+def test_score_uint8_input(files, capsys, tmp_path: Path) -> None:
     u8 = np.random.default_rng(24).integers(0, 256, size=(7, *ob.INPUT_SHAPE), dtype=np.uint8)
     np.savez(tmp_path / "u8.npz", x=u8)
     np.savez(tmp_path / "f32.npz", x=u8.astype(np.float32) / 255.0)
@@ -163,20 +201,45 @@ def test_score_uint8_input(files, capsys, tmp_path: Path) -> None:  # noqa: ANN0
     np.testing.assert_allclose(a["d_min"], b["d_min"], rtol=1e-5, atol=1e-6)
 
 
-def test_score_top_support_and_model_check(files, capsys, tmp_path: Path) -> None:  # noqa: ANN001
-    rc, _, stderr = _run(capsys, ["score", "--artifact", files["art"], "--input", files["test"],
-                                  "--model", files["model"], "--top-support", 3,
-                                  "--out", tmp_path / "sub" / "s.npz", "--no-progress"])
+def test_score_top_support_and_model_check(files, capsys, tmp_path: Path) -> None:
+    rc, _, stderr = _run(
+        capsys,
+        [
+            "score",
+            "--artifact",
+            files["art"],
+            "--input",
+            files["test"],
+            "--model",
+            files["model"],
+            "--top-support",
+            3,
+            "--out",
+            tmp_path / "sub" / "s.npz",
+            "--no-progress",
+        ],
+    )
     assert rc == 0, stderr
     with np.load(tmp_path / "sub" / "s.npz", allow_pickle=False) as data:
         assert data["support_idx"].shape == (N_TEST, 3)
         assert data["support_alpha"].shape == (N_TEST, 3)
 
 
-def test_score_out_is_written_where_asked(files, capsys, tmp_path: Path) -> None:  # noqa: ANN001
+def test_score_out_is_written_where_asked(files, capsys, tmp_path: Path) -> None:
     out = tmp_path / "scores"  # no .npz suffix: the file must still be exactly this path
-    rc, stdout, stderr = _run(capsys, ["score", "--artifact", files["art"], "--features",
-                                       files["feats"], "--out", out, "--no-progress"])
+    rc, stdout, stderr = _run(
+        capsys,
+        [
+            "score",
+            "--artifact",
+            files["art"],
+            "--features",
+            files["feats"],
+            "--out",
+            out,
+            "--no-progress",
+        ],
+    )
     assert rc == 0, stderr
     assert out.is_file() and f"scores written to {out}" in stdout
     with np.load(out, allow_pickle=False) as data:
@@ -184,7 +247,7 @@ def test_score_out_is_written_where_asked(files, capsys, tmp_path: Path) -> None
 
 
 # --------------------------------------------------------------------------- user errors
-def _expect_error(capsys, argv: list, *needles: str) -> str:  # noqa: ANN001
+def _expect_error(capsys, argv: list, *needles: str) -> str:
     rc, _, err = _run(capsys, argv)
     assert rc == 2, err
     lines = err.strip("\n").splitlines()
@@ -196,22 +259,36 @@ def _expect_error(capsys, argv: list, *needles: str) -> str:  # noqa: ANN001
     return lines[0]
 
 
-def _score_args(files, src: str, path) -> list:  # noqa: ANN001
+def _score_args(files, src: str, path) -> list:
     return ["score", "--artifact", files["art"], src, path, "--out", files["dir"] / "o.npz"]
 
 
-def test_error_missing_file(files, capsys, tmp_path: Path) -> None:  # noqa: ANN001
+def test_error_missing_file(files, capsys, tmp_path: Path) -> None:
     missing = tmp_path / "missing.npz"
     _expect_error(capsys, _score_args(files, "--input", missing), "not found", str(missing))
-    _expect_error(capsys, ["fit", "--model", files["model"], "--train", missing, "--out",
-                           tmp_path / "art"], "not found")
-    _expect_error(capsys, ["fit", "--model", tmp_path / "none.onnx", "--train", files["train"],
-                           "--out", tmp_path / "art"], "model file not found")
+    _expect_error(
+        capsys,
+        ["fit", "--model", files["model"], "--train", missing, "--out", tmp_path / "art"],
+        "not found",
+    )
+    _expect_error(
+        capsys,
+        [
+            "fit",
+            "--model",
+            tmp_path / "none.onnx",
+            "--train",
+            files["train"],
+            "--out",
+            tmp_path / "art",
+        ],
+        "model file not found",
+    )
     assert not (tmp_path / "art").exists()
 
 
 @pytest.mark.parametrize("kind", ["text", "npy", "truncated-zip"])
-def test_error_not_an_npz(files, capsys, tmp_path: Path, kind: str) -> None:  # noqa: ANN001
+def test_error_not_an_npz(files, capsys, tmp_path: Path, kind: str) -> None:
     bad = tmp_path / "bad.npz"
     if kind == "text":
         bad.write_text("x = [1, 2, 3]\n")
@@ -226,7 +303,7 @@ def test_error_not_an_npz(files, capsys, tmp_path: Path, kind: str) -> None:  # 
         assert "not an .npz archive" in line and "cannot read" not in line
 
 
-def test_error_npz_without_x(files, capsys, tmp_path: Path) -> None:  # noqa: ANN001
+def test_error_npz_without_x(files, capsys, tmp_path: Path) -> None:
     bad = tmp_path / "noxx.npz"
     np.savez(bad, images=ob.random_inputs(3), labels=np.arange(3))
     line = _expect_error(capsys, _score_args(files, "--input", bad), "'x'")
@@ -236,98 +313,141 @@ def test_error_npz_without_x(files, capsys, tmp_path: Path) -> None:  # noqa: AN
     assert "images" in line
 
 
-def test_error_wrong_shape(files, capsys, tmp_path: Path) -> None:  # noqa: ANN001
+def test_error_wrong_shape(files, capsys, tmp_path: Path) -> None:
     bad = tmp_path / "flat.npz"
     np.savez(bad, x=ob.random_inputs(4).reshape(4, -1))
-    _expect_error(capsys, _score_args(files, "--input", bad), "expected input of shape",
-                  "(4, 36)")
+    _expect_error(capsys, _score_args(files, "--input", bad), "expected input of shape", "(4, 36)")
     bad = tmp_path / "rgb.npz"
     np.savez(bad, x=np.zeros((4, 3, 6, 6), np.float32))
     _expect_error(capsys, _score_args(files, "--input", bad), "('N', 1, 6, 6)")
 
 
-def test_error_nan_values(files, capsys, tmp_path: Path) -> None:  # noqa: ANN001
+def test_error_nan_values(files, capsys, tmp_path: Path) -> None:
     x = ob.random_inputs(4).astype(np.float64)
     x[1, 0, 2, 2] = np.nan
     bad = tmp_path / "nan.npz"
     np.savez(bad, x=x)
     _expect_error(capsys, _score_args(files, "--input", bad), "NaN")
-    _expect_error(capsys, ["fit", "--model", files["model"], "--train", bad, "--out",
-                           tmp_path / "art"], "NaN")
+    _expect_error(
+        capsys, ["fit", "--model", files["model"], "--train", bad, "--out", tmp_path / "art"], "NaN"
+    )
     f = np.load(files["feats"])["f"].copy()
     f[0, 0] = np.inf
     np.savez(tmp_path / "inf.npz", f=f)
     _expect_error(capsys, _score_args(files, "--features", tmp_path / "inf.npz"), "Inf")
 
 
-def test_error_integer_input_dtype(files, capsys, tmp_path: Path) -> None:  # noqa: ANN001
+def test_error_integer_input_dtype(files, capsys, tmp_path: Path) -> None:
     bad = tmp_path / "int.npz"
     np.savez(bad, x=np.zeros((2, *ob.INPUT_SHAPE), np.int64))
     _expect_error(capsys, _score_args(files, "--input", bad), "float32", "int64")
 
 
-def test_error_empty_array(files, capsys, tmp_path: Path) -> None:  # noqa: ANN001
+def test_error_empty_array(files, capsys, tmp_path: Path) -> None:
     bad = tmp_path / "empty.npz"
     np.savez(bad, x=np.zeros((0, *ob.INPUT_SHAPE), np.float32))
     _expect_error(capsys, _score_args(files, "--input", bad), "empty")
-    _expect_error(capsys, ["fit", "--model", files["model"], "--train", bad, "--out",
-                           tmp_path / "art"], "empty")
+    _expect_error(
+        capsys,
+        ["fit", "--model", files["model"], "--train", bad, "--out", tmp_path / "art"],
+        "empty",
+    )
     np.savez(tmp_path / "emptyf.npz", f=np.zeros((0, ob.N_FEATURES), np.float32))
     _expect_error(capsys, _score_args(files, "--features", tmp_path / "emptyf.npz"), "empty")
 
 
-@pytest.mark.parametrize("y", [np.arange(5), np.zeros(N_TRAIN, np.float64),
-                               np.zeros((N_TRAIN, 1), np.int64)],
-                         ids=["short", "float", "2d"])
-def test_error_bad_labels(files, capsys, tmp_path: Path, y: np.ndarray) -> None:  # noqa: ANN001
+@pytest.mark.parametrize(
+    "y",
+    [np.arange(5), np.zeros(N_TRAIN, np.float64), np.zeros((N_TRAIN, 1), np.int64)],
+    ids=["short", "float", "2d"],
+)
+def test_error_bad_labels(files, capsys, tmp_path: Path, y: np.ndarray) -> None:
     bad = tmp_path / "train.npz"
     np.savez(bad, x=ob.random_inputs(N_TRAIN), y=y)
-    _expect_error(capsys, ["fit", "--model", files["model"], "--train", bad, "--out",
-                           tmp_path / "art"], "expected integer labels 'y'", f"({N_TRAIN},)")
+    _expect_error(
+        capsys,
+        ["fit", "--model", files["model"], "--train", bad, "--out", tmp_path / "art"],
+        "expected integer labels 'y'",
+        f"({N_TRAIN},)",
+    )
     assert not (tmp_path / "art").exists()
 
 
-def test_error_unknown_artifact(files, capsys, tmp_path: Path) -> None:  # noqa: ANN001
+def test_error_unknown_artifact(files, capsys, tmp_path: Path) -> None:
     nowhere = tmp_path / "nowhere"
-    _expect_error(capsys, ["score", "--artifact", nowhere, "--input", files["test"], "--out",
-                           tmp_path / "o.npz"], str(nowhere), "manifest.json")
+    _expect_error(
+        capsys,
+        ["score", "--artifact", nowhere, "--input", files["test"], "--out", tmp_path / "o.npz"],
+        str(nowhere),
+        "manifest.json",
+    )
     _expect_error(capsys, ["info", "--artifact", nowhere], "manifest.json")
     assert not (tmp_path / "o.npz").exists()
 
 
-def test_error_features_wrong_dim(files, capsys, tmp_path: Path) -> None:  # noqa: ANN001
+def test_error_features_wrong_dim(files, capsys, tmp_path: Path) -> None:
     bad = tmp_path / "f.npz"
     np.savez(bad, f=np.zeros((3, ob.N_FEATURES + 1), np.float32))
-    _expect_error(capsys, _score_args(files, "--features", bad), f"(N, {ob.N_FEATURES})",
-                  f"(3, {ob.N_FEATURES + 1})")
+    _expect_error(
+        capsys,
+        _score_args(files, "--features", bad),
+        f"(N, {ob.N_FEATURES})",
+        f"(3, {ob.N_FEATURES + 1})",
+    )
     np.savez(bad, f=np.zeros(ob.N_FEATURES, np.float32))
     _expect_error(capsys, _score_args(files, "--features", bad), f"(N, {ob.N_FEATURES})")
 
 
-def test_error_other_model_and_refused_model(files, capsys, tmp_path: Path) -> None:  # noqa: ANN001
+def test_error_other_model_and_refused_model(files, capsys, tmp_path: Path) -> None:
     other = tmp_path / "other.onnx"
     other.write_bytes(ob.gemm_transb1(seed=SEED + 1).data)
-    _expect_error(capsys, ["score", "--artifact", files["art"], "--input", files["test"],
-                           "--model", other, "--out", tmp_path / "o.npz"], "sha256")
+    _expect_error(
+        capsys,
+        [
+            "score",
+            "--artifact",
+            files["art"],
+            "--input",
+            files["test"],
+            "--model",
+            other,
+            "--out",
+            tmp_path / "o.npz",
+        ],
+        "sha256",
+    )
     relu = tmp_path / "relu.onnx"
     relu.write_bytes(ob.ends_in_relu())
-    _expect_error(capsys, ["fit", "--model", relu, "--train", files["train"], "--out",
-                           tmp_path / "art"], "Relu")
+    _expect_error(
+        capsys,
+        ["fit", "--model", relu, "--train", files["train"], "--out", tmp_path / "art"],
+        "Relu",
+    )
 
 
-def test_error_existing_artifact(files, capsys) -> None:  # noqa: ANN001
+def test_error_existing_artifact(files, capsys) -> None:
     before = read_manifest(files["art"])
-    _expect_error(capsys, ["fit", "--model", files["model"], "--train", files["train"], "--out",
-                           files["art"]], "already exists", "--overwrite")
+    _expect_error(
+        capsys,
+        ["fit", "--model", files["model"], "--train", files["train"], "--out", files["art"]],
+        "already exists",
+        "--overwrite",
+    )
     assert read_manifest(files["art"]) == before
 
 
-def test_error_input_on_feature_only_artifact(files, capsys, tmp_path: Path,  # noqa: ANN001
-                                              built: ob.Built) -> None:
+def test_error_input_on_feature_only_artifact(
+    files, capsys, tmp_path: Path, built: ob.Built
+) -> None:
     feats = np.load(files["feats"])["f"]
-    art = save_artifact(Guard(calib_fraction=0).fit_features(feats, built.W, built.b), tmp_path / "feat")
-    _expect_error(capsys, ["score", "--artifact", art, "--input", files["test"], "--out",
-                           tmp_path / "o.npz"], "--features")
+    art = save_artifact(
+        Guard(calib_fraction=0).fit_features(feats, built.W, built.b), tmp_path / "feat"
+    )
+    _expect_error(
+        capsys,
+        ["score", "--artifact", art, "--input", files["test"], "--out", tmp_path / "o.npz"],
+        "--features",
+    )
 
 
 # --------------------------------------------------------------------------- real process
@@ -337,9 +457,20 @@ def test_console_script_error_has_no_traceback(tmp_path: Path) -> None:
         exe = Path("/work/main/.venv/bin/guard")
     np.savez(tmp_path / "x.npz", x=ob.random_inputs(2))
     proc = subprocess.run(
-        [str(exe), "score", "--artifact", str(tmp_path / "nonexistent"), "--input",
-         str(tmp_path / "x.npz"), "--out", str(tmp_path / "o.npz")],
-        capture_output=True, text=True, timeout=120, cwd=tmp_path,
+        [
+            str(exe),
+            "score",
+            "--artifact",
+            str(tmp_path / "nonexistent"),
+            "--input",
+            str(tmp_path / "x.npz"),
+            "--out",
+            str(tmp_path / "o.npz"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
     )
     assert proc.returncode == 2, proc.stderr
     assert "Traceback" not in proc.stderr

@@ -1,4 +1,5 @@
-"""OOD metrics (guard.evaluation.metrics) against scikit-learn and brute force, OOD = positive class."""
+"""OOD metrics (guard.evaluation.metrics) against scikit-learn and brute force; OOD is the
+positive class."""
 
 from __future__ import annotations
 

@@ -8,7 +8,6 @@ import pytest
 
 from guard import Guard, OnnxClassifier
 from guard.defaults import DEFAULT_MODEL
-
 from tests.reference import solvers as reference
 
 datasets = pytest.importorskip("guard.datasets")
@@ -36,9 +35,11 @@ def test_every_test_sample_is_outside_the_training_hull(fitted):
     assert s.hull_converged.all()
     assert (s.hull_upper - s.hull_lower <= 1e-3 * s.hull_upper + 1e-12).all()
     closer = np.mean(s.hull_upper < s.d_min)
-    print(f"\nFashion-MNIST ({N_TRAIN} train, {N_TEST} test): hull closer than the nearest "
-          f"boundary for {100 * closer:.1f}% of test samples; accuracy "
-          f"{100 * np.mean(s.pred == yt):.1f}%; in union {100 * np.mean(s.in_union):.1f}%")
+    print(
+        f"\nFashion-MNIST ({N_TRAIN} train, {N_TEST} test): hull closer than the nearest "
+        f"boundary for {100 * closer:.1f}% of test samples; accuracy "
+        f"{100 * np.mean(s.pred == yt):.1f}%; in union {100 * np.mean(s.in_union):.1f}%"
+    )
     assert 0.0 < closer <= 1.0
     assert np.mean(s.pred == yt) > 0.85
 
@@ -78,14 +79,17 @@ def test_calibrated_rates_hold_on_a_second_held_out_split():
     clf = OnnxClassifier(DEFAULT_MODEL)
     guard = Guard(calib_fraction=0.2, target_abstain_rate=0.05, target_flag_rate=0.02, seed=3)
     guard.fit(clf, datasets.as_model_input(x[:N_TRAIN]), y[:N_TRAIN])
-    second = datasets.as_model_input(x[N_TRAIN:N_TRAIN + 3000])
+    second = datasets.as_model_input(x[N_TRAIN : N_TRAIN + 3000])
     s = guard.score(second)
     d = guard.decide(s)
     n_pv = guard.ood_.calib_scores_.size  # p-values are computed against this many inputs
     lo, hi = conformal_range(n_pv, len(second), 0.05)
     abstain = float(np.mean(d.abstain))
-    print(f"\nsecond split: false abstain {100 * abstain:.2f}% (target 5%, 95% range "
-          f"[{100 * lo:.2f}, {100 * hi:.2f}]%)", end="")
+    print(
+        f"\nsecond split: false abstain {100 * abstain:.2f}% (target 5%, 95% range "
+        f"[{100 * lo:.2f}, {100 * hi:.2f}]%)",
+        end="",
+    )
     assert lo <= abstain <= hi
     # flag rule d_min < k-th smallest of n_cal clean margins, k = floor((n_cal + 1) * rate):
     # given the calibration set the rate is Beta(k, n_cal + 1 - k), the count beta-binomial
@@ -96,6 +100,7 @@ def test_calibrated_rates_hold_on_a_second_held_out_split():
     dist = betabinom(len(second), k, n_cal + 1 - k)
     lo, hi = dist.ppf(0.025) / len(second), dist.ppf(0.975) / len(second)
     flag = float(np.mean(s.d_min < guard.thresholds_.d_min))
-    print(f"; false flag {100 * flag:.2f}% (target 2%, 95% range [{100 * lo:.2f}, "
-          f"{100 * hi:.2f}]%)")
+    print(
+        f"; false flag {100 * flag:.2f}% (target 2%, 95% range [{100 * lo:.2f}, {100 * hi:.2f}]%)"
+    )
     assert lo <= flag <= hi

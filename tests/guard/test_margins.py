@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 
 from guard.geometry.margins import compute_margins, exact_pair_margin, lipschitz_constant
-
 from tests.reference import solvers as reference
 
 
@@ -58,7 +57,9 @@ def test_unconstrained_features_match_reference(seed):
     W, b = rng.normal(size=(7, 9)), rng.normal(size=7)
     m, _ = _check_against_reference(X, W, b, nonneg=False)
     # without x >= 0, only the other class constraints (eq. 8) can make the closed form inexact
-    assert (m.margins[~np.isnan(m.margins)] >= m.closed_form[~np.isnan(m.closed_form)] - 1e-12).all()
+    assert (
+        m.margins[~np.isnan(m.margins)] >= m.closed_form[~np.isnan(m.closed_form)] - 1e-12
+    ).all()
 
 
 def test_nonneg_bound_changes_the_answer():
@@ -70,8 +71,9 @@ def test_nonneg_bound_changes_the_answer():
     m_free = compute_margins(x[None], W, b, nonneg=False)
     for nonneg, m in ((True, m_pos), (False, m_free)):
         for j in (1, 2):
-            assert m.margins[0, j] == pytest.approx(reference.margin(x, W, b, 0, j, nonneg),
-                                                    rel=1e-7)
+            assert m.margins[0, j] == pytest.approx(
+                reference.margin(x, W, b, 0, j, nonneg), rel=1e-7
+            )
     # 0|2 boundary: z0 = z2 means 2*y0 + y1 = 0, only y = 0 in the orthant
     assert m_pos.margins[0, 2] == pytest.approx(2.0)
     assert m_free.margins[0, 2] < 2.0

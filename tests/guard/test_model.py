@@ -66,8 +66,9 @@ def test_split_recovers_affine_head(name: str, x: np.ndarray) -> None:
         # ... and order the classes as the model's (log-)probabilities do.
         np.testing.assert_array_equal(logits.argmax(axis=1), out.argmax(axis=1))
         if "log" in name:
-            np.testing.assert_allclose(out, logits - np.log(np.exp(logits).sum(1, keepdims=True)),
-                                       rtol=1e-4, atol=1e-5)
+            np.testing.assert_allclose(
+                out, logits - np.log(np.exp(logits).sum(1, keepdims=True)), rtol=1e-4, atol=1e-5
+            )
         else:
             np.testing.assert_allclose(out.sum(axis=1), 1.0, rtol=1e-5)
     else:
@@ -90,7 +91,7 @@ def test_gemm_alpha_beta_are_applied() -> None:
     np.testing.assert_array_equal(clf.b, ob.GEMM_BETA * raw["C"].astype(np.float64))
 
 
-def test_sha256_and_path_input(tmp_path) -> None:  # noqa: ANN001
+def test_sha256_and_path_input(tmp_path) -> None:
     import hashlib
 
     built = ob.gemm_transb1(seed=2)
@@ -112,7 +113,7 @@ def test_unparseable_model_is_model_error() -> None:
 
 
 # --------------------------------------------------------------------------- torch export
-def test_torch_export_splits(tmp_path) -> None:  # noqa: ANN001
+def test_torch_export_splits(tmp_path) -> None:
     torch = pytest.importorskip("torch")
     from guard.model.export import export_torch_to_onnx
 

@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 
 from guard.geometry.regions import UnionOfBalls
-
 from tests.reference.union_range_search import union_membership
 
 
@@ -22,11 +21,13 @@ def _cloud(seed, d, n=800):
     rng = np.random.default_rng(seed)
     T = np.maximum(rng.normal(size=(n, d)), 0).astype(np.float32)
     radii = rng.gamma(1.0, 0.4 * np.sqrt(d / 4), size=n)
-    Q = np.vstack([
-        T[:10] + rng.normal(size=(10, d)).astype(np.float32) * 0.3,
-        rng.normal(size=(10, d)).astype(np.float32) * 5 + 10,
-        T[20:25],
-    ]).astype(np.float32)
+    Q = np.vstack(
+        [
+            T[:10] + rng.normal(size=(10, d)).astype(np.float32) * 0.3,
+            rng.normal(size=(10, d)).astype(np.float32) * 5 + 10,
+            T[20:25],
+        ]
+    ).astype(np.float32)
     return T, radii, Q
 
 
@@ -88,8 +89,9 @@ def test_matrix_scan_on_boundaries_large_offsets_and_huge_radii():
     on = T[:12].astype(np.float64) + dirs * radii[:12, None]  # on (float32-rounded) surfaces
     Q = np.vstack([on, T[50:60] + 0.01, T[:5] + 40.0]).astype(np.float32)
     side = np.where(np.arange(12) % 2 == 0, 1e-8, -1e-8)  # even: just inside, odd: outside
-    radii[:12] = np.linalg.norm(Q[:12].astype(np.float64) - T[:12].astype(np.float64),
-                                axis=1) + side
+    radii[:12] = (
+        np.linalg.norm(Q[:12].astype(np.float64) - T[:12].astype(np.float64), axis=1) + side
+    )
     r = _check_exact(T, radii, Q)
     np.testing.assert_array_equal(r.n_balls[:12] > 0, side > 0)
     _check_exact(T, radii, Q, device="torch")

@@ -32,36 +32,82 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     np.savez(d / "far.npz", x=(4.0 * ob.random_inputs(200, seed=33)).astype(np.float32))
     np.savez(d / "shuffled.npz", x=x[:N_TRAIN][::-1].copy(), y=y[:N_TRAIN][::-1].copy())
     (d / "extra.md").write_text("# Extra evaluation\n\n| a | b |\n|---|---|\n| 1 | 2 |\n")
-    assert main(["fit", "--model", str(d / "model.onnx"), "--train", str(d / "train.npz"),
-                 "--out", str(d / "art"), "--calib-fraction", "0.3", "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "fit",
+                "--model",
+                str(d / "model.onnx"),
+                "--train",
+                str(d / "train.npz"),
+                "--out",
+                str(d / "art"),
+                "--calib-fraction",
+                "0.3",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     return {p.stem: p for p in d.iterdir()} | {"dir": d}
 
 
 @pytest.fixture(scope="module")
 def report(files: dict[str, Path]) -> Path:
     out = files["dir"] / "out"
-    rc = main(["report", "--artifact", str(files["art"]), "--out", str(out),
-               "--train", str(files["train"]), "--test", str(files["test"]),
-               "--ood", f"far={files['far']}", "--n-calib", "150", "--n-pixel", "25",
-               "--include", str(files["extra"]), "--no-progress"])
+    rc = main(
+        [
+            "report",
+            "--artifact",
+            str(files["art"]),
+            "--out",
+            str(out),
+            "--train",
+            str(files["train"]),
+            "--test",
+            str(files["test"]),
+            "--ood",
+            f"far={files['far']}",
+            "--n-calib",
+            "150",
+            "--n-pixel",
+            "25",
+            "--include",
+            str(files["extra"]),
+            "--no-progress",
+        ]
+    )
     assert rc == 0
     return out
 
 
 def test_report_writes_markdown_json_and_figures(report: Path) -> None:
     md = (report / "report.md").read_text()
-    for heading in ("## Headline", "## 1. Where inputs lie", "## 2. Ambiguity",
-                    "## 3. Distance to every decision boundary", "## 4. What supports",
-                    "## 5. Out-of-distribution detection", "## 6. Included",
-                    "### Extra evaluation"):
+    for heading in (
+        "## Headline",
+        "## 1. Where inputs lie",
+        "## 2. Ambiguity",
+        "## 3. Distance to every decision boundary",
+        "## 4. What supports",
+        "## 5. Out-of-distribution detection",
+        "## 6. Included",
+        "### Extra evaluation",
+    ):
         assert heading in md, heading
     doc = json.loads((report / "report.json").read_text())
     assert set(doc["figures"]) == {"distances", "ambiguity", "plane", "extremes", "support"}
     for name in doc["figures"].values():
         assert f"]({name})" in md
         assert (report / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    for method in ("MSP", "Energy", "Mahalanobis", "deep-kNN (k=50)", "ViM", "fDBD",
-                   "guard (combined)"):
+    for method in (
+        "MSP",
+        "Energy",
+        "Mahalanobis",
+        "deep-kNN (k=50)",
+        "ViM",
+        "fDBD",
+        "guard (combined)",
+    ):
         assert f"| {method} |" in md or f"| **{method}** |" in md, method
 
 
@@ -102,7 +148,8 @@ def test_report_numbers_match_direct_computation(files: dict[str, Path], report:
     far = np.load(files["far"])["x"]
     s_far = guard.score(far)
     assert doc["ood"]["combined"]["far"]["auroc"] == pytest.approx(
-        auroc(s.ood_score, s_far.ood_score))
+        auroc(s.ood_score, s_far.ood_score)
+    )
 
 
 def test_same_label_share_against_a_loop() -> None:
@@ -136,18 +183,33 @@ def test_pixel_hull_inside_and_outside() -> None:
     assert h.lower[2] >= 4.0 - 1e-6 and h.lower[2] <= h.upper[2]
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--train", "{train}"], "pass both --train"),
-    (["--train", "{shuffled}", "--test", "{test}"], "not the data this artifact was fitted on"),
-    (["--train", "{train}", "--test", "{test}", "--ood", "far"], "NAME=PATH"),
-    (["--train", "{train}", "--test", "{test}", "--include", "{dir}/missing.md"],
-     "file not found"),
-])
-def test_report_user_errors(files: dict[str, Path], capsys: pytest.CaptureFixture, args: list[str],
-                            message: str) -> None:
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--train", "{train}"], "pass both --train"),
+        (["--train", "{shuffled}", "--test", "{test}"], "not the data this artifact was fitted on"),
+        (["--train", "{train}", "--test", "{test}", "--ood", "far"], "NAME=PATH"),
+        (
+            ["--train", "{train}", "--test", "{test}", "--include", "{dir}/missing.md"],
+            "file not found",
+        ),
+    ],
+)
+def test_report_user_errors(
+    files: dict[str, Path], capsys: pytest.CaptureFixture, args: list[str], message: str
+) -> None:
     args = [a.format(**{k: str(v) for k, v in files.items()}) for a in args]
-    rc = main(["report", "--artifact", str(files["art"]), "--out",
-               str(files["dir"] / "bad"), "--no-progress", *args])
+    rc = main(
+        [
+            "report",
+            "--artifact",
+            str(files["art"]),
+            "--out",
+            str(files["dir"] / "bad"),
+            "--no-progress",
+            *args,
+        ]
+    )
     assert rc == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err

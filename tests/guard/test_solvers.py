@@ -7,7 +7,6 @@ import pytest
 
 from guard.geometry.orthant import project_hyperplane_orthant
 from guard.geometry.qp import pair_margin, pair_margin_nnls
-
 from tests.reference import solvers as reference
 
 

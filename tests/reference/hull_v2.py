@@ -2,7 +2,8 @@
 commit a141f67), kept only as the benchmark baseline "previous version" of issue 5. Not used by the
 product.
 
-Original docstring: Certified distance to the convex hull of the training features (paper eq. 20-25).
+Original docstring: Certified distance to the convex hull of the training features
+(paper eq. 20-25).
 
 For a query ``q`` the distance to ``conv(T)`` of N training features is computed by column
 generation with a certificate:
@@ -106,9 +107,17 @@ def min_norm_point_warm(
     """
     m, d = P.shape
     kwargs = {} if dual_start is None else {"dual_start": -dual_start}
-    _, _, flag, info = daqp.solve(np.eye(d), np.zeros(d), P, np.full(m, 1e30), np.ones(m),
-                                  np.zeros(m, dtype=np.int32), primal_tol=1e-12,
-                                  dual_tol=1e-14, **kwargs)
+    _, _, flag, info = daqp.solve(
+        np.eye(d),
+        np.zeros(d),
+        P,
+        np.full(m, 1e30),
+        np.ones(m),
+        np.zeros(m, dtype=np.int32),
+        primal_tol=1e-12,
+        dual_tol=1e-14,
+        **kwargs,
+    )
     lam = np.maximum(-np.asarray(info["lam"]), 0.0) if flag == 1 else None
     if lam is None or not lam.sum() > 0:
         a = min_norm_point(P)
@@ -153,8 +162,9 @@ class ConvexHullIndex:
         if index is None:
             points = np.ascontiguousarray(points, dtype=np.float32)
             if points.ndim != 2 or points.shape[0] == 0:
-                raise InputError(f"expected training features (N, d) with N >= 1, got "
-                                 f"{points.shape}")
+                raise InputError(
+                    f"expected training features (N, d) with N >= 1, got {points.shape}"
+                )
             if not np.all(np.isfinite(points)):
                 raise InputError("training features contain NaN or Inf")
             index = faiss.IndexFlatL2(points.shape[1])
@@ -163,23 +173,28 @@ class ConvexHullIndex:
             self._owner = index  # downcast_index returns a wrapper that does not own the index
             index = faiss.downcast_index(index)
         if not isinstance(index, faiss.IndexFlat) or index.ntotal == 0:
-            raise InputError("expected a non-empty exact FAISS IndexFlat over the training features")
+            raise InputError(
+                "expected a non-empty exact FAISS IndexFlat over the training features"
+            )
         if points is not None and np.shape(points) != (index.ntotal, index.d):
-            raise InputError(f"index holds {index.ntotal} x {index.d}, points are "
-                             f"{np.shape(points)}")
+            raise InputError(
+                f"index holds {index.ntotal} x {index.d}, points are {np.shape(points)}"
+            )
         if not 0 < tol < 1:
             raise InputError(f"tol must be in (0, 1), got {tol}")
         self.index = index
         # The training features live once in memory: a view of the FAISS index's own storage.
         self.points = faiss.rev_swig_ptr(index.get_xb(), index.ntotal * index.d).reshape(
-            index.ntotal, index.d)
+            index.ntotal, index.d
+        )
         self.k = int(min(max(k, 1), index.ntotal))
         self.tol = float(tol)
         self.max_rounds = int(max_rounds)
         self.add_per_round = int(add_per_round)
         self.time_budget_s = time_budget_s
-        self.max_norm = float(np.sqrt(max(float(np.einsum("ij,ij->i", b, b).max())
-                                          for b in _blocks(self.points))))
+        self.max_norm = float(
+            np.sqrt(max(float(np.einsum("ij,ij->i", b, b).max()) for b in _blocks(self.points)))
+        )
         self.atol = float(atol) * max(self.max_norm, 1.0)
         self._max_working = max(4 * index.d, 2 * self.k)
 
@@ -196,8 +211,9 @@ class ConvexHullIndex:
         gamma = d * _U32 / (1 - d * _U32)
         # |fl32(g32.t) - g.t| <= (gamma ||g32|| + ||g - g32||) ||t|| =: err_t <= err (Higham 3.5)
         g32_64 = g32.astype(np.float64)
-        err = (gamma * float(np.linalg.norm(g32_64)) + float(np.linalg.norm(g - g32_64))) * \
-            self.max_norm
+        err = (
+            gamma * float(np.linalg.norm(g32_64)) + float(np.linalg.norm(g - g32_64))
+        ) * self.max_norm
         # Only points whose float32 value is within 2 err (+ float32 rounding of the comparison
         # itself) of the float32 maximum can hold the true maximum: re-evaluate those in float64.
         top = float(v32.max())
@@ -291,7 +307,9 @@ class ConvexHullIndex:
                 viol = np.flatnonzero(col > float(g @ p))  # usually few: no full sort needed
                 viol = viol[~np.isin(viol, ws)]
                 if len(viol) > self.add_per_round:
-                    viol = viol[np.argpartition(-col[viol], self.add_per_round)[: self.add_per_round]]
+                    viol = viol[
+                        np.argpartition(-col[viol], self.add_per_round)[: self.add_per_round]
+                    ]
                 if len(viol) == 0:  # nothing left to add: the inner solve limits the gap
                     state[qi] = (up, low, p, ws, alpha, n_rounds, False)
                     continue

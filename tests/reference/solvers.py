@@ -6,8 +6,14 @@ from __future__ import annotations
 import cvxpy as cp
 import numpy as np
 
-TIGHT = dict(solver="CLARABEL", tol_gap_abs=1e-10, tol_gap_rel=1e-10, tol_feas=1e-10,
-             tol_ktratio=1e-10, max_iter=500)
+TIGHT = dict(
+    solver="CLARABEL",
+    tol_gap_abs=1e-10,
+    tol_gap_rel=1e-10,
+    tol_feas=1e-10,
+    tol_ktratio=1e-10,
+    max_iter=500,
+)
 
 
 def margin(x: np.ndarray, W: np.ndarray, b: np.ndarray, i: int, j: int, nonneg: bool) -> float:

@@ -1,5 +1,6 @@
 """The first version of the union-of-balls membership (FAISS kNN + range search), kept as a
-second, independent implementation that ``guard.geometry.regions.UnionOfBalls`` is tested against."""
+second, independent implementation that ``guard.geometry.regions.UnionOfBalls`` is tested
+against."""
 
 from __future__ import annotations
 
@@ -54,8 +55,9 @@ def union_membership(
         near = np.flatnonzero(np.abs(slack) <= scale)
         if len(near):
             rows = np.searchsorted(lims, near, side="right") - 1
-            diff = index.reconstruct_batch(ids[near]).astype(np.float64) - \
-                q[rows].astype(np.float64)
+            diff = index.reconstruct_batch(ids[near]).astype(np.float64) - q[rows].astype(
+                np.float64
+            )
             slack[near] = radii[ids[near]] - np.sqrt((diff * diff).sum(axis=1))
         for r in range(q.shape[0]):
             if lims[r + 1] == lims[r]:
@@ -67,8 +69,7 @@ def union_membership(
             in_union[row] = n_balls[row] > 0
             # the largest slack: every candidate within the float32 error of the top, in float64
             cand = np.flatnonzero(s_r >= s_r.max() - 2 * scale[seg].max())
-            diff = index.reconstruct_batch(id_r[cand]).astype(np.float64) - \
-                q[r].astype(np.float64)
+            diff = index.reconstruct_batch(id_r[cand]).astype(np.float64) - q[r].astype(np.float64)
             exact = radii[id_r[cand]] - np.sqrt((diff * diff).sum(axis=1))
             j = int(np.argmax(exact))
             slack_out[row], best[row] = float(exact[j]), int(id_r[cand[j]])

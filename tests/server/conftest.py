@@ -53,5 +53,3 @@ def make_server(guard: Guard) -> Iterator[Callable[..., ServerThread]]:
             st.stop(grace=0)
         else:
             st._close_loop()
-
-

@@ -29,11 +29,13 @@ TIMEOUT = 30.0
 class ServerThread:
     """A :class:`GuardServer` running on its own event loop in a daemon thread."""
 
-    def __init__(self, guard: Guard, settings: Settings, model_name: str = MODEL,
-                 slow_s: float = 0.0) -> None:
+    def __init__(
+        self, guard: Guard, settings: Settings, model_name: str = MODEL, slow_s: float = 0.0
+    ) -> None:
         self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True,
-                                       name="guard-test-server")
+        self.thread = threading.Thread(
+            target=self.loop.run_forever, daemon=True, name="guard-test-server"
+        )
         self.thread.start()
         self.batches: list[int] = []  # sizes of the batches run (when slowed or recorded)
 
@@ -50,11 +52,11 @@ class ServerThread:
         if slow_s:
             self.slow_down(slow_s)
 
-    def call(self, coro, timeout: float = TIMEOUT):  # noqa: ANN001, ANN201
+    def call(self, coro, timeout: float = TIMEOUT):
         """Run ``coro`` on the server's loop and return its result."""
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
 
-    def submit(self, coro):  # noqa: ANN001, ANN201
+    def submit(self, coro):
         """Start ``coro`` on the server's loop; returns a concurrent.futures.Future."""
         return asyncio.run_coroutine_threadsafe(coro, self.loop)
 
@@ -63,7 +65,7 @@ class ServerThread:
         batcher = self.srv.dataplane.batcher
         run = batcher._run
 
-        def slow(x: np.ndarray):  # noqa: ANN202
+        def slow(x: np.ndarray):
             self.batches.append(len(x))
             time.sleep(seconds)
             return run(x)
@@ -100,7 +102,7 @@ def images(n: int, seed: int) -> np.ndarray:
 
 
 # ---------------------------------------------------------------- Prometheus text scraping
-_SAMPLE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s+(\S+)')
+_SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s+(\S+)")
 _LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
 
 
@@ -126,10 +128,17 @@ def sample(samples: dict, name: str, **labels: str) -> float:
 
 
 # ---------------------------------------------------------------- requests (our own stubs)
-def infer_request(x: np.ndarray | None = None, *, model: str = MODEL, name: str = INPUT_NAME,
-                  datatype: str = "FP32", shape: list[int] | None = None,
-                  raw: bytes | None = None, outputs: list[str] = (),
-                  typed: bool = False) -> pb.ModelInferRequest:
+def infer_request(
+    x: np.ndarray | None = None,
+    *,
+    model: str = MODEL,
+    name: str = INPUT_NAME,
+    datatype: str = "FP32",
+    shape: list[int] | None = None,
+    raw: bytes | None = None,
+    outputs: list[str] = (),
+    typed: bool = False,
+) -> pb.ModelInferRequest:
     """An OIP request with one input (raw bytes by default, ``typed`` for ``contents``)."""
     req = pb.ModelInferRequest(model_name=model)
     if x is not None or shape is not None:
@@ -158,8 +167,12 @@ def decode(resp: pb.ModelInferResponse) -> dict[str, np.ndarray]:
 
 
 def classify_request(x: np.ndarray, model: str = "") -> gpb.ClassifyRequest:
-    return gpb.ClassifyRequest(model_name=model, images=gpb.Tensor(
-        datatype="FP32", shape=list(x.shape), raw=np.ascontiguousarray(x, "<f4").tobytes()))
+    return gpb.ClassifyRequest(
+        model_name=model,
+        images=gpb.Tensor(
+            datatype="FP32", shape=list(x.shape), raw=np.ascontiguousarray(x, "<f4").tobytes()
+        ),
+    )
 
 
 class Stubs:
@@ -171,7 +184,7 @@ class Stubs:
         self.guard = gpb_grpc.GuardServiceStub(channel)
 
 
-async def expect_error(call, code: grpc.StatusCode) -> str:  # noqa: ANN001
+async def expect_error(call, code: grpc.StatusCode) -> str:
     """Await ``call`` (an awaitable RPC); it must fail with ``code``; returns the details."""
     try:
         await call
@@ -181,7 +194,7 @@ async def expect_error(call, code: grpc.StatusCode) -> str:  # noqa: ANN001
     raise AssertionError(f"expected {code}, the call succeeded")
 
 
-def run(coro):  # noqa: ANN001, ANN201
+def run(coro):
     """Drive a client coroutine on a fresh event loop (no pytest-asyncio here)."""
     return asyncio.run(coro)
 
@@ -191,18 +204,39 @@ def expected(guard: Guard, x: np.ndarray) -> dict[str, np.ndarray]:
     s = guard.score(x)
     d = guard.decide(s)
     return {
-        "logits": s.logits, "prediction": s.pred, "abstain": d.abstain, "flags": d.flags,
-        "margin_min": s.d_min, "nearest_class": s.nearest_class, "hull_distance": s.hull_upper,
-        "hull_lower": s.hull_lower, "ambiguity": s.ambiguity, "in_union": s.in_union,
-        "margins": s.margins, "support_indices": s.support_idx,
-        "support_weights": s.support_alpha, "reasons": d.reasons, "adversarial": d.adversarial,
-        "n_balls": s.n_balls, "union_slack": s.union_slack, "ood_score": s.ood_score,
+        "logits": s.logits,
+        "prediction": s.pred,
+        "abstain": d.abstain,
+        "flags": d.flags,
+        "margin_min": s.d_min,
+        "nearest_class": s.nearest_class,
+        "hull_distance": s.hull_upper,
+        "hull_lower": s.hull_lower,
+        "ambiguity": s.ambiguity,
+        "in_union": s.in_union,
+        "margins": s.margins,
+        "support_indices": s.support_idx,
+        "support_weights": s.support_alpha,
+        "reasons": d.reasons,
+        "adversarial": d.adversarial,
+        "n_balls": s.n_balls,
+        "union_slack": s.union_slack,
+        "ood_score": s.ood_score,
         "p_value": s.p_value,
     }
 
 
-FLOAT_OUTPUTS = ("logits", "margin_min", "hull_distance", "hull_lower", "ambiguity", "margins",
-                 "support_weights", "ood_score", "p_value")
+FLOAT_OUTPUTS = (
+    "logits",
+    "margin_min",
+    "hull_distance",
+    "hull_lower",
+    "ambiguity",
+    "margins",
+    "support_weights",
+    "ood_score",
+    "p_value",
+)
 
 
 def assert_outputs_match(got: dict[str, np.ndarray], want: dict[str, np.ndarray]) -> None:
@@ -211,7 +245,8 @@ def assert_outputs_match(got: dict[str, np.ndarray], want: dict[str, np.ndarray]
         ref = np.asarray(want[name])
         assert arr.shape == ref.shape, (name, arr.shape, ref.shape)
         if name in FLOAT_OUTPUTS:
-            np.testing.assert_allclose(arr, ref.astype(np.float32), rtol=1e-6, atol=1e-6,
-                                       equal_nan=True, err_msg=name)
+            np.testing.assert_allclose(
+                arr, ref.astype(np.float32), rtol=1e-6, atol=1e-6, equal_nan=True, err_msg=name
+            )
         else:
             np.testing.assert_array_equal(arr, ref.astype(arr.dtype), err_msg=name)

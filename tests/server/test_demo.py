@@ -27,15 +27,20 @@ from server import cli, demo
 needs_data = pytest.mark.skipif(
     not DEFAULT_MODEL.is_file()
     or not (DEFAULT_FASHION_MNIST_ROOT / "train-images-idx3-ubyte.gz").is_file(),
-    reason="needs the built-in model and Fashion-MNIST (dataset-fashion-mnist)")
+    reason="needs the built-in model and Fashion-MNIST (dataset-fashion-mnist)",
+)
 
 
 @pytest.fixture(scope="module")
 def small_artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The built-in model's guard, fitted on 2,000 training images instead of 60,000."""
     x, y = load_fashion_mnist("train")
-    guard = Guard(calib_fraction=0.1).fit(OnnxClassifier(DEFAULT_MODEL), as_model_input(x[:2000]),
-                                          y[:2000], class_names=list(FASHION_MNIST_CLASSES))
+    guard = Guard(calib_fraction=0.1).fit(
+        OnnxClassifier(DEFAULT_MODEL),
+        as_model_input(x[:2000]),
+        y[:2000],
+        class_names=list(FASHION_MNIST_CLASSES),
+    )
     return save_artifact(guard, tmp_path_factory.mktemp("demo") / "fmnist_small")
 
 
@@ -43,13 +48,33 @@ def small_artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_demo_end_to_end(small_artifact: Path, capsys: pytest.CaptureFixture) -> None:
     import server.grpc.server  # noqa: F401  (the server's protos, loaded beside tritonclient's)
 
-    rc = cli.main(["demo", "--artifact", str(small_artifact), "--n-fmnist", "40", "--n-digits",
-                   "20", "--n-noise", "8", "--n-constant", "3", "--batch-size", "16"])
+    rc = cli.main(
+        [
+            "demo",
+            "--artifact",
+            str(small_artifact),
+            "--n-fmnist",
+            "40",
+            "--n-digits",
+            "20",
+            "--n-noise",
+            "8",
+            "--n-constant",
+            "3",
+            "--batch-size",
+            "16",
+        ]
+    )
     out, err = capsys.readouterr()
     assert rc == 0, out + err
     assert "Summary per source" in out
-    for source, n in (("fashion", 40), ("digits", 20), ("uniform", 8), ("gaussian", 8),
-                      ("constant", 3)):
+    for source, n in (
+        ("fashion", 40),
+        ("digits", 20),
+        ("uniform", 8),
+        ("gaussian", 8),
+        ("constant", 3),
+    ):
         assert any(line.split()[:2] == [source, str(n)] for line in out.splitlines()), out
     assert "guard_requests_total" in out and 'rpc="ModelInfer"} 8.0' in out  # 3 + 2 + 1 + 1 + 1
     assert "guard_abstentions_total" in out

@@ -31,8 +31,7 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize("exc,code,grpc_name,http", CASES,
-                         ids=[type(c[0]).__name__ for c in CASES])
+@pytest.mark.parametrize("exc,code,grpc_name,http", CASES, ids=[type(c[0]).__name__ for c in CASES])
 def test_table(exc: BaseException, code: Code, grpc_name: str, http: int) -> None:
     assert code_of(exc) is code
     assert code.grpc_name == grpc_name and code.http_status == http

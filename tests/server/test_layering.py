@@ -43,32 +43,46 @@ def _imports(path: Path) -> set[str]:
 def test_dataplane_imports_no_transport():
     files = sorted((SERVER / "dataplane").rglob("*.py"))
     assert len(files) >= 6
-    bad = [(p.name, m) for p in files for m in _imports(p)
-           if any(m == t or m.startswith(t + ".") for t in TRANSPORT_MODULES)]
+    bad = [
+        (p.name, m)
+        for p in files
+        for m in _imports(p)
+        if any(m == t or m.startswith(t + ".") for t in TRANSPORT_MODULES)
+    ]
     assert not bad, bad
 
 
 def test_server_never_edits_sys_path():
-    offenders = [p.relative_to(ROOT).as_posix() for p in SERVER.rglob("*.py")
-                 if "sys.path" in p.read_text(encoding="utf-8")]
+    offenders = [
+        p.relative_to(ROOT).as_posix()
+        for p in SERVER.rglob("*.py")
+        if "sys.path" in p.read_text(encoding="utf-8")
+    ]
     assert not offenders, offenders
 
 
 def test_guard_command_loads_the_serving_stack_only_to_serve():
-    code = ("import sys, server.cli; server.cli.build_parser();"
-            "bad = [m for m in ('grpc', 'prometheus_client', 'server.grpc', 'server.app',"
-            " 'server.dataplane', 'tritonclient') if m in sys.modules];"
-            "print(bad); sys.exit(1 if bad else 0)")
+    code = (
+        "import sys, server.cli; server.cli.build_parser();"
+        "bad = [m for m in ('grpc', 'prometheus_client', 'server.grpc', 'server.app',"
+        " 'server.dataplane', 'tritonclient') if m in sys.modules];"
+        "print(bad); sys.exit(1 if bad else 0)"
+    )
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert res.returncode == 0, res.stdout + res.stderr
 
 
 def test_guard_command_runs_core_commands(tmp_path: Path):
     """``guard info`` through the installed entry point, which adds serve and demo."""
-    res = subprocess.run([sys.executable, "-m", "server.cli", "info", "--artifact",
-                          str(tmp_path / "missing")], capture_output=True, text=True, cwd=ROOT)
+    res = subprocess.run(
+        [sys.executable, "-m", "server.cli", "info", "--artifact", str(tmp_path / "missing")],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
     assert res.returncode == 2, res.stdout + res.stderr
     assert res.stderr.startswith("guard: error:"), res.stderr
-    res = subprocess.run([sys.executable, "-m", "server.cli", "--help"], capture_output=True,
-                         text=True, cwd=ROOT)
+    res = subprocess.run(
+        [sys.executable, "-m", "server.cli", "--help"], capture_output=True, text=True, cwd=ROOT
+    )
     assert res.returncode == 0 and "serve" in res.stdout and "demo" in res.stdout, res.stdout

@@ -10,23 +10,37 @@ from .helpers import Stubs, decode, expect_error, images, infer_request, run, sa
 HISTOGRAMS_PER_IMAGE = ("guard_ambiguity", "guard_margin_min", "guard_hull_distance")
 
 
-def test_metrics_count_requests_images_and_decisions(server):  # noqa: ANN001
+def test_metrics_count_requests_images_and_decisions(server):
     # plain random images (some ambiguous) and scaled ones (far from the training hull)
-    batches = [images(1, seed=1), images(3, seed=2), 6.0 * images(2, seed=3), images(2, seed=4),
-               8.0 * images(1, seed=5)]
+    batches = [
+        images(1, seed=1),
+        images(3, seed=2),
+        6.0 * images(2, seed=3),
+        images(2, seed=4),
+        8.0 * images(1, seed=5),
+    ]
     n_images = sum(len(x) for x in batches)
 
-    async def go(s: Stubs):  # noqa: ANN202
+    async def go(s: Stubs):
         outs = []
         for x in batches:  # one at a time: one request = one batch
-            outs.append(decode(await s.oip.ModelInfer(infer_request(x, outputs=[
-                "flags", "abstain", "margin_min"]))))
-        for bad in (infer_request(np.full((1, 1, 6, 6), np.nan, np.float32)),
-                    infer_request(images(1, seed=0), shape=[1, 36]),
-                    infer_request(images(1, seed=0), outputs=["nope"])):
+            outs.append(
+                decode(
+                    await s.oip.ModelInfer(
+                        infer_request(x, outputs=["flags", "abstain", "margin_min"])
+                    )
+                )
+            )
+        for bad in (
+            infer_request(np.full((1, 1, 6, 6), np.nan, np.float32)),
+            infer_request(images(1, seed=0), shape=[1, 36]),
+            infer_request(images(1, seed=0), outputs=["nope"]),
+        ):
             await expect_error(s.oip.ModelInfer(bad), grpc.StatusCode.INVALID_ARGUMENT)
-        await expect_error(s.oip.ModelInfer(infer_request(images(1, seed=0), model="zz")),
-                           grpc.StatusCode.NOT_FOUND)
+        await expect_error(
+            s.oip.ModelInfer(infer_request(images(1, seed=0), model="zz")),
+            grpc.StatusCode.NOT_FOUND,
+        )
         return outs
 
     before = scrape(server.metrics_port)
@@ -69,20 +83,27 @@ def test_metrics_count_requests_images_and_decisions(server):  # noqa: ANN001
     assert np.array_equal(abstain, (flags & 2) != 0)
 
 
-def test_metrics_endpoint_is_prometheus_text(server):  # noqa: ANN001
+def test_metrics_endpoint_is_prometheus_text(server):
     import urllib.request
 
-    with urllib.request.urlopen(f"http://localhost:{server.metrics_port}/metrics",
-                                timeout=10) as resp:
+    with urllib.request.urlopen(
+        f"http://localhost:{server.metrics_port}/metrics", timeout=10
+    ) as resp:
         assert resp.status == 200
         assert resp.headers["Content-Type"].startswith("text/plain")
         text = resp.read().decode()
-    for name in ("guard_requests_total", "guard_images_total", "guard_batch_size",
-                 "guard_ambiguity", "guard_margin_min", "guard_hull_distance",
-                 "guard_queue_seconds"):
+    for name in (
+        "guard_requests_total",
+        "guard_images_total",
+        "guard_batch_size",
+        "guard_ambiguity",
+        "guard_margin_min",
+        "guard_hull_distance",
+        "guard_queue_seconds",
+    ):
         assert f"# TYPE {name} " in text, name
 
 
-async def _stubs(target: str, fn):  # noqa: ANN001, ANN202
+async def _stubs(target: str, fn):
     async with grpc.aio.insecure_channel(target) as ch:
         return await fn(Stubs(ch))

@@ -36,7 +36,7 @@ def test_every_setting_has_a_flag_and_a_readme_row():
         assert f"`GUARD_{f.name.upper()}`" in text, f.name
 
 
-def test_serve_flags_reach_the_settings(monkeypatch):  # noqa: ANN001
+def test_serve_flags_reach_the_settings(monkeypatch):
     """``guard serve`` flags override the environment; unset flags leave it alone."""
     seen = {}
 
@@ -46,8 +46,9 @@ def test_serve_flags_reach_the_settings(monkeypatch):  # noqa: ANN001
     monkeypatch.setattr("server.cli._serve", fake_serve)
     monkeypatch.setenv("GUARD_PORT", "9001")
     monkeypatch.setenv("GUARD_MAX_BATCH_SIZE", "8")
-    args = build_parser().parse_args(["serve", "--port", "9002", "--no-geometry",
-                                      "--log-level", "WARNING"])
+    args = build_parser().parse_args(
+        ["serve", "--port", "9002", "--no-geometry", "--log-level", "WARNING"]
+    )
     assert args.func(args) == 0
     s = seen["settings"]
     assert (s.port, s.max_batch_size, s.geometry, s.log_level) == (9002, 8, False, "WARNING")

@@ -27,20 +27,20 @@ from .helpers import Stubs, assert_outputs_match, decode, expected, images, infe
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_stop_lets_in_flight_requests_finish(make_server, guard):  # noqa: ANN001
+def test_stop_lets_in_flight_requests_finish(make_server, guard):
     st = make_server(slow_s=0.5, max_queue_delay_ms=0.0)
     xs = [images(1 + i % 3, seed=400 + i) for i in range(5)]
     received: list[int] = []
     dataplane = st.srv.dataplane
     submit = dataplane.submit
 
-    async def counting_submit(x):  # noqa: ANN001, ANN202
+    async def counting_submit(x):
         received.append(len(x))
         return await submit(x)
 
     dataplane.submit = counting_submit
 
-    async def go():  # noqa: ANN202
+    async def go():
         async with grpc.aio.insecure_channel(st.target) as ch:
             s = Stubs(ch)
             in_flight = [asyncio.ensure_future(s.oip.ModelInfer(infer_request(x))) for x in xs]
@@ -78,21 +78,21 @@ def test_stop_lets_in_flight_requests_finish(make_server, guard):  # noqa: ANN00
     assert not st.srv.ready
 
 
-def test_stop_is_idempotent(make_server):  # noqa: ANN001
+def test_stop_is_idempotent(make_server):
     st = make_server()
     st.call(st.srv.stop(grace=0))
     st.call(st.srv.stop(grace=0))  # a second stop (e.g. a second SIGTERM) is a no-op
     st.call(st.srv.wait(), timeout=2)
 
 
-def _read_lines(stream, q: queue.Queue) -> None:  # noqa: ANN001
+def _read_lines(stream, q: queue.Queue) -> None:
     for line in stream:
         q.put(line)
     q.put(None)
 
 
 @pytest.fixture()
-def artifact(guard, tmp_path):  # noqa: ANN001, ANN201
+def artifact(guard, tmp_path):
     return save_artifact(guard, tmp_path / "tiny")
 
 
@@ -105,12 +105,28 @@ class ServerProcess:
         self.log = log
         with open(log, "w") as err:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "server", "--artifact", str(artifact), "--port", "0",
-                 "--host", "127.0.0.1", *extra],
-                cwd=ROOT, stdout=subprocess.PIPE, stderr=err, text=True, env=env)
+                [
+                    sys.executable,
+                    "-m",
+                    "server",
+                    "--artifact",
+                    str(artifact),
+                    "--port",
+                    "0",
+                    "--host",
+                    "127.0.0.1",
+                    *extra,
+                ],
+                cwd=ROOT,
+                stdout=subprocess.PIPE,
+                stderr=err,
+                text=True,
+                env=env,
+            )
         self.lines: queue.Queue = queue.Queue()
-        threading.Thread(target=_read_lines, args=(self.proc.stdout, self.lines),
-                         daemon=True).start()
+        threading.Thread(
+            target=_read_lines, args=(self.proc.stdout, self.lines), daemon=True
+        ).start()
 
     def wait_serving(self, timeout: float = 30.0) -> str:
         deadline = time.monotonic() + timeout
@@ -130,9 +146,8 @@ class ServerProcess:
             self.proc.wait()
 
 
-def test_sigterm_exits_zero(artifact, tmp_path, guard):  # noqa: ANN001
-    sp = ServerProcess(artifact, tmp_path / "stderr.log", "--metrics-port", "-1",
-                       "--grace-s", "5")
+def test_sigterm_exits_zero(artifact, tmp_path, guard):
+    sp = ServerProcess(artifact, tmp_path / "stderr.log", "--metrics-port", "-1", "--grace-s", "5")
     try:
         line = sp.wait_serving()
         m = re.search(r"'tiny' on 127\.0\.0\.1:(\d+) ", line)
@@ -159,7 +174,7 @@ def test_sigterm_exits_zero(artifact, tmp_path, guard):  # noqa: ANN001
         sp.kill()
 
 
-def test_sigterm_right_after_serving_line_exits_zero(artifact, tmp_path):  # noqa: ANN001
+def test_sigterm_right_after_serving_line_exits_zero(artifact, tmp_path):
     """The signal handlers are installed before the server announces itself."""
     sp = ServerProcess(artifact, tmp_path / "stderr.log", "--metrics-port", "0")
     try:

@@ -22,9 +22,18 @@ from .render import render
 log = logging.getLogger(__name__)
 
 
-def build_report(guard, data: ReportData, out: str | Path, *, n_calib: int = 2000,  # noqa: ANN001
-                 n_pixel: int = 300, n_show: int = 8, includes: tuple[str, ...] = (),
-                 command: str = "", seed: int = 0) -> Path:
+def build_report(
+    guard,
+    data: ReportData,
+    out: str | Path,
+    *,
+    n_calib: int = 2000,
+    n_pixel: int = 300,
+    n_show: int = 8,
+    includes: tuple[str, ...] = (),
+    command: str = "",
+    seed: int = 0,
+) -> Path:
     """Evaluate ``guard`` (a loaded artifact with its model) on ``data`` and write
     ``report.md``, ``report.json`` and the figures to ``out``. Returns the Markdown path."""
     t0 = time.perf_counter()
@@ -55,38 +64,48 @@ def build_report(guard, data: ReportData, out: str | Path, *, n_calib: int = 200
 
     S = s_id.require_geometry()
     doc: dict = {
-        "data": data.name, "n_train": int(len(guard.train_index_)),
-        "n_features": int(guard.W_.shape[1]), "n_classes": n_classes,
-        "class_names": guard.class_names_, "rate": rate, "n_calib": int(len(held_out)),
-        "calibrated": calibrated, "thresholds": guard.thresholds_.to_dict(),
+        "data": data.name,
+        "n_train": int(len(guard.train_index_)),
+        "n_features": int(guard.W_.shape[1]),
+        "n_classes": n_classes,
+        "class_names": guard.class_names_,
+        "rate": rate,
+        "n_calib": int(len(held_out)),
+        "calibrated": calibrated,
+        "thresholds": guard.thresholds_.to_dict(),
     }
     doc["facts"] = {"test": geometry_facts(S, data.y_test)}
     for name, s in s_ood.items():
         doc["facts"][name] = geometry_facts(s.require_geometry(), None)
-    doc["decisions"] = {name: _decision_rates(guard, s.require_geometry())
-                        for name, s in {"test": s_id, **s_ood}.items()}
+    doc["decisions"] = {
+        name: _decision_rates(guard, s.require_geometry())
+        for name, s in {"test": s_id, **s_ood}.items()
+    }
     doc["ood"] = res
 
     # Hull support in feature space (all test inputs) vs pixel space (the first n_pixel).
     y_fit, pixel = data.y_train, None
     if y_fit is not None:
         n_pix = min(n_pixel, len(data.x_test))
-        doc["support"] = {"feature_all": same_label_share(S.support_idx, S.support_alpha,
-                                                          y_fit, data.y_test)}
+        doc["support"] = {
+            "feature_all": same_label_share(S.support_idx, S.support_alpha, y_fit, data.y_test)
+        }
         if n_pix:
             t = time.perf_counter()
             hp = pixel_hull(data.x_train[guard.train_index_], data.x_test[:n_pix])
-            pix_idx = np.where(hp.support_idx >= 0,
-                               guard.train_index_[np.maximum(hp.support_idx, 0)], -1)
+            pix_idx = np.where(
+                hp.support_idx >= 0, guard.train_index_[np.maximum(hp.support_idx, 0)], -1
+            )
             pixel = (pix_idx, hp.support_alpha)
-            log.info("  pixel-space hull of %d test images in %.0f s", n_pix,
-                     time.perf_counter() - t)
+            log.info(
+                "  pixel-space hull of %d test images in %.0f s", n_pix, time.perf_counter() - t
+            )
             doc["support"] |= {
                 "n_pixel": n_pix,
-                "feature": same_label_share(S.support_idx[:n_pix], S.support_alpha[:n_pix],
-                                            y_fit, data.y_test[:n_pix]),
-                "pixel": same_label_share(pix_idx, hp.support_alpha, y_fit,
-                                          data.y_test[:n_pix]),
+                "feature": same_label_share(
+                    S.support_idx[:n_pix], S.support_alpha[:n_pix], y_fit, data.y_test[:n_pix]
+                ),
+                "pixel": same_label_share(pix_idx, hp.support_alpha, y_fit, data.y_test[:n_pix]),
                 "pixel_outside_hull": float(np.mean(hp.lower > 0)),
                 "pixel_median_distance": float(np.median(hp.upper)),
                 "pixel_converged": float(np.mean(hp.converged)),
@@ -100,8 +119,11 @@ def build_report(guard, data: ReportData, out: str | Path, *, n_calib: int = 200
     doc["figures"] = _figures(guard, data, S, s_ood, out, n_show, pixel)
     doc["seconds"] = round(time.perf_counter() - t0, 1)
     doc["command"] = command
-    doc["environment"] = {"guard": __version__, "python": platform.python_version(),
-                          "date": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    doc["environment"] = {
+        "guard": __version__,
+        "python": platform.python_version(),
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
     md = render(doc, setup.methods, list(s_ood), shift_text, includes_text)
     (out / "report.json").write_text(json.dumps(doc, indent=1, default=_jsonable) + "\n")
     path = out / "report.md"
@@ -109,7 +131,7 @@ def build_report(guard, data: ReportData, out: str | Path, *, n_calib: int = 200
     return path
 
 
-def _jsonable(v):  # noqa: ANN001, ANN202
+def _jsonable(v):
     if isinstance(v, np.generic):
         return v.item()
     if isinstance(v, np.ndarray):
@@ -124,20 +146,32 @@ def _include(path: str) -> tuple[str, str]:
     return str(p), p.read_text()
 
 
-def _decision_rates(guard, s) -> dict[str, float]:  # noqa: ANN001
+def _decision_rates(guard, s) -> dict[str, float]:
     d = guard.decide(s)
-    return {"abstain": float(np.mean(d.abstain)), "adversarial": float(np.mean(d.adversarial)),
-            "ambiguous": float(np.mean(s.ambiguity < guard.thresholds_.ambiguity))}
+    return {
+        "abstain": float(np.mean(d.abstain)),
+        "adversarial": float(np.mean(d.adversarial)),
+        "ambiguous": float(np.mean(s.ambiguity < guard.thresholds_.ambiguity)),
+    }
 
 
-def _figures(guard, data: ReportData, S, s_ood: dict[str, SetScores], out: Path,  # noqa: ANN001
-             n_show: int, pixel: tuple[np.ndarray, np.ndarray] | None) -> dict[str, str]:
+def _figures(
+    guard,
+    data: ReportData,
+    S,
+    s_ood: dict[str, SetScores],
+    out: Path,
+    n_show: int,
+    pixel: tuple[np.ndarray, np.ndarray] | None,
+) -> dict[str, str]:
     figs: dict[str, str] = {}
     radii = guard.radii_[np.isfinite(guard.radii_) & (guard.radii_ < 1e17)]
     sets = {"train (fitted; d_hull = 0)": {"d_min": radii}}
     if guard.calib_scores_ is not None:
-        sets["held-out train"] = {"d_min": guard.calib_scores_["d_min"],
-                                  "d_hull": guard.calib_scores_["hull"]}
+        sets["held-out train"] = {
+            "d_min": guard.calib_scores_["d_min"],
+            "d_hull": guard.calib_scores_["hull"],
+        }
     sets["test"] = {"d_min": S.d_min, "d_hull": S.hull_upper}
     for name, s in s_ood.items():
         g = s.require_geometry()
@@ -145,25 +179,31 @@ def _figures(guard, data: ReportData, S, s_ood: dict[str, SetScores], out: Path,
     figs["distances"] = figures.distances(sets, out / "distances.png")
     amb = {name: v["d_min"] - v["d_hull"] for name, v in sets.items() if "d_hull" in v}
     figs["ambiguity"] = figures.ambiguity(amb, out / "ambiguity.png")
-    figs["plane"] = figures.plane(S.d_min, S.hull_upper, S.pred == data.y_test,
-                                  out / "plane.png")
+    figs["plane"] = figures.plane(S.d_min, S.hull_upper, S.pred == data.y_test, out / "plane.png")
     if figures.can_show(data.x_test):
         names = guard.class_names_
-        titles = [f"#{i} {names[int(y)]} → {names[int(p)]}\nd_min {dm:.2f}  d_hull {dh:.2f}"
-                  for i, (y, p, dm, dh) in enumerate(zip(data.y_test, S.pred, S.d_min,
-                                                         S.hull_upper))]
+        titles = [
+            f"#{i} {names[int(y)]} → {names[int(p)]}\nd_min {dm:.2f}  d_hull {dh:.2f}"
+            for i, (y, p, dm, dh) in enumerate(zip(data.y_test, S.pred, S.d_min, S.hull_upper))
+        ]
         order = np.argsort(S.ambiguity)
-        figs["extremes"] = figures.extremes(data.x_test, titles, order,
-                                            min(n_show, len(order)), out / "extremes.png")
+        figs["extremes"] = figures.extremes(
+            data.x_test, titles, order, min(n_show, len(order)), out / "extremes.png"
+        )
         y_train = data.y_train  # pixel support is computed only when training labels exist
         if pixel is not None and y_train is not None:
             rows = []
             for i in range(min(3, len(pixel[0]))):
                 row = {"image": data.x_test[i], "title": f"test #{i}: {names[int(data.y_test[i])]}"}
-                for key, idx, alpha in (("feature", S.support_idx[i], S.support_alpha[i]),
-                                        ("pixel", pixel[0][i], pixel[1][i])):
-                    row[key] = [(data.x_train[t], f"{names[int(y_train[t])]} {alpha[c]:.2f}")
-                                for c, t in enumerate(idx[:4]) if t >= 0]
+                for key, idx, alpha in (
+                    ("feature", S.support_idx[i], S.support_alpha[i]),
+                    ("pixel", pixel[0][i], pixel[1][i]),
+                ):
+                    row[key] = [
+                        (data.x_train[t], f"{names[int(y_train[t])]} {alpha[c]:.2f}")
+                        for c, t in enumerate(idx[:4])
+                        if t >= 0
+                    ]
                 rows.append(row)
             figs["support"] = figures.support(rows, out / "support.png")
     return figs

@@ -49,8 +49,9 @@ def builtin(n_test: int, n_shift: int, seed: int = 0) -> ReportData:
     return ReportData("Fashion-MNIST", x_train, y_train, x_test, y_test, ood, shift)
 
 
-def from_files(train: str, test: str, ood: list[str], n_test: int | None,
-               seed: int = 0) -> ReportData:
+def from_files(
+    train: str, test: str, ood: list[str], n_test: int | None, seed: int = 0
+) -> ReportData:
     """Data from ``.npz`` files: ``train`` and ``test`` with ``x`` and ``y``; ``ood`` entries
     ``NAME=PATH`` with ``x``."""
     from ...npz import load_npz
@@ -75,23 +76,28 @@ def from_files(train: str, test: str, ood: list[str], n_test: int | None,
 
 def _int_labels(y: np.ndarray, n: int, path: str) -> np.ndarray:
     if y.dtype.kind not in "iu" or y.shape != (n,):
-        raise InputError(f"{path}: expected integer labels 'y' of shape ({n},), got "
-                         f"{y.dtype} {y.shape}")
+        raise InputError(
+            f"{path}: expected integer labels 'y' of shape ({n},), got {y.dtype} {y.shape}"
+        )
     return y.astype(np.int64)
 
 
-def check_against(data: ReportData, guard, n_check: int = 32) -> None:  # noqa: ANN001 - Guard
+def check_against(data: ReportData, guard, n_check: int = 32) -> None:
     """Raise :class:`InputError` unless ``data.x_train`` is the data ``guard`` was fitted on:
     the features of a few of its images must equal the artifact's stored training features."""
     idx = guard.train_index_
     if len(data.x_train) <= int(idx.max()):
-        raise InputError(f"the training data has {len(data.x_train)} inputs but the artifact "
-                         f"was fitted on at least {int(idx.max()) + 1}: pass the data given "
-                         f"to guard fit")
+        raise InputError(
+            f"the training data has {len(data.x_train)} inputs but the artifact "
+            f"was fitted on at least {int(idx.max()) + 1}: pass the data given "
+            f"to guard fit"
+        )
     pick = np.linspace(0, len(idx) - 1, min(n_check, len(idx))).astype(int)
     feats = guard.model_.run(data.x_train[idx[pick]])[1]
     stored = guard.train_features_[pick]
     err = float(np.abs(feats - stored).max())
     if err > 1e-3 * (1.0 + float(np.abs(stored).max())):
-        raise InputError(f"the training data is not the data this artifact was fitted on "
-                         f"(features differ by up to {err:.3g}): pass the data given to guard fit")
+        raise InputError(
+            f"the training data is not the data this artifact was fitted on "
+            f"(features differ by up to {err:.3g}): pass the data given to guard fit"
+        )

@@ -32,9 +32,11 @@ def geometry_facts(s: Scores, y: np.ndarray | None) -> dict[str, float]:
     }
     if y is not None:
         correct = s.pred == y
-        facts |= {"accuracy": float(correct.mean()),
-                  "accuracy_ambiguous": _mean(correct[s.ambiguity < 0]),
-                  "accuracy_unambiguous": _mean(correct[s.ambiguity >= 0])}
+        facts |= {
+            "accuracy": float(correct.mean()),
+            "accuracy_ambiguous": _mean(correct[s.ambiguity < 0]),
+            "accuracy_unambiguous": _mean(correct[s.ambiguity >= 0]),
+        }
     return facts
 
 
@@ -42,8 +44,13 @@ def _mean(a: np.ndarray) -> float:
     return float(a.mean()) if a.size else float("nan")
 
 
-def same_label_share(support_idx: np.ndarray, support_alpha: np.ndarray, y_train: np.ndarray,
-                     y_query: np.ndarray, top: int = 4) -> dict[str, float]:
+def same_label_share(
+    support_idx: np.ndarray,
+    support_alpha: np.ndarray,
+    y_train: np.ndarray,
+    y_query: np.ndarray,
+    top: int = 4,
+) -> dict[str, float]:
     """How much of the hull support of each query carries the query's label.
 
     Returns the mean over queries of (a) the convex weight on same-label training points among
@@ -60,8 +67,14 @@ def same_label_share(support_idx: np.ndarray, support_alpha: np.ndarray, y_train
     return {"weighted": float(weighted), f"top{k}": float(top_share)}
 
 
-def pixel_hull(x_train: np.ndarray, x_query: np.ndarray, *, tol: float = 1e-3,
-               top_support: int = 8, progress: bool = False):  # -> HullDistances
+def pixel_hull(
+    x_train: np.ndarray,
+    x_query: np.ndarray,
+    *,
+    tol: float = 1e-3,
+    top_support: int = 8,
+    progress: bool = False,
+):  # -> HullDistances
     """Certified distances of ``x_query`` to the convex hull of ``x_train`` in pixel space
     (inputs flattened), with the support of each projection (the paper's Fig. 4, 6a)."""
     P = np.ascontiguousarray(x_train.reshape(len(x_train), -1), dtype=np.float32)
@@ -70,7 +83,7 @@ def pixel_hull(x_train: np.ndarray, x_query: np.ndarray, *, tol: float = 1e-3,
     return index.query(Q, top_support=top_support, progress=progress)
 
 
-def margin_table(guard, s: Scores, i: int, features: np.ndarray) -> dict:  # noqa: ANN001
+def margin_table(guard, s: Scores, i: int, features: np.ndarray) -> dict:
     """The paper's Table 1 for input ``i`` of ``s`` (``features``: its feature vector): the
     exact distance to every class's decision boundary next to the closed-form hyperplane
     distance (a lower bound), and the training features inside the ball ``B(x)`` of guaranteed

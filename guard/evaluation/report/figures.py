@@ -15,14 +15,16 @@ def _plt():
     try:
         import matplotlib
     except ImportError:  # pragma: no cover - matplotlib is a dependency of the report extra
-        raise InputError("guard report needs matplotlib: pip install 'guard-classifier[eval]'") from None
+        raise InputError(
+            "guard report needs matplotlib: pip install 'guard-classifier[eval]'"
+        ) from None
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     return plt
 
 
-def _save(fig, path: Path) -> str:  # noqa: ANN001
+def _save(fig, path: Path) -> str:
     fig.savefig(path, dpi=110, bbox_inches="tight")
     _plt().close(fig)
     return path.name
@@ -40,13 +42,21 @@ def distances(sets: dict[str, dict[str, np.ndarray]], path: Path) -> str:
     from matplotlib.ticker import NullFormatter
 
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.2))
-    for ax, key, title in ((axes[0], "d_min", "distance to the nearest decision boundary"),
-                           (axes[1], "d_hull", "distance to the training hull (upper bound)")):
+    for ax, key, title in (
+        (axes[0], "d_min", "distance to the nearest decision boundary"),
+        (axes[1], "d_hull", "distance to the training hull (upper bound)"),
+    ):
         vals = {name: v[key] for name, v in sets.items() if key in v}
         bins = _log_bins(list(vals.values()))
         for name, v in vals.items():
-            ax.hist(np.clip(v, bins[0], None), bins=bins, histtype="step", density=True,
-                    label=f"{name} (n={len(v)})", linewidth=1.4)
+            ax.hist(
+                np.clip(v, bins[0], None),
+                bins=bins,
+                histtype="step",
+                density=True,
+                label=f"{name} (n={len(v)})",
+                linewidth=1.4,
+            )
         ax.set_xscale("log")
         ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_xlabel(key)
@@ -65,8 +75,14 @@ def ambiguity(sets: dict[str, np.ndarray], path: Path) -> str:
     lo, hi = np.quantile(allv, [0.002, 0.998])
     bins = np.linspace(lo, hi, 80)
     for name, v in sets.items():
-        ax.hist(np.clip(v, lo, hi), bins=bins, histtype="step", density=True, linewidth=1.4,
-                label=f"{name} (n={len(v)})")
+        ax.hist(
+            np.clip(v, lo, hi),
+            bins=bins,
+            histtype="step",
+            density=True,
+            linewidth=1.4,
+            label=f"{name} (n={len(v)})",
+        )
     ax.axvline(0.0, color="k", linestyle="--", linewidth=1)
     ax.set_xlabel("ambiguity d_min - d_hull (negative: boundary closer than the hull)")
     ax.set_ylabel("density")
@@ -88,7 +104,7 @@ def plane(d_min: np.ndarray, d_hull: np.ndarray, correct: np.ndarray, path: Path
     return _save(fig, path)
 
 
-def _show(ax, img: np.ndarray, title: str) -> None:  # noqa: ANN001
+def _show(ax, img: np.ndarray, title: str) -> None:
     img = np.asarray(img, dtype=np.float64)
     if img.ndim == 3 and img.shape[0] in (1, 3):  # CHW
         img = img[0] if img.shape[0] == 1 else np.transpose(img, (1, 2, 0))
@@ -111,10 +127,24 @@ def extremes(x: np.ndarray, titles: list[str], order: np.ndarray, k: int, path: 
     for row, idx in enumerate((order[:k], order[::-1][:k])):
         for ax, i in zip(axes[row], idx):
             _show(ax, x[i], titles[i])
-    axes[0][0].text(-0.3, 0.5, "most\nambiguous", transform=axes[0][0].transAxes, ha="right",
-                    va="center", fontsize=8)
-    axes[1][0].text(-0.3, 0.5, "least\nambiguous", transform=axes[1][0].transAxes, ha="right",
-                    va="center", fontsize=8)
+    axes[0][0].text(
+        -0.3,
+        0.5,
+        "most\nambiguous",
+        transform=axes[0][0].transAxes,
+        ha="right",
+        va="center",
+        fontsize=8,
+    )
+    axes[1][0].text(
+        -0.3,
+        0.5,
+        "least\nambiguous",
+        transform=axes[1][0].transAxes,
+        ha="right",
+        va="center",
+        fontsize=8,
+    )
     return _save(fig, path)
 
 
@@ -132,8 +162,14 @@ def support(rows: list[dict], path: Path) -> str:
                 _show(ax_row[0], r["image"], r["title"])
             else:
                 ax_row[0].axis("off")
-            ax_row[0].text(-0.1, -0.15 if half == 0 else 0.5, f"{key} space", fontsize=8,
-                           transform=ax_row[0].transAxes, ha="left")
+            ax_row[0].text(
+                -0.1,
+                -0.15 if half == 0 else 0.5,
+                f"{key} space",
+                fontsize=8,
+                transform=ax_row[0].transAxes,
+                ha="left",
+            )
             for c in range(k):
                 ax = ax_row[c + 1]
                 if c < len(r[key]):

@@ -56,8 +56,13 @@ def _closed_form_margins(F, W, b):
 def _cheap(F, W, b):
     """Evidence without the guard: a stand-in hull distance, hyperplane-distance margins."""
     M = _closed_form_margins(F, W, b)
-    return Evidence(features=F, logits=F @ W.T + b, hull=np.linalg.norm(F - 2.0, axis=1),
-                    d_min=np.nanmin(M, axis=1), margins=M)
+    return Evidence(
+        features=F,
+        logits=F @ W.T + b,
+        hull=np.linalg.norm(F - 2.0, axis=1),
+        d_min=np.nanmin(M, axis=1),
+        margins=M,
+    )
 
 
 def _geometry(guard, F):
@@ -99,8 +104,7 @@ def test_p_value_is_the_conformal_count():
     F, y = _draw(rng, centres, 300)
     Fc, _ = _draw(rng, centres, 300)
     Fq, _ = _draw(rng, centres, 50)
-    sc = CombinedScore(("hull", "fdbd", "mahalanobis", "energy")).fit(F, y, W, b,
-                                                                      _cheap(Fc, W, b))
+    sc = CombinedScore(("hull", "fdbd", "mahalanobis", "energy")).fit(F, y, W, b, _cheap(Fc, W, b))
     s, p = sc.score(_cheap(Fq, W, b))
     cal = sc.calib_scores_
     ref = np.array([(1 + np.sum(cal >= v)) / (cal.size + 1) for v in s])
@@ -231,19 +235,30 @@ def test_fit_refuses_too_little_calibration_data_and_bad_arguments():
         CombinedScore().fit(F, y.astype(float), W, b, cal)
     with pytest.raises(InputError):
         CombinedScore().fit(F[:, :3], y, W, b, cal)
-    for bad in (dict(components=("nope",)), dict(components=()), dict(combine="mean"),
-                dict(components=("hull", "hull")), dict(components=(HullDistance(), "hull")),
-                dict(fit_fraction=1.0)):
+    for bad in (
+        dict(components=("nope",)),
+        dict(components=()),
+        dict(combine="mean"),
+        dict(components=("hull", "hull")),
+        dict(components=(HullDistance(), "hull")),
+        dict(fit_fraction=1.0),
+    ):
         with pytest.raises(InputError):
             CombinedScore(**bad)
     with pytest.raises(NotFittedError, match="call fit"):
         CombinedScore().score(cal)
     # only what the components read is required
-    s, p = CombinedScore(("mahalanobis",)).fit(F, y, W, b, Evidence(features=Fc)).score(
-        Evidence(features=Fc[:3]))
+    s, p = (
+        CombinedScore(("mahalanobis",))
+        .fit(F, y, W, b, Evidence(features=Fc))
+        .score(Evidence(features=Fc[:3]))
+    )
     assert s.shape == p.shape == (3,)
-    s, _ = CombinedScore(("hull",)).fit(F, y, W, b, Evidence(hull=cal.hull)).score(
-        Evidence(hull=cal.hull[:4]))
+    s, _ = (
+        CombinedScore(("hull",))
+        .fit(F, y, W, b, Evidence(hull=cal.hull))
+        .score(Evidence(hull=cal.hull[:4]))
+    )
     assert s.shape == (4,)
     with pytest.raises(InputError, match="NaN or Inf"):
         sc.score(replace(cal, hull=np.full(len(Fc), np.nan)))
@@ -262,8 +277,9 @@ def test_every_component_against_a_direct_numpy_computation():
     m = compute_margins(Q, W, b, nonneg=True)  # the exact margins the guard gives
     M = m.margins.copy()
     M[0, np.flatnonzero(~np.isnan(M[0]))[0]] = np.inf  # unreachable
-    q = Evidence(features=Q, logits=Q @ W.T + b, hull=rng.gamma(2.0, size=len(Q)),
-                 d_min=m.d_min, margins=M)
+    q = Evidence(
+        features=Q, logits=Q @ W.T + b, hull=rng.gamma(2.0, size=len(Q)), d_min=m.d_min, margins=M
+    )
     sc = CombinedScore(ALL, seed=4).fit(F, y, W, b, _cheap(Fc, W, b))
     got = sc.component_scores(q)
     n, f = W.shape
@@ -352,8 +368,7 @@ def test_components_by_name_are_the_detectors_with_the_combined_scores_choices(t
     for x, z in zip(a.score(_cheap(Fq, W, b)), b_.score(_cheap(Fq, W, b))):
         np.testing.assert_array_equal(x, z)
     assert not hasattr(given[1], "W_")
-    own = CombinedScore(["hull", KNN(k=3, subsample=0.5, seed=7)]).fit(F, y, W, b,
-                                                                       _cheap(Fc, W, b))
+    own = CombinedScore(["hull", KNN(k=3, subsample=0.5, seed=7)]).fit(F, y, W, b, _cheap(Fc, W, b))
     np.savez(tmp_path / "c.npz", **own.to_arrays())
     with np.load(tmp_path / "c.npz", allow_pickle=False) as z:
         back = CombinedScore.from_arrays(dict(z))

@@ -11,9 +11,19 @@ from guard.detectors import Evidence
 from guard.errors import InputError, NotFittedError
 from guard.geometry.margins import compute_margins
 
-ALL = (det.MSP(), det.Energy(), det.Mahalanobis(), det.KNN(k=7), det.KNN(k=3, subsample=0.2),
-       det.ViM(), det.FDBD(), det.FDBD(margins="exact", centre="median"), det.FeatureNorm(),
-       det.HullDistance(), det.Ambiguity())
+ALL = (
+    det.MSP(),
+    det.Energy(),
+    det.Mahalanobis(),
+    det.KNN(k=7),
+    det.KNN(k=3, subsample=0.2),
+    det.ViM(),
+    det.FDBD(),
+    det.FDBD(margins="exact", centre="median"),
+    det.FeatureNorm(),
+    det.HullDistance(),
+    det.Ambiguity(),
+)
 
 
 def _problem(seed=0, n=300, f=12, c=4, relu=False):
@@ -39,13 +49,22 @@ def _evidence(Q, W, b, seed=0):
     """Every Evidence field: exact margins (nonneg), a stand-in hull distance."""
     m = compute_margins(Q, W, b, nonneg=True)
     hull = np.random.default_rng(seed).gamma(2.0, size=len(Q))
-    return Evidence(features=Q, logits=_logits(Q, W, b), margins=m.margins, hull=hull,
-                    d_min=m.d_min)
+    return Evidence(
+        features=Q, logits=_logits(Q, W, b), margins=m.margins, hull=hull, d_min=m.d_min
+    )
 
 
 def test_registry_names_and_make():
-    assert set(det.REGISTRY) == {"msp", "energy", "mahalanobis", "knn", "vim", "fdbd",
-                                 "ambiguity", "hull"}
+    assert set(det.REGISTRY) == {
+        "msp",
+        "energy",
+        "mahalanobis",
+        "knn",
+        "vim",
+        "fdbd",
+        "ambiguity",
+        "hull",
+    }
     for name, factory in det.REGISTRY.items():
         assert factory().name == name
     assert isinstance(det.make("knn", k=3), det.KNN) and det.make("knn", k=3).k == 3
@@ -91,16 +110,18 @@ def test_mahalanobis_brute_force_explicit_inverse():
     F0, Q0 = F.copy(), Q.copy()
     F0[:, 0] = Q0[:, 0] = 0.0
     mus0 = [F0[y == c].mean(0) for c in classes]
-    S0 = sum((F0[y == c] - mus0[i]).T @ (F0[y == c] - mus0[i])
-             for i, c in enumerate(classes)) / len(F)
+    S0 = sum(
+        (F0[y == c] - mus0[i]).T @ (F0[y == c] - mus0[i]) for i, c in enumerate(classes)
+    ) / len(F)
     P0 = np.zeros_like(S0)
     P0[1:, 1:] = np.linalg.inv(S0[1:, 1:])
     ref0 = np.array([min((q - m) @ P0 @ (q - m) for m in mus0) for q in Q0])
     np.testing.assert_allclose(det.Mahalanobis().fit(F0, y, W, b).score(Q0), ref0, rtol=1e-8)
     # without labels the predictions are used
     pred = _logits(F, W, b).argmax(1)
-    np.testing.assert_array_equal(det.Mahalanobis().fit(F, None, W, b).score(Q),
-                                  det.Mahalanobis().fit(F, pred, W, b).score(Q))
+    np.testing.assert_array_equal(
+        det.Mahalanobis().fit(F, None, W, b).score(Q), det.Mahalanobis().fit(F, pred, W, b).score(Q)
+    )
 
 
 def test_knn_brute_force_full_distance_matrix():
@@ -162,8 +183,11 @@ def test_fdbd_hyperplane_brute_force_loops():
     for q in Q:
         z = W @ q + b
         i = int(np.argmax(z))
-        ds = [abs((W[i] - W[j]) @ q + b[i] - b[j]) / np.linalg.norm(W[i] - W[j])
-              for j in range(len(b)) if j != i]
+        ds = [
+            abs((W[i] - W[j]) @ q + b[i] - b[j]) / np.linalg.norm(W[i] - W[j])
+            for j in range(len(b))
+            if j != i
+        ]
         ref.append(-np.mean(ds) / np.linalg.norm(q - mu))
     np.testing.assert_allclose(det.FDBD().fit(F, y, W, b).score(Q), ref, rtol=1e-10)
 
@@ -181,8 +205,11 @@ def test_fdbd_exact_margins_median_centre_brute_force_loops():
     ref = []
     for i, x in enumerate(Q):
         p = int(np.flatnonzero(np.isnan(M[i]))[0])
-        ms = [abs(Z[i, p] - Z[i, j]) / np.linalg.norm(W[p] - W[j]) if np.isinf(M[i, j])
-              else M[i, j] for j in range(len(b)) if j != p]
+        ms = [
+            abs(Z[i, p] - Z[i, j]) / np.linalg.norm(W[p] - W[j]) if np.isinf(M[i, j]) else M[i, j]
+            for j in range(len(b))
+            if j != p
+        ]
         ref.append(-np.mean(ms) / np.linalg.norm(x - med))
     np.testing.assert_allclose(d.score(ev), ref, rtol=1e-10)
     # exact margins are at least the hyperplane distances: the score is at most the paper's
@@ -203,7 +230,7 @@ def test_point_far_from_the_data_scores_higher_than_training_points(name):
     # three well-separated classes and a classifier that fits them (logits from the class means)
     F, y, _, _, _ = _problem(5, n=400, f=8, c=3)
     mus = np.stack([F[y == c].mean(0) for c in range(3)])
-    W, b = mus, -0.5 * (mus ** 2).sum(1)
+    W, b = mus, -0.5 * (mus**2).sum(1)
     d = det.make(name).fit(F, y, W, b)
     # far away along the null space of W, from the point where all logits are 0: no class is
     # preferred, the feature is orthogonal to every class mean, far from the training data
@@ -226,8 +253,9 @@ def test_geometric_scores_read_the_guards_geometry_from_evidence():
     amb = det.Ambiguity().fit(F, y, W, b)
     hull = det.HullDistance().fit(F, y, W, b)
     np.testing.assert_array_equal(amb.score(Evidence.from_scores(s, Q)), s.hull_upper - s.d_min)
-    np.testing.assert_array_equal(amb.score(Evidence(hull=s.hull_upper, d_min=s.d_min)),
-                                  -s.ambiguity)
+    np.testing.assert_array_equal(
+        amb.score(Evidence(hull=s.hull_upper, d_min=s.d_min)), -s.ambiguity
+    )
     np.testing.assert_array_equal(hull.score(Evidence.from_scores(s)), s.hull_upper)
     # training points are inside the hull, far points outside
     assert np.all(hull.score(Evidence.from_scores(g.score_features(F[:10]))) < 1e-3)

@@ -53,8 +53,12 @@ def data():
         pytest.skip(str(exc))
     clf = OnnxClassifier(DEFAULT_MODEL)
     feats = {}
-    for name, x in (("fit", x_fit), ("id", x_id), ("digits", evalsets.digits(N_EVAL, seed=0)),
-                    ("uniform", evalsets.uniform_noise(N_EVAL))):
+    for name, x in (
+        ("fit", x_fit),
+        ("id", x_id),
+        ("digits", evalsets.digits(N_EVAL, seed=0)),
+        ("uniform", evalsets.uniform_noise(N_EVAL)),
+    ):
         feats[name] = clf.run(x)[1]
     return clf, feats, y_fit
 
@@ -66,25 +70,40 @@ def theirs(data, tmp_path_factory):
     Skips when the env is missing; a failed run gives ``{"error": message}`` instead.
     """
     if not XCHECK_PYTHON.exists():
-        pytest.skip(f"{XCHECK_PYTHON.relative_to(ROOT)} not found: `make test` builds the "
-                    "pytorch-ood cross-check env (or `make xcheck`)")
+        pytest.skip(
+            f"{XCHECK_PYTHON.relative_to(ROOT)} not found: `make test` builds the "
+            "pytorch-ood cross-check env (or `make xcheck`)"
+        )
     clf, feats, y_fit = data
     tmp = tmp_path_factory.mktemp("pytorch_ood")
     src, dst = tmp / "in.npz", tmp / "out.npz"
-    np.savez(src, y_fit=np.asarray(y_fit, dtype=np.int64),
-             W=np.asarray(clf.W, dtype=np.float32), b=np.asarray(clf.b, dtype=np.float32),
-             **{k: np.asarray(v, dtype=np.float32) for k, v in feats.items()})
+    np.savez(
+        src,
+        y_fit=np.asarray(y_fit, dtype=np.int64),
+        W=np.asarray(clf.W, dtype=np.float32),
+        b=np.asarray(clf.b, dtype=np.float32),
+        **{k: np.asarray(v, dtype=np.float32) for k, v in feats.items()},
+    )
     try:
-        proc = subprocess.run([str(XCHECK_PYTHON), str(SCRIPT), str(src), str(dst)],
-                              check=False, capture_output=True, text=True, timeout=900)
+        proc = subprocess.run(
+            [str(XCHECK_PYTHON), str(SCRIPT), str(src), str(dst)],
+            check=False,
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
     except subprocess.TimeoutExpired as exc:
         return {"error": f"{SCRIPT.name} timed out in .venv-xcheck:\n{exc.stderr or ''}"}
     if proc.returncode != 0 or not dst.exists():  # each test fails with the script's stderr
-        return {"error": f"{SCRIPT.name} failed in .venv-xcheck (exit {proc.returncode}):\n"
-                         f"{proc.stderr}"}
+        return {
+            "error": f"{SCRIPT.name} failed in .venv-xcheck (exit {proc.returncode}):\n"
+            f"{proc.stderr}"
+        }
     with np.load(dst) as d:
-        return {"versions": str(d["versions"]),
-                **{name: {s: d[f"{name}__{s}"] for s in SPLITS} for name in NAMES}}
+        return {
+            "versions": str(d["versions"]),
+            **{name: {s: d[f"{name}__{s}"] for s in SPLITS} for name in NAMES},
+        }
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -100,8 +119,13 @@ def test_same_auroc_and_scores_as_pytorch_ood(data, theirs, name):
     for ood in ("digits", "uniform"):
         a_ours = auroc(s_ours["id"], s_ours[ood])
         a_theirs = auroc(s_theirs["id"], s_theirs[ood])
-        assert a_ours == pytest.approx(a_theirs, abs=1e-3), \
-            (name, ood, a_ours, a_theirs, theirs["versions"])
+        assert a_ours == pytest.approx(a_theirs, abs=1e-3), (
+            name,
+            ood,
+            a_ours,
+            a_theirs,
+            theirs["versions"],
+        )
     x = np.concatenate([s_ours[k] for k in SPLITS])
     y = np.concatenate([s_theirs[k] for k in SPLITS])
     assert np.corrcoef(x, y)[0, 1] > 0.999, (name, theirs["versions"])  # positive affine map

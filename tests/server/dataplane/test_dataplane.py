@@ -22,11 +22,17 @@ from ..helpers import INPUT_NAME, MODEL, assert_outputs_match, expected, images
 T = TypeVar("T")
 
 
-def _with_dataplane(guard: Guard, fn: Callable[[DataPlane], Awaitable[T]],
-                    geometry: bool = True) -> T:
+def _with_dataplane(
+    guard: Guard, fn: Callable[[DataPlane], Awaitable[T]], geometry: bool = True
+) -> T:
     async def go() -> T:
-        dp = DataPlane(ServedModel(guard, MODEL, geometry=geometry), Metrics(),
-                       max_batch_size=8, max_delay_s=0.001, max_queue=16)
+        dp = DataPlane(
+            ServedModel(guard, MODEL, geometry=geometry),
+            Metrics(),
+            max_batch_size=8,
+            max_delay_s=0.001,
+            max_queue=16,
+        )
         assert not dp.ready
         await dp.start()
         try:
@@ -45,7 +51,7 @@ def test_infer_matches_guard(guard: Guard) -> None:
     x = images(5, seed=31)
     typed = RequestTensor(INPUT_NAME, "FP32", x.shape, x.ravel())
 
-    async def go(dp: DataPlane):  # noqa: ANN202
+    async def go(dp: DataPlane):
         assert dp.ready and dp.model_ready(MODEL) and not dp.model_ready("other")
         default = await dp.infer(InferenceRequest(MODEL, (_raw(x),), id="7"))
         every = await dp.infer(InferenceRequest(MODEL, (typed,), outputs=tuple(OUTPUTS)))
@@ -64,8 +70,11 @@ def test_infer_matches_guard(guard: Guard) -> None:
 
 def test_uint8_is_scaled(guard: Guard) -> None:
     x8 = np.random.default_rng(5).integers(0, 256, size=(3, 1, 6, 6), dtype=np.uint8)
-    req = InferenceRequest(MODEL, (RequestTensor(INPUT_NAME, "UINT8", x8.shape, x8.tobytes()),),
-                           outputs=("prediction", "hull_distance"))
+    req = InferenceRequest(
+        MODEL,
+        (RequestTensor(INPUT_NAME, "UINT8", x8.shape, x8.tobytes()),),
+        outputs=("prediction", "hull_distance"),
+    )
     resp = _with_dataplane(guard, lambda dp: dp.infer(req))
     got = {t.name: t.data for t in resp.outputs}
     assert_outputs_match(got, expected(guard, x8.astype(np.float32) / 255.0))
@@ -74,7 +83,7 @@ def test_uint8_is_scaled(guard: Guard) -> None:
 def test_classify_and_info(guard: Guard) -> None:
     x = images(3, seed=4)
 
-    async def go(dp: DataPlane):  # noqa: ANN202
+    async def go(dp: DataPlane):
         return await dp.classify("", _raw(x, "images")), dp.info(MODEL), dp.model_metadata(MODEL)
 
     c, info, md = _with_dataplane(guard, go)
@@ -90,7 +99,7 @@ def test_classify_and_info(guard: Guard) -> None:
 def test_geometry_off_serves_the_bare_model(guard: Guard) -> None:
     x = images(2, seed=8)
 
-    async def go(dp: DataPlane):  # noqa: ANN202
+    async def go(dp: DataPlane):
         resp = await dp.infer(InferenceRequest(MODEL, (_raw(x),)))
         with pytest.raises(NotReady, match="needs the geometry"):
             await dp.classify(MODEL, _raw(x, "images"))
@@ -106,28 +115,64 @@ def test_geometry_off_serves_the_bare_model(guard: Guard) -> None:
 
 # (id, request, error class, code, words in the message)
 BAD = [
-    ("model", InferenceRequest("other", (_raw(images(1, 0)),)), ModelNotFound, Code.NOT_FOUND,
-     ["'other'", repr(MODEL)]),
-    ("no_input", InferenceRequest(MODEL, ()), InputError, Code.INVALID_ARGUMENT,
-     ["exactly one input"]),
-    ("input_name", InferenceRequest(MODEL, (_raw(images(1, 0), "y"),)), InputError,
-     Code.INVALID_ARGUMENT, ["unknown input 'y'"]),
-    ("no_values", InferenceRequest(MODEL, (RequestTensor(INPUT_NAME, "FP32", (1, 1, 6, 6),
-                                                         None),)),
-     InputError, Code.INVALID_ARGUMENT, ["0 FP32 values", "needs 36"]),
-    ("uint8_range", InferenceRequest(MODEL, (RequestTensor(INPUT_NAME, "UINT8", (1, 1, 6, 6),
-                                                           np.full(36, 256, np.int64)),)),
-     InputError, Code.INVALID_ARGUMENT, ["0..255"]),
-    ("datatype", InferenceRequest(MODEL, (RequestTensor(INPUT_NAME, "BYTES", (1,), b"x"),)),
-     InputError, Code.INVALID_ARGUMENT, ["'BYTES'"]),
-    ("nan", InferenceRequest(MODEL, (_raw(np.full((1, 1, 6, 6), np.nan, np.float32)),)),
-     InputError, Code.INVALID_ARGUMENT, ["NaN"]),
+    (
+        "model",
+        InferenceRequest("other", (_raw(images(1, 0)),)),
+        ModelNotFound,
+        Code.NOT_FOUND,
+        ["'other'", repr(MODEL)],
+    ),
+    (
+        "no_input",
+        InferenceRequest(MODEL, ()),
+        InputError,
+        Code.INVALID_ARGUMENT,
+        ["exactly one input"],
+    ),
+    (
+        "input_name",
+        InferenceRequest(MODEL, (_raw(images(1, 0), "y"),)),
+        InputError,
+        Code.INVALID_ARGUMENT,
+        ["unknown input 'y'"],
+    ),
+    (
+        "no_values",
+        InferenceRequest(MODEL, (RequestTensor(INPUT_NAME, "FP32", (1, 1, 6, 6), None),)),
+        InputError,
+        Code.INVALID_ARGUMENT,
+        ["0 FP32 values", "needs 36"],
+    ),
+    (
+        "uint8_range",
+        InferenceRequest(
+            MODEL, (RequestTensor(INPUT_NAME, "UINT8", (1, 1, 6, 6), np.full(36, 256, np.int64)),)
+        ),
+        InputError,
+        Code.INVALID_ARGUMENT,
+        ["0..255"],
+    ),
+    (
+        "datatype",
+        InferenceRequest(MODEL, (RequestTensor(INPUT_NAME, "BYTES", (1,), b"x"),)),
+        InputError,
+        Code.INVALID_ARGUMENT,
+        ["'BYTES'"],
+    ),
+    (
+        "nan",
+        InferenceRequest(MODEL, (_raw(np.full((1, 1, 6, 6), np.nan, np.float32)),)),
+        InputError,
+        Code.INVALID_ARGUMENT,
+        ["NaN"],
+    ),
 ]
 
 
 @pytest.mark.parametrize("req,cls,code,words", [b[1:] for b in BAD], ids=[b[0] for b in BAD])
-def test_bad_requests(guard: Guard, req: InferenceRequest, cls: type, code: Code,
-                      words: list[str]) -> None:
+def test_bad_requests(
+    guard: Guard, req: InferenceRequest, cls: type, code: Code, words: list[str]
+) -> None:
     async def go(dp: DataPlane) -> BaseException:
         with pytest.raises(cls) as info:
             await dp.infer(req)
@@ -141,8 +186,9 @@ def test_bad_requests(guard: Guard, req: InferenceRequest, cls: type, code: Code
 
 def test_not_ready_before_start_and_after_stop(guard: Guard) -> None:
     async def go() -> list[BaseException]:
-        dp = DataPlane(ServedModel(guard, MODEL), Metrics(), max_batch_size=4,
-                       max_delay_s=0.0, max_queue=4)
+        dp = DataPlane(
+            ServedModel(guard, MODEL), Metrics(), max_batch_size=4, max_delay_s=0.0, max_queue=4
+        )
         req = InferenceRequest(MODEL, (_raw(images(1, 0)),))
         errors = []
         for phase in ("before", "after"):

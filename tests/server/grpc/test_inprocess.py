@@ -33,28 +33,43 @@ GUARD = "guard.v1.GuardService"
 INVALID = grpc.StatusCode.INVALID_ARGUMENT
 
 
-async def _with_stubs(target: str, fn):  # noqa: ANN001, ANN202
+async def _with_stubs(target: str, fn):
     async with grpc.aio.insecure_channel(target) as ch:
         return await fn(Stubs(ch))
 
 
-def test_input_name_is_the_models(server):  # noqa: ANN001
+def test_input_name_is_the_models(server):
     assert server.srv.model.input_name == INPUT_NAME
 
 
-def test_typed_fp32_contents(server, guard):  # noqa: ANN001
+def test_typed_fp32_contents(server, guard):
     x = images(3, seed=21)
 
-    async def go(s: Stubs):  # noqa: ANN202
-        return decode(await s.oip.ModelInfer(infer_request(x, typed=True, outputs=[
-            "logits", "prediction", "margin_min", "hull_distance", "margins", "support_indices",
-            "support_weights", "flags"])))
+    async def go(s: Stubs):
+        return decode(
+            await s.oip.ModelInfer(
+                infer_request(
+                    x,
+                    typed=True,
+                    outputs=[
+                        "logits",
+                        "prediction",
+                        "margin_min",
+                        "hull_distance",
+                        "margins",
+                        "support_indices",
+                        "support_weights",
+                        "flags",
+                    ],
+                )
+            )
+        )
 
     got = run(_with_stubs(server.target, go))
     assert_outputs_match(got, expected(guard, x))
 
 
-def test_typed_uint8_contents(server, guard):  # noqa: ANN001
+def test_typed_uint8_contents(server, guard):
     x8 = np.random.default_rng(3).integers(0, 256, size=(2, 1, 6, 6), dtype=np.uint8)
     req = infer_request(shape=list(x8.shape), datatype="UINT8", raw=b"")
     del req.raw_input_contents[:]
@@ -63,14 +78,14 @@ def test_typed_uint8_contents(server, guard):  # noqa: ANN001
     assert_outputs_match(decode(got), expected(guard, x8.astype(np.float32) / 255.0))
 
 
-def test_response_echoes_model_and_id(server):  # noqa: ANN001
+def test_response_echoes_model_and_id(server):
     req = infer_request(images(1, seed=2))
     req.id = "req-42"
     resp = run(_with_stubs(server.target, lambda s: s.oip.ModelInfer(req)))
     assert (resp.model_name, resp.model_version, resp.id) == (MODEL, "1", "req-42")
 
 
-def test_classify_matches_guard(server, guard):  # noqa: ANN001
+def test_classify_matches_guard(server, guard):
     # random inputs (some ambiguous) and far-away ones (out of distribution)
     x = np.concatenate([images(4, seed=7), 6.0 * images(2, seed=8)])
     resp = run(_with_stubs(server.target, lambda s: s.guard.Classify(classify_request(x))))
@@ -85,12 +100,18 @@ def test_classify_matches_guard(server, guard):  # noqa: ANN001
         np.testing.assert_allclose(r.logits, want["logits"][i], rtol=1e-6)
         np.testing.assert_allclose(r.margins, want["margins"][i], rtol=1e-9, equal_nan=True)
         assert np.isnan(r.margins[r.prediction])
-        for field, key in (("margin_min", "margin_min"), ("hull_distance", "hull_distance"),
-                           ("hull_lower", "hull_lower"), ("ambiguity", "ambiguity"),
-                           ("union_slack", "union_slack"), ("ood_score", "ood_score"),
-                           ("p_value", "p_value")):
-            np.testing.assert_allclose(getattr(r, field), want[key][i], rtol=1e-9, atol=1e-12,
-                                       err_msg=field)
+        for field, key in (
+            ("margin_min", "margin_min"),
+            ("hull_distance", "hull_distance"),
+            ("hull_lower", "hull_lower"),
+            ("ambiguity", "ambiguity"),
+            ("union_slack", "union_slack"),
+            ("ood_score", "ood_score"),
+            ("p_value", "p_value"),
+        ):
+            np.testing.assert_allclose(
+                getattr(r, field), want[key][i], rtol=1e-9, atol=1e-12, err_msg=field
+            )
         assert r.nearest_class == want["nearest_class"][i]
         assert r.in_union == bool(want["in_union"][i])
         assert r.n_balls == want["n_balls"][i]
@@ -106,13 +127,14 @@ def test_classify_matches_guard(server, guard):  # noqa: ANN001
         assert len(d.reasons) == bin(d.flags).count("1")
 
 
-def test_classify_model_name(server):  # noqa: ANN001
+def test_classify_model_name(server):
     x = images(1, seed=1)
 
-    async def go(s: Stubs):  # noqa: ANN202
+    async def go(s: Stubs):
         ok = await s.guard.Classify(classify_request(x, model=MODEL))
-        details = await expect_error(s.guard.Classify(classify_request(x, model="other")),
-                                     grpc.StatusCode.NOT_FOUND)
+        details = await expect_error(
+            s.guard.Classify(classify_request(x, model="other")), grpc.StatusCode.NOT_FOUND
+        )
         return ok, details
 
     ok, details = run(_with_stubs(server.target, go))
@@ -120,12 +142,13 @@ def test_classify_model_name(server):  # noqa: ANN001
     assert "'other'" in details and repr(MODEL) in details
 
 
-def test_get_info(server, guard):  # noqa: ANN001
-    async def go(s: Stubs):  # noqa: ANN202
+def test_get_info(server, guard):
+    async def go(s: Stubs):
         info = await s.guard.GetInfo(gpb.InfoRequest())
         named = await s.guard.GetInfo(gpb.InfoRequest(model_name=MODEL))
-        details = await expect_error(s.guard.GetInfo(gpb.InfoRequest(model_name="x")),
-                                     grpc.StatusCode.NOT_FOUND)
+        details = await expect_error(
+            s.guard.GetInfo(gpb.InfoRequest(model_name="x")), grpc.StatusCode.NOT_FOUND
+        )
         return info, named, details
 
     info, named, details = run(_with_stubs(server.target, go))
@@ -147,18 +170,20 @@ def test_get_info(server, guard):  # noqa: ANN001
     assert info.n_train == len(guard.radii_)
     assert info.geometry is True
     from guard import __version__
+
     assert info.guard_version == __version__
 
 
-def test_oip_health_and_metadata(server):  # noqa: ANN001
-    async def go(s: Stubs):  # noqa: ANN202
+def test_oip_health_and_metadata(server):
+    async def go(s: Stubs):
         live = await s.oip.ServerLive(pb.ServerLiveRequest())
         ready = await s.oip.ServerReady(pb.ServerReadyRequest())
         mready = await s.oip.ModelReady(pb.ModelReadyRequest(name=MODEL))
         other = await s.oip.ModelReady(pb.ModelReadyRequest(name="nope"))
         md = await s.oip.ModelMetadata(pb.ModelMetadataRequest(name=MODEL))
-        details = await expect_error(s.oip.ModelMetadata(pb.ModelMetadataRequest(name="nope")),
-                                     grpc.StatusCode.NOT_FOUND)
+        details = await expect_error(
+            s.oip.ModelMetadata(pb.ModelMetadataRequest(name="nope")), grpc.StatusCode.NOT_FOUND
+        )
         return live, ready, mready, other, md, details
 
     live, ready, mready, other, md, details = run(_with_stubs(server.target, go))
@@ -167,8 +192,8 @@ def test_oip_health_and_metadata(server):  # noqa: ANN001
     assert "'nope'" in details
 
 
-def test_grpc_health_service(server):  # noqa: ANN001
-    async def go():  # noqa: ANN202
+def test_grpc_health_service(server):
+    async def go():
         async with grpc.aio.insecure_channel(server.target) as ch:
             stub = health_pb2_grpc.HealthStub(ch)
             got = {}
@@ -186,8 +211,8 @@ def test_grpc_health_service(server):  # noqa: ANN001
     assert unknown == grpc.StatusCode.NOT_FOUND
 
 
-def test_reflection_lists_services(server):  # noqa: ANN001
-    async def go():  # noqa: ANN202
+def test_reflection_lists_services(server):
+    async def go():
         async with grpc.aio.insecure_channel(server.target) as ch:
             stub = reflection_pb2_grpc.ServerReflectionStub(ch)
             call = stub.ServerReflectionInfo()
@@ -200,8 +225,12 @@ def test_reflection_lists_services(server):  # noqa: ANN001
 
     resp, files = run(go())
     names = {s.name for s in resp.list_services_response.service}
-    assert {OIP, GUARD, "grpc.health.v1.Health",
-            "grpc.reflection.v1alpha.ServerReflection"} <= names
+    assert {
+        OIP,
+        GUARD,
+        "grpc.health.v1.Health",
+        "grpc.reflection.v1alpha.ServerReflection",
+    } <= names
     assert files.file_descriptor_response.file_descriptor_proto  # the schema is retrievable
 
 
@@ -250,51 +279,101 @@ def _uint8_range() -> pb.ModelInferRequest:
 
 # (id, request factory, code, substrings the message must contain)
 BAD_INFER = [
-    ("wrong_rank", lambda: infer_request(_x(), shape=[2, 36]), INVALID,
-     ["shape [2, 36]", "[-1, 1, 6, 6]"]),
-    ("wrong_dim", lambda: infer_request(_x().reshape(2, 1, 4, 9)), INVALID,
-     ["shape [2, 1, 4, 9]", "[-1, 1, 6, 6]"]),
-    ("int64", lambda: infer_request(_x().astype(np.int64), datatype="INT64"), INVALID,
-     ["'INT64'", "FP32"]),
-    ("fp16", lambda: infer_request(_x().astype(np.float16), datatype="FP16"), INVALID,
-     ["'FP16'", "FP32"]),
+    (
+        "wrong_rank",
+        lambda: infer_request(_x(), shape=[2, 36]),
+        INVALID,
+        ["shape [2, 36]", "[-1, 1, 6, 6]"],
+    ),
+    (
+        "wrong_dim",
+        lambda: infer_request(_x().reshape(2, 1, 4, 9)),
+        INVALID,
+        ["shape [2, 1, 4, 9]", "[-1, 1, 6, 6]"],
+    ),
+    (
+        "int64",
+        lambda: infer_request(_x().astype(np.int64), datatype="INT64"),
+        INVALID,
+        ["'INT64'", "FP32"],
+    ),
+    (
+        "fp16",
+        lambda: infer_request(_x().astype(np.float16), datatype="FP16"),
+        INVALID,
+        ["'FP16'", "FP32"],
+    ),
     ("nan", lambda: infer_request(_nan()), INVALID, ["NaN"]),
     ("inf", lambda: infer_request(_inf()), INVALID, ["Inf"]),
-    ("empty_batch", lambda: infer_request(np.zeros((0, 1, 6, 6), np.float32)), INVALID,
-     ["empty batch", "[0, 1, 6, 6]"]),
-    ("negative_dim", lambda: infer_request(_x(), shape=[-2, 1, 6, 6]), INVALID,
-     ["negative", "[-2, 1, 6, 6]"]),
-    ("raw_size", lambda: infer_request(_x(), raw=_x().tobytes()[:-4]), INVALID,
-     ["284 raw bytes", "needs 288"]),
-    ("raw_size_shape", lambda: infer_request(_x(), shape=[3, 1, 6, 6]), INVALID,
-     ["288 raw bytes", "needs 432"]),
+    (
+        "empty_batch",
+        lambda: infer_request(np.zeros((0, 1, 6, 6), np.float32)),
+        INVALID,
+        ["empty batch", "[0, 1, 6, 6]"],
+    ),
+    (
+        "negative_dim",
+        lambda: infer_request(_x(), shape=[-2, 1, 6, 6]),
+        INVALID,
+        ["negative", "[-2, 1, 6, 6]"],
+    ),
+    (
+        "raw_size",
+        lambda: infer_request(_x(), raw=_x().tobytes()[:-4]),
+        INVALID,
+        ["284 raw bytes", "needs 288"],
+    ),
+    (
+        "raw_size_shape",
+        lambda: infer_request(_x(), shape=[3, 1, 6, 6]),
+        INVALID,
+        ["288 raw bytes", "needs 432"],
+    ),
     ("typed_count", _typed_count, INVALID, ["73 FP32 values", "needs 72"]),
     ("uint8_range", _uint8_range, INVALID, ["0..255"]),
     ("two_inputs", _two_inputs, INVALID, ["exactly one input", f"'{INPUT_NAME}'"]),
     ("two_raw", _two_raw, INVALID, ["raw_input_contents", "got 2"]),
     ("no_input", lambda: infer_request(), INVALID, ["exactly one input", f"'{INPUT_NAME}'"]),
-    ("input_name", lambda: infer_request(_x(), name="images"), INVALID,
-     ["'images'", f"input is '{INPUT_NAME}'"]),
-    ("unknown_model", lambda: infer_request(_x(), model="resnet"), grpc.StatusCode.NOT_FOUND,
-     ["'resnet'", f"'{MODEL}'"]),
-    ("unknown_output", lambda: infer_request(_x(), outputs=["prediction", "confidence"]),
-     INVALID, ["'confidence'", "available", "hull_distance"]),
+    (
+        "input_name",
+        lambda: infer_request(_x(), name="images"),
+        INVALID,
+        ["'images'", f"input is '{INPUT_NAME}'"],
+    ),
+    (
+        "unknown_model",
+        lambda: infer_request(_x(), model="resnet"),
+        grpc.StatusCode.NOT_FOUND,
+        ["'resnet'", f"'{MODEL}'"],
+    ),
+    (
+        "unknown_output",
+        lambda: infer_request(_x(), outputs=["prediction", "confidence"]),
+        INVALID,
+        ["'confidence'", "available", "hull_distance"],
+    ),
 ]
 
 
-@pytest.mark.parametrize("make,code,words", [c[1:] for c in BAD_INFER],
-                         ids=[c[0] for c in BAD_INFER])
-def test_bad_infer_request(server, make, code, words):  # noqa: ANN001
-    details = run(_with_stubs(server.target,
-                              lambda s: expect_error(s.oip.ModelInfer(make()), code)))
+@pytest.mark.parametrize(
+    "make,code,words", [c[1:] for c in BAD_INFER], ids=[c[0] for c in BAD_INFER]
+)
+def test_bad_infer_request(server, make, code, words):
+    details = run(
+        _with_stubs(server.target, lambda s: expect_error(s.oip.ModelInfer(make()), code))
+    )
     for w in words:
         assert w in details, (w, details)
 
 
-def _tensor(x: np.ndarray, datatype: str = "FP32",
-            shape: list[int] | None = None) -> gpb.ClassifyRequest:
-    return gpb.ClassifyRequest(images=gpb.Tensor(
-        datatype=datatype, shape=list(x.shape) if shape is None else shape, raw=x.tobytes()))
+def _tensor(
+    x: np.ndarray, datatype: str = "FP32", shape: list[int] | None = None
+) -> gpb.ClassifyRequest:
+    return gpb.ClassifyRequest(
+        images=gpb.Tensor(
+            datatype=datatype, shape=list(x.shape) if shape is None else shape, raw=x.tobytes()
+        )
+    )
 
 
 BAD_CLASSIFY = [
@@ -302,39 +381,50 @@ BAD_CLASSIFY = [
     ("datatype", lambda: _tensor(_x().astype(np.float64), "FP64"), ["'FP64'", "FP32"]),
     ("nan", lambda: _tensor(_nan()), ["NaN"]),
     ("empty", lambda: gpb.ClassifyRequest(), ["datatype ''"]),
-    ("fp32_count", lambda: gpb.ClassifyRequest(images=gpb.Tensor(
-        datatype="FP32", shape=[1, 1, 6, 6], fp32=[0.5] * 35)), ["35 FP32 values", "needs 36"]),
+    (
+        "fp32_count",
+        lambda: gpb.ClassifyRequest(
+            images=gpb.Tensor(datatype="FP32", shape=[1, 1, 6, 6], fp32=[0.5] * 35)
+        ),
+        ["35 FP32 values", "needs 36"],
+    ),
 ]
 
 
-@pytest.mark.parametrize("make,words", [c[1:] for c in BAD_CLASSIFY],
-                         ids=[c[0] for c in BAD_CLASSIFY])
-def test_bad_classify_request(server, make, words):  # noqa: ANN001
-    details = run(_with_stubs(server.target,
-                              lambda s: expect_error(s.guard.Classify(make()), INVALID)))
+@pytest.mark.parametrize(
+    "make,words", [c[1:] for c in BAD_CLASSIFY], ids=[c[0] for c in BAD_CLASSIFY]
+)
+def test_bad_classify_request(server, make, words):
+    details = run(
+        _with_stubs(server.target, lambda s: expect_error(s.guard.Classify(make()), INVALID))
+    )
     for w in words:
         assert w in details, (w, details)
 
 
-def test_classify_typed_fp32(server, guard):  # noqa: ANN001
+def test_classify_typed_fp32(server, guard):
     x = _x(1)
-    req = gpb.ClassifyRequest(images=gpb.Tensor(datatype="FP32", shape=[1, 1, 6, 6],
-                                                fp32=x.ravel().tolist()))
+    req = gpb.ClassifyRequest(
+        images=gpb.Tensor(datatype="FP32", shape=[1, 1, 6, 6], fp32=x.ravel().tolist())
+    )
     resp = run(_with_stubs(server.target, lambda s: s.guard.Classify(req)))
     assert resp.results[0].prediction == expected(guard, x)["prediction"][0]
 
 
-def test_bad_requests_do_not_break_the_batch_they_share(server, guard):  # noqa: ANN001
+def test_bad_requests_do_not_break_the_batch_they_share(server, guard):
     """Bad and good requests at the same time: the good ones get their exact answers."""
     good = [images(2, seed=s) for s in range(6)]
 
-    async def go(s: Stubs):  # noqa: ANN202
+    async def go(s: Stubs):
         calls = []
         for x in good:
             calls.append(s.oip.ModelInfer(infer_request(x)))
             calls.append(expect_error(s.oip.ModelInfer(infer_request(_nan())), INVALID))
-            calls.append(expect_error(s.oip.ModelInfer(infer_request(_x(), model="m")),
-                                      grpc.StatusCode.NOT_FOUND))
+            calls.append(
+                expect_error(
+                    s.oip.ModelInfer(infer_request(_x(), model="m")), grpc.StatusCode.NOT_FOUND
+                )
+            )
         return await asyncio.gather(*calls)
 
     out = run(_with_stubs(server.target, go))
@@ -342,10 +432,10 @@ def test_bad_requests_do_not_break_the_batch_they_share(server, guard):  # noqa:
         assert_outputs_match(decode(out[3 * i]), expected(guard, x))
 
 
-def test_still_serving_after_bad_requests(server, guard):  # noqa: ANN001
+def test_still_serving_after_bad_requests(server, guard):
     x = images(5, seed=123)
 
-    async def go(s: Stubs):  # noqa: ANN202
+    async def go(s: Stubs):
         for make, code, _ in [c[1:] for c in BAD_INFER]:
             await expect_error(s.oip.ModelInfer(make()), code)
         ready = await s.oip.ServerReady(pb.ServerReadyRequest())
@@ -357,16 +447,18 @@ def test_still_serving_after_bad_requests(server, guard):  # noqa: ANN001
 
 
 # ------------------------------------------------------------------ limits
-def test_oversized_message_is_resource_exhausted(make_server, guard):  # noqa: ANN001
+def test_oversized_message_is_resource_exhausted(make_server, guard):
     st = make_server(max_message_bytes=4096)
     big = images(40, seed=4)  # 40 * 36 * 4 = 5760 bytes of input alone
     small = images(2, seed=5)
 
-    async def go(s: Stubs):  # noqa: ANN202
-        details = await expect_error(s.oip.ModelInfer(infer_request(big)),
-                                     grpc.StatusCode.RESOURCE_EXHAUSTED)
-        await expect_error(s.guard.Classify(classify_request(big)),
-                           grpc.StatusCode.RESOURCE_EXHAUSTED)
+    async def go(s: Stubs):
+        details = await expect_error(
+            s.oip.ModelInfer(infer_request(big)), grpc.StatusCode.RESOURCE_EXHAUSTED
+        )
+        await expect_error(
+            s.guard.Classify(classify_request(big)), grpc.StatusCode.RESOURCE_EXHAUSTED
+        )
         return details, await s.oip.ModelInfer(infer_request(small))
 
     details, resp = run(_with_stubs(st.target, go))
@@ -374,17 +466,17 @@ def test_oversized_message_is_resource_exhausted(make_server, guard):  # noqa: A
     assert_outputs_match(decode(resp), expected(guard, small))
 
 
-def test_queue_full_is_resource_exhausted(make_server, guard):  # noqa: ANN001
+def test_queue_full_is_resource_exhausted(make_server, guard):
     st = make_server(slow_s=0.3, max_queue_size=1, max_queue_delay_ms=0.0)
     xs = [images(1 + i % 2, seed=200 + i) for i in range(12)]
 
-    async def one(s: Stubs, x: np.ndarray):  # noqa: ANN202
+    async def one(s: Stubs, x: np.ndarray):
         try:
             return decode(await s.oip.ModelInfer(infer_request(x)))
         except grpc.aio.AioRpcError as exc:
             return exc
 
-    async def go(s: Stubs):  # noqa: ANN202
+    async def go(s: Stubs):
         return await asyncio.gather(*(one(s, x) for x in xs))
 
     out = run(_with_stubs(st.target, go))
@@ -398,10 +490,12 @@ def test_queue_full_is_resource_exhausted(make_server, guard):  # noqa: ANN001
     for x, got in served:
         assert_outputs_match(got, expected(guard, x))
     reg = st.srv.metrics.registry
-    assert reg.get_sample_value("guard_requests_total", {
-        "rpc": "ModelInfer", "outcome": "resource_exhausted"}) == len(refused)
-    assert reg.get_sample_value("guard_requests_total", {
-        "rpc": "ModelInfer", "outcome": "ok"}) == len(served)
+    assert reg.get_sample_value(
+        "guard_requests_total", {"rpc": "ModelInfer", "outcome": "resource_exhausted"}
+    ) == len(refused)
+    assert reg.get_sample_value(
+        "guard_requests_total", {"rpc": "ModelInfer", "outcome": "ok"}
+    ) == len(served)
     # the server recovers once the queue drains
     x = images(3, seed=1)
     got = run(_with_stubs(st.target, lambda s: s.oip.ModelInfer(infer_request(x))))

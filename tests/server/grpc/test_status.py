@@ -33,7 +33,7 @@ class _Servicer:
         self.counts.append((rpc, outcome))
 
     @grpc_errors("Method")
-    async def Method(self, request: object, context: object) -> str:  # noqa: N802
+    async def Method(self, request: object, context: object) -> str:
         if self.exc is not None:
             raise self.exc
         return "answer"
@@ -51,12 +51,16 @@ def test_ok_is_counted() -> None:
     assert _call(None) == ("answer", [("Method", "ok")])
 
 
-@pytest.mark.parametrize("exc,code,outcome", [
-    (InputError("bad shape [2]"), grpc.StatusCode.INVALID_ARGUMENT, "invalid_argument"),
-    (Overloaded("queue full; retry"), grpc.StatusCode.RESOURCE_EXHAUSTED, "resource_exhausted"),
-])
-def test_known_errors_keep_their_message(exc: Exception, code: grpc.StatusCode,
-                                         outcome: str) -> None:
+@pytest.mark.parametrize(
+    "exc,code,outcome",
+    [
+        (InputError("bad shape [2]"), grpc.StatusCode.INVALID_ARGUMENT, "invalid_argument"),
+        (Overloaded("queue full; retry"), grpc.StatusCode.RESOURCE_EXHAUSTED, "resource_exhausted"),
+    ],
+)
+def test_known_errors_keep_their_message(
+    exc: Exception, code: grpc.StatusCode, outcome: str
+) -> None:
     abort, counts = _call(exc)
     assert isinstance(abort, _Abort)
     assert (abort.code, abort.details) == (code, str(exc))
