@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import NoReturn, cast
 
 import numpy as np
 
@@ -25,6 +28,95 @@ EXIT_USAGE = 2
 #: A hook that adds subcommands (``subparsers.add_parser(...)`` with ``set_defaults(func=...)``).
 AddCommands = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], None]
 EXIT_INTERNAL = 1
+
+
+# --------------------------------------------------------------------------- option types
+# argparse calls these on the option's text; an ArgumentTypeError becomes
+# "guard: error: argument --NAME: MESSAGE" (see _Parser.error), exit code 2.
+def _integer(text: str, least: int, what: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a {what} integer, got {text!r}") from None
+    if value < least:
+        raise argparse.ArgumentTypeError(f"expected a {what} integer, got {text!r}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    """An integer >= 1 (sizes, counts)."""
+    return _integer(text, 1, "positive")
+
+
+def nonneg_int(text: str) -> int:
+    """An integer >= 0 (0 = none / off)."""
+    return _integer(text, 0, "non-negative")
+
+
+def _number(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    return value
+
+
+def positive_float(text: str) -> float:
+    value = _number(text)
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
+
+
+def fraction(text: str) -> float:
+    """A share in [0, 1) (0 = none)."""
+    value = _number(text)
+    if not 0 <= value < 1:  # NaN fails too
+        raise argparse.ArgumentTypeError(f"expected a fraction in [0, 1), got {text!r}")
+    return value
+
+
+def rate(text: str) -> float:
+    """A target rate in (0, 1)."""
+    value = _number(text)
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"expected a rate in (0, 1), got {text!r}")
+    return value
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with the CLI's one-line errors: ``guard: error: ...``, exit code 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"guard: error: {message} (see {self.prog} --help)\n")
+
+
+# --------------------------------------------------------------------------- output paths
+def check_out(path: str | Path, *, directory: bool) -> Path:
+    """Refuse, before any long work, an ``--out`` that cannot be written.
+
+    ``directory``: ``--out`` is a directory to create or fill (else a file). The nearest
+    existing folder of the path must be a writable directory; a probe file is created there and
+    removed (``os.access`` says yes to root even on a read-only file system).
+    """
+    out = Path(path)
+    if out.is_dir() and not directory:
+        raise InputError(f"cannot write --out {out}: it is a directory; expected a file path")
+    if out.exists() and not out.is_dir() and directory:
+        raise InputError(f"cannot write --out {out}: it is a file, not a directory")
+    folder = out.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        raise InputError(f"cannot write --out {out}: {folder} is not a directory")
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        raise InputError(
+            f"cannot write --out {out}: {folder} is not writable ({exc.strerror or exc})"
+        ) from None
+    return out
 
 
 def _labels(arrays: dict[str, np.ndarray], n: int) -> np.ndarray | None:
@@ -52,12 +144,15 @@ def cmd_fit(args: argparse.Namespace) -> int:
 
     if Path(args.out).exists() and not args.overwrite:  # refuse before the (long) fit
         raise ArtifactError(f"{args.out} already exists (pass --overwrite to replace)")
+    check_out(args.out, directory=True)
     model = OnnxClassifier(args.model)
     data = load_npz(args.train, "x", ("y",))
     x = data["x"][: args.limit] if args.limit else data["x"]
     y = _labels(data, len(data["x"]))
     y = y[: len(x)] if y is not None else None
-    x_calib = load_npz(args.calib, "x")["x"] if args.calib else None
+    x = model.prepare(x)  # bad inputs are refused first, as the fit would
+    x_calib = model.prepare(load_npz(args.calib, "x")["x"]) if args.calib else None
+    _check_calibration_size(args, len(x), None if x_calib is None else len(x_calib))
     nonneg = {"auto": None, "yes": True, "no": False}[args.nonneg]
     guard = Guard(
         nonneg=nonneg,
@@ -68,9 +163,13 @@ def cmd_fit(args: argparse.Namespace) -> int:
         calib_fraction=args.calib_fraction,
         target_abstain_rate=args.target_abstain_rate,
         target_flag_rate=args.target_flag_rate,
+        ood=not args.no_ood,
     )
     guard.fit(model, x, y, x_calib=x_calib, class_names=_class_names(args.class_names))
-    out = save_artifact(guard, args.out, overwrite=args.overwrite)
+    try:
+        out = save_artifact(guard, args.out, overwrite=args.overwrite)
+    except OSError as exc:
+        raise InputError(f"cannot write --out {args.out}: {exc}") from None
     print(
         f"fitted {len(x)} training inputs: {model.n_features} features, {model.n_classes} "
         f"classes, nonneg={guard.nonneg_}, affine check error {guard.affine_error_:.1e}"
@@ -88,9 +187,59 @@ def cmd_fit(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_calibration_size(args: argparse.Namespace, n_train: int, n_given: int | None) -> None:
+    """Refuse, before running the model, a calibration set too small for what it calibrates,
+    saying what each part needs and how to fix it (``--calib``, ``--calib-fraction``, or
+    fewer needed)."""
+    from .detectors import MIN_CALIB
+
+    if n_given is None and args.calib_fraction == 0:
+        return  # no calibration asked for
+    n_cal = n_given if n_given is not None else int(round(args.calib_fraction * n_train))
+    needs = {
+        f"--target-abstain-rate {args.target_abstain_rate:g}": math.ceil(
+            1 / args.target_abstain_rate
+        )
+        - 1,
+        f"--target-flag-rate {args.target_flag_rate:g}": math.ceil(1 / args.target_flag_rate) - 1,
+    }
+    if not args.no_ood:
+        needs = {"the combined out-of-distribution score": MIN_CALIB} | needs
+    need = max(max(needs.values()), 1)
+    if n_cal >= need:
+        return
+    if n_given is not None:
+        have = f"--calib has {n_cal} inputs"
+        fixes = [f"pass a --calib file with at least {need} held-out in-distribution inputs"]
+    else:
+        have = (
+            f"--calib-fraction {args.calib_fraction:g} of {n_train} training inputs holds "
+            f"out {n_cal}"
+        )
+        fixes = [f"pass --calib FILE.npz with at least {need} held-out in-distribution inputs"]
+        share = math.ceil(100 * need / n_train) / 100
+        if share < 1 and n_train - round(share * n_train) >= 2:
+            fixes.append(f"raise --calib-fraction to {share:g}")
+    fixes.append(
+        "need fewer: --no-ood (abstain on the calibrated hull distance instead of the "
+        "combined score) and larger target rates"
+    )
+    fixes.append(
+        "or fit without calibration: --calib-fraction 0"
+        + (" and no --calib" if n_given is not None else "")
+        + " (only the ambiguity rule decides)"
+    )
+    why = ", ".join(f"{what} needs {k}" for what, k in needs.items())
+    raise InputError(
+        f"calibration needs at least {need} held-out inputs ({why}), but {have}: "
+        + "; ".join(fixes)
+    )
+
+
 def cmd_score(args: argparse.Namespace) -> int:
     from .artifact import load_artifact
 
+    out = check_out(args.out, directory=False)
     guard = load_artifact(args.artifact, args.model, progress=not args.no_progress)
     if args.top_support is not None:
         guard.top_support = args.top_support
@@ -102,16 +251,18 @@ def cmd_score(args: argparse.Namespace) -> int:
         if guard.model_ is None:
             raise InputError("this artifact has no model; score it with --features")
         scores = guard.score(x)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     d = guard.decide(scores)
     arrays = scores.as_dict() | {
         "abstain": d.abstain,
         "adversarial": d.adversarial,
         "flags": d.flags,
     }
-    with open(out, "wb") as fh:  # a path would get ".npz" appended when it lacks the suffix
-        np.savez(fh, **arrays)  # type: ignore[arg-type]  # numpy stub: **kwds typed as bool
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with open(out, "wb") as fh:  # a path would get ".npz" appended when it lacks the suffix
+            np.savez(fh, **arrays)  # type: ignore[arg-type]  # numpy stub: **kwds typed as bool
+    except OSError as exc:
+        raise InputError(f"cannot write --out {out}: {exc}") from None
     print(summary_line(scores))
     print(f"scores written to {out}")
     return 0
@@ -140,6 +291,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         )
     if args.ood and not args.test:
         raise InputError("--ood needs --train and --test")
+    check_out(args.out, directory=True)
     guard = load_artifact(args.artifact, args.model, progress=not args.no_progress)
     if guard.model_ is None:
         raise InputError("this artifact has no model; the report needs it to run the images")
@@ -178,11 +330,13 @@ def cmd_info(args: argparse.Namespace) -> int:
 def build_parser(extra: AddCommands | None = None) -> argparse.ArgumentParser:
     """The ``guard`` parser; ``extra`` adds commands of other layers (the server adds ``serve``
     and ``demo``: the core never imports it)."""
-    p = argparse.ArgumentParser(
-        prog="guard", description="Feature-space geometry of an ONNX image classifier."
-    )
+    p = _Parser(prog="guard", description="Feature-space geometry of an ONNX image classifier.")
     p.add_argument("--version", action="version", version=f"guard {__version__}")
-    sub = p.add_subparsers(dest="command", required=True)
+    # the subcommands' parsers are _Parser too (one-line errors); typed as the hook expects
+    sub = cast(
+        "argparse._SubParsersAction[argparse.ArgumentParser]",
+        p.add_subparsers(dest="command", required=True),
+    )
 
     f = sub.add_parser("fit", help="fit the geometry of an ONNX classifier on training inputs")
     f.add_argument("--model", required=True, help="ONNX classifier ending in an affine layer")
@@ -197,14 +351,16 @@ def build_parser(extra: AddCommands | None = None) -> argparse.ArgumentParser:
     )
     f.add_argument(
         "--hull-k",
-        type=int,
+        type=positive_int,
         default=64,
         help="size of the first hull working set (nearest points of a subsample, at most 16)",
     )
-    f.add_argument("--hull-tol", type=float, default=1e-3, help="relative gap of hull bounds")
+    f.add_argument(
+        "--hull-tol", type=positive_float, default=1e-3, help="relative gap of hull bounds"
+    )
     f.add_argument("--class-names", help="comma-separated names, or a file with one per line")
-    f.add_argument("--batch-size", type=int, default=256)
-    f.add_argument("--limit", type=int, help="use only the first N training inputs")
+    f.add_argument("--batch-size", type=positive_int, default=256, help="model batch size")
+    f.add_argument("--limit", type=positive_int, help="use only the first N training inputs")
     f.add_argument(
         "--calib",
         help=".npz with 'x': held-out in-distribution inputs that "
@@ -212,22 +368,28 @@ def build_parser(extra: AddCommands | None = None) -> argparse.ArgumentParser:
     )
     f.add_argument(
         "--calib-fraction",
-        type=float,
+        type=fraction,
         default=0.1,
         help="share of --train held out for calibration when --calib is not given "
-        "(0: no calibration)",
+        "(0: no calibration; in [0, 1))",
     )
     f.add_argument(
         "--target-abstain-rate",
-        type=float,
+        type=rate,
         default=0.05,
         help="false out-of-distribution abstain rate on in-distribution data",
     )
     f.add_argument(
         "--target-flag-rate",
-        type=float,
+        type=rate,
         default=0.01,
         help="false adversarial-flag rate on clean data",
+    )
+    f.add_argument(
+        "--no-ood",
+        action="store_true",
+        help="no combined out-of-distribution score (it needs at least 100 calibration inputs): "
+        "abstain when the hull distance exceeds its calibrated threshold",
     )
     f.add_argument("--no-progress", action="store_true")
     f.set_defaults(func=cmd_fit)
@@ -239,7 +401,7 @@ def build_parser(extra: AddCommands | None = None) -> argparse.ArgumentParser:
     src.add_argument("--features", help=".npz with 'f' (N x feature dim) to skip the model")
     s.add_argument("--out", required=True, help="output .npz")
     s.add_argument("--model", help="check that this ONNX model is the one the artifact was fit on")
-    s.add_argument("--top-support", type=int, help="support points per input (default 8)")
+    s.add_argument("--top-support", type=nonneg_int, help="support points per input (default 8)")
     s.add_argument("--no-progress", action="store_true")
     s.set_defaults(func=cmd_score)
 
@@ -264,22 +426,22 @@ def build_parser(extra: AddCommands | None = None) -> argparse.ArgumentParser:
         metavar="NAME=PATH",
         help=".npz with 'x' of out-of-distribution inputs (repeatable)",
     )
-    r.add_argument("--n-test", type=int, default=2000, help="test images (seeded subset)")
+    r.add_argument("--n-test", type=positive_int, default=2000, help="test images (seeded subset)")
     r.add_argument(
         "--n-calib",
-        type=int,
+        type=nonneg_int,
         default=2000,
         help="held-out training inputs that calibrate the peers' thresholds",
     )
     r.add_argument(
         "--n-shift",
-        type=int,
+        type=nonneg_int,
         default=1000,
         help="images per covariate shift (built-in data only; 0: none)",
     )
     r.add_argument(
         "--n-pixel",
-        type=int,
+        type=nonneg_int,
         default=300,
         help="test images projected onto the pixel-space training hull",
     )
@@ -290,7 +452,7 @@ def build_parser(extra: AddCommands | None = None) -> argparse.ArgumentParser:
         metavar="FILE.md",
         help="append another evaluation's Markdown (repeatable)",
     )
-    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--seed", type=nonneg_int, default=0)
     r.add_argument("--no-progress", action="store_true")
     r.set_defaults(func=cmd_report)
 
@@ -306,7 +468,10 @@ def build_parser(extra: AddCommands | None = None) -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None, extra: AddCommands | None = None) -> int:
     """Run one command; user errors print one line and exit 2 (see the module docstring)."""
     argv = sys.argv[1:] if argv is None else list(argv)
-    args = build_parser(extra).parse_args(argv)
+    try:
+        args = build_parser(extra).parse_args(argv)
+    except SystemExit as exc:  # --help / --version (0), or a usage error already printed (2)
+        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
     args.argv = argv
     try:
         return int(args.func(args))

@@ -3,8 +3,10 @@ endpoint, started and stopped together from one :class:`~server.settings.Setting
 
 Start: bind gRPC (health NOT_SERVING), start the data plane (batcher + self-check inference),
 expose metrics, then report SERVING. Stop (SIGTERM / SIGINT under :func:`serve`): not ready,
-health NOT_SERVING, new calls refused, in-flight calls finish (up to ``grace_s``), then the
-batcher and the metrics endpoint close.
+health NOT_SERVING, new calls answered UNAVAILABLE, in-flight calls finish (up to ``grace_s``;
+what is still running then is answered UNAVAILABLE), gRPC stops, then the batcher and the
+metrics endpoint close (see :mod:`server.grpc.server`). Under :func:`serve` a second signal
+during the stop is logged and ignored, and the process exits 0.
 """
 
 from __future__ import annotations
@@ -49,12 +51,14 @@ class GuardServer:
             max_batch_size=s.max_batch_size,
             max_delay_s=s.max_queue_delay_ms / 1000.0,
             max_queue=s.max_queue_size,
+            max_images_per_request=s.max_images_per_request,
         )
         self.grpc = GrpcServer(
             self.dataplane, host=s.host, port=s.port, max_message_bytes=s.max_message_bytes
         )
         self.metrics_port = -1
         self._started = False
+        self._stopping: asyncio.Future[None] | None = None
         self._stopped = asyncio.Event()
 
     @property
@@ -86,13 +90,24 @@ class GuardServer:
         )
         return self.port
 
+    @property
+    def stopping(self) -> bool:
+        return self._stopping is not None
+
     async def stop(self, grace: float | None = None) -> None:
-        """Stop accepting, let in-flight requests finish (up to ``grace`` s), then shut down.
-        A second call is a no-op."""
-        if not self._started or self._stopped.is_set():
+        """Stop accepting, let in-flight requests finish (up to ``grace`` s, default
+        ``settings.grace_s``), then shut down. Later calls wait for the first one's stop."""
+        if not self._started:
             return
+        if self._stopping is None:
+            self._stopping = asyncio.ensure_future(
+                self._stop(self.settings.grace_s if grace is None else grace)
+            )
+        await asyncio.shield(self._stopping)
+
+    async def _stop(self, grace: float) -> None:
         self.dataplane.ready = False
-        await self.grpc.stop(self.settings.grace_s if grace is None else grace)
+        await self.grpc.stop(grace)
         await self.dataplane.stop()
         self.metrics.close()
         self._stopped.set()
@@ -107,11 +122,55 @@ async def serve(
     announce: Callable[[GuardServer], None] = lambda srv: None,
 ) -> None:
     """Run until SIGTERM / SIGINT, then stop gracefully. ``announce(server)`` is called once it
-    serves (after the signal handlers are installed, so an early SIGTERM is already graceful)."""
+    serves (after the signal handlers are installed, so an early SIGTERM is already graceful).
+    Once stopped, the process is exiting: SIGTERM / SIGINT are ignored from then on (Python's
+    finalization would reset its handlers to the default action, which kills with status 143).
+    Main thread only (signal handlers)."""
     srv = GuardServer(settings)
     await srv.start()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, lambda: asyncio.ensure_future(srv.stop()))
+    install_signal_handlers(asyncio.get_running_loop(), srv)
     announce(srv)
     await srv.wait()
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)
+
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+def install_signal_handlers(loop: asyncio.AbstractEventLoop, srv: GuardServer) -> None:
+    """SIGTERM / SIGINT start ``srv.stop()``; any later one is logged and ignored.
+
+    Plain ``signal.signal`` handlers rather than ``loop.add_signal_handler``: closing the event
+    loop resets the latter to the default action, so a second SIGTERM arriving while the process
+    exits would kill it with status 143.
+    """
+
+    seen = 0
+
+    def on_loop(sig: signal.Signals) -> None:
+        nonlocal seen
+        seen += 1
+        if seen > 1 or srv.stopping:
+            log.warning(
+                "%s during the shutdown: ignored (in-flight requests are finishing, grace %g s)",
+                sig.name,
+                srv.settings.grace_s,
+            )
+            return
+        log.info(
+            "%s: shutting down (new requests get UNAVAILABLE; in-flight ones get up to %g s)",
+            sig.name,
+            srv.settings.grace_s,
+        )
+        asyncio.ensure_future(srv.stop())
+
+    def handler(signum: int, frame: object) -> None:
+        sig = signal.Signals(signum)
+        try:
+            loop.call_soon_threadsafe(on_loop, sig)
+        except RuntimeError:  # the loop is already closed: the process is exiting anyway
+            log.warning("%s while exiting: ignored", sig.name)
+
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, handler)

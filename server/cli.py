@@ -38,6 +38,7 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-batch-size", type=int, help="dynamic batching: images per batch (64)")
     p.add_argument("--max-queue-delay-ms", type=float, help="dynamic batching: max wait (2 ms)")
     p.add_argument("--max-queue-size", type=int, help="queued requests before RESOURCE_EXHAUSTED")
+    p.add_argument("--max-images-per-request", type=int, help="images one request may carry (1024)")
     p.add_argument("--max-message-bytes", type=int, help="largest gRPC message (64 MiB)")
     p.add_argument(
         "--no-geometry",
@@ -52,7 +53,9 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
         help="where the geometry's scans run (auto: a CUDA GPU when present)",
     )
     p.add_argument("--grace-s", type=float, help="seconds in-flight requests get on SIGTERM")
-    p.add_argument("--log-level", help="Python logging level (INFO)")
+    p.add_argument(
+        "--log-level", help="logging level: DEBUG, INFO (default), WARNING, ERROR, CRITICAL"
+    )
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
@@ -87,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     settings = Settings.from_env(**{f.name: getattr(args, f.name, None) for f in fields(Settings)})
     logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     try:
         asyncio.run(_serve(settings))

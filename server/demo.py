@@ -27,7 +27,7 @@ from typing import IO
 import numpy as np
 
 from guard.artifact import read_manifest
-from guard.errors import GuardError
+from guard.errors import ArtifactError, GuardError
 from guard.types import FLAG_ADVERSARIAL, FLAG_AMBIGUOUS, FLAG_OOD  # the "flags" output's bits
 
 DEFAULT_ARTIFACT = "artifacts/fmnist_resnet"
@@ -240,12 +240,19 @@ def ensure_artifact(artifact: Path) -> None:
     from guard.model import sha256_bytes
 
     if (artifact / "manifest.json").is_file():
-        fitted = (read_manifest(artifact).get("model") or {}).get("sha256")
-        if not DEFAULT_MODEL.is_file() or fitted == sha256_bytes(DEFAULT_MODEL.read_bytes()):
-            return
-        if artifact.resolve() != Path(DEFAULT_ARTIFACT).resolve():
-            return  # someone else's artifact: serve it as it is
-        print(f"{artifact} was fitted on an older built-in model: refitting")
+        is_default = artifact.resolve() == Path(DEFAULT_ARTIFACT).resolve()
+        try:
+            fitted = (read_manifest(artifact).get("model") or {}).get("sha256")
+        except ArtifactError as exc:
+            if not is_default:
+                raise  # someone else's artifact: say what is wrong with it
+            print(f"{artifact} is not usable ({exc}): refitting the built-in guard")
+        else:
+            if not DEFAULT_MODEL.is_file() or fitted == sha256_bytes(DEFAULT_MODEL.read_bytes()):
+                return
+            if not is_default:
+                return  # someone else's artifact: serve it as it is
+            print(f"{artifact} was fitted on an older built-in model: refitting")
 
     if not DEFAULT_MODEL.is_file():
         raise DemoError(

@@ -7,6 +7,11 @@ Inference Protocol also uses) and carries its gRPC status name and its HTTP stat
 the same error the same way. Anything not in the table is a bug: ``INTERNAL``, logged by the
 transport, never shown to the client in detail.
 
+Client-supplied text (a model name, an output name) is quoted through :func:`echo`, which cuts it
+to :data:`MAX_ECHO` characters, and every status message goes out through :func:`status_message`,
+which bounds the whole message: a 10 KB model name must give NOT_FOUND with a readable message,
+not a status whose metadata exceeds the transport's limit.
+
 No transport is imported here (the data plane raises these errors).
 """
 
@@ -68,6 +73,28 @@ STATUS: tuple[tuple[type[BaseException], Code], ...] = (
     (NotFittedError, Code.FAILED_PRECONDITION),
     (GuardError, Code.FAILED_PRECONDITION),
 )
+
+
+#: Longest client-supplied text quoted in a message (characters, before the ellipsis).
+MAX_ECHO = 200
+#: Longest status message sent to a client (gRPC carries it in a trailer; HTTP in the body).
+MAX_MESSAGE = 1000
+
+
+def echo(text: object, limit: int = MAX_ECHO) -> str:
+    """``repr`` of client-supplied ``text``, cut to ``limit`` characters + "…" (and its length)."""
+    s = str(text)
+    if len(s) <= limit:
+        return repr(s)
+    return f"{s[:limit]!r}… ({len(s)} characters)"
+
+
+def status_message(exc: BaseException) -> str:
+    """The message a client sees for ``exc`` (a known error), at most :data:`MAX_MESSAGE` long."""
+    msg = str(exc)
+    if len(msg) <= MAX_MESSAGE:
+        return msg
+    return msg[:MAX_MESSAGE] + "… (truncated)"
 
 
 def code_of(exc: BaseException) -> Code:

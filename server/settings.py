@@ -12,6 +12,7 @@ from typing import Any
 from guard.errors import InputError
 
 ENV_PREFIX = "GUARD_"
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,9 @@ class Settings:
     """Dynamic batching: longest wait for more requests before a batch runs."""
     max_queue_size: int = 256
     """Requests waiting for a batch; beyond this new requests get RESOURCE_EXHAUSTED."""
+    max_images_per_request: int = 1024
+    """Most images one request may carry; more get INVALID_ARGUMENT. A request over
+    ``max_batch_size`` runs in chunks of that size, interleaved with other requests."""
     max_message_bytes: int = 64 * 1024 * 1024
     """Largest gRPC message accepted or sent."""
     geometry: bool = True
@@ -42,7 +46,10 @@ class Settings:
     grace_s: float = 10.0
     """On SIGTERM: seconds in-flight requests get to finish."""
     log_level: str = "INFO"
-    """Python logging level."""
+    """Python logging level: DEBUG, INFO, WARNING, ERROR or CRITICAL (any case)."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "log_level", str(self.log_level).upper())  # frozen: set once
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
@@ -63,10 +70,17 @@ class Settings:
             raise InputError("max_batch_size and max_queue_size must be >= 1")
         if self.max_queue_delay_ms < 0 or self.grace_s < 0:
             raise InputError("max_queue_delay_ms and grace_s must be >= 0")
+        if self.max_images_per_request < 1:
+            raise InputError("max_images_per_request must be >= 1")
         if self.max_message_bytes < 1024:
             raise InputError("max_message_bytes must be >= 1024")
         if self.device not in ("auto", "cpu", "cuda"):
             raise InputError(f"device must be auto, cpu or cuda, got {self.device!r}")
+        if self.log_level not in LOG_LEVELS:
+            raise InputError(
+                f"log_level must be one of {', '.join(LOG_LEVELS)} (any case), got "
+                f"{self.log_level.lower()!r}"
+            )
 
 
 def _parse(name: str, type_name: str, raw: str) -> object:

@@ -1,14 +1,13 @@
 """ONNX adapter: one onnxruntime run gives the logits *and* the last hidden layer's features.
 
-Any ONNX classifier whose logits come from a final affine layer works (paper eq. 4):
+Any ONNX classifier whose logits come from a final affine layer works (paper eq. 4); how the
+layer is found, and which heads are read as affine, is :mod:`.head`'s business. The features
+tensor (the layer's input) is added as an extra graph output, so a single run yields both.
 
-* ``Gemm(features, B, C)`` (``transA = 0``; ``transB``, ``alpha`` and ``beta`` honoured), or
-* ``MatMul(features, B)`` optionally followed by ``Add(., C)``,
-
-optionally followed by ``Softmax`` / ``LogSoftmax`` (dropped: they do not change the order of the
-classes). ``W`` (n x f) and ``b`` (n,) are read from the initializers and the layer's input is
-added as an extra graph output, so a single run yields both tensors. Anything else is refused with
-a :class:`~guard.errors.ModelError` that names the last node.
+Weights stored as external data beside the ``.onnx`` file are read from the model file's own
+directory and embedded (:mod:`.external`): :attr:`OnnxClassifier.data` is always one
+self-contained model, and its sha256 covers every weight. A model exported with a fixed batch size
+runs on any number of inputs, in chunks of that size.
 """
 
 from __future__ import annotations
@@ -19,13 +18,17 @@ from pathlib import Path
 import numpy as np
 import onnx
 import onnxruntime as ort
-from onnx import numpy_helper
 
 from ..errors import InputError, ModelError
 from ..geometry.progress import progress_bar
+from .external import embed_external_data
+from .head import find_affine_head, split_affine_head
 
-_SOFTMAX_OPS = {"Softmax", "LogSoftmax"}
-_PASS_THROUGH = {"Identity"}
+__all__ = ["OnnxClassifier", "available_providers", "sha256_bytes", "split_affine_head"]
+
+
+#: protobuf's limit on one serialized message: a model with external data must fit in it.
+_MAX_PROTOBUF = 2**31
 
 
 def sha256_bytes(data: bytes) -> str:
@@ -38,149 +41,73 @@ def available_providers() -> list[str]:
     return [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in have]
 
 
-class _Graph:
-    """Name lookups over an ONNX graph."""
-
-    def __init__(self, graph: onnx.GraphProto) -> None:
-        self.graph = graph
-        self.producer = {o: n for n in graph.node for o in n.output}
-        self.inits = {t.name: t for t in graph.initializer}
-
-    def constant(self, name: str) -> np.ndarray | None:
-        """Value of a tensor that is an initializer or a Constant (through Identity nodes)."""
-        if name in self.inits:
-            return numpy_helper.to_array(self.inits[name])
-        node = self.producer.get(name)
-        if node is None:
-            return None
-        if node.op_type == "Constant":
-            for a in node.attribute:
-                if a.name == "value":
-                    return numpy_helper.to_array(a.t)
-            return None
-        if node.op_type in _PASS_THROUGH:
-            return self.constant(node.input[0])
-        return None
-
-    def skip_identity(self, name: str) -> str:
-        node = self.producer.get(name)
-        while node is not None and node.op_type in _PASS_THROUGH:
-            name = node.input[0]
-            node = self.producer.get(name)
-        return name
-
-
-def _describe(node: onnx.NodeProto | None, tensor: str) -> str:
-    if node is None:
-        return f"'{tensor}' is a graph input, not computed by a layer"
-    return f"last node is {node.op_type} '{node.name or '(unnamed)'}' producing '{tensor}'"
-
-
-def split_affine_head(model: onnx.ModelProto) -> tuple[str, str, np.ndarray, np.ndarray]:
-    """Find the final affine layer of a classifier.
-
-    Returns:
-        (logits_name, features_name, W (n, f) float64, b (n,) float64).
-
-    Raises:
-        ModelError: if the logits are not an affine function of one tensor with constant weights.
-    """
-    g = _Graph(model.graph)
-    if len(model.graph.output) != 1:
-        names = [o.name for o in model.graph.output]
+def _self_contained(proto: onnx.ModelProto, path: Path | None, raw: bytes) -> bytes:
+    """The model's bytes with every external tensor embedded (``raw`` when there is none)."""
+    if not embed_external_data(proto, path):
+        return raw
+    size = proto.ByteSize()
+    if size >= _MAX_PROTOBUF:
         raise ModelError(
-            f"expected a classifier with a single output (logits), got outputs {names}"
+            f"the model {path} with its external data has {size / 2**30:.1f} GiB, more than "
+            f"one ONNX protobuf can hold (2 GiB); guard stores and hashes the model as one file"
         )
-    logits = g.skip_identity(model.graph.output[0].name)
-    node = g.producer.get(logits)
-    if node is not None and node.op_type in _SOFTMAX_OPS:
-        logits = g.skip_identity(node.input[0])
-        node = g.producer.get(logits)
-    refuse = (
-        "the model does not end in an affine layer (Gemm, or MatMul + Add, optionally followed "
-        "by Softmax): {}"
-    )
-    if node is None:
-        raise ModelError(refuse.format(_describe(node, logits)))
-    bias: np.ndarray | None = None
-    if node.op_type == "Gemm":
-        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
-        B = g.constant(node.input[1])
-        if attrs.get("transA", 0) != 0 or B is None:
-            raise ModelError(refuse.format(_describe(node, logits) + " (non-constant weights)"))
-        B = B.astype(np.float64) * float(attrs.get("alpha", 1.0))
-        W = B if attrs.get("transB", 0) else B.T
-        if len(node.input) > 2 and node.input[2]:
-            C = g.constant(node.input[2])
-            if C is None:
-                raise ModelError(refuse.format(_describe(node, logits) + " (non-constant bias)"))
-            bias = C.astype(np.float64) * float(attrs.get("beta", 1.0))
-        features = node.input[0]
-    else:
-        if node.op_type == "Add":
-            consts = [g.constant(i) for i in node.input]
-            k = next((i for i, c in enumerate(consts) if c is not None), None)
-            if k is None:
-                raise ModelError(refuse.format(_describe(node, logits) + " (no constant bias)"))
-            bias = np.asarray(consts[k], dtype=np.float64)
-            inner = g.skip_identity(node.input[1 - k])
-            node = g.producer.get(inner)
-            if node is None or node.op_type != "MatMul":
-                raise ModelError(refuse.format(_describe(node, inner) + " before the final Add"))
-        if node.op_type != "MatMul":
-            raise ModelError(refuse.format(_describe(node, logits)))
-        B = g.constant(node.input[1])
-        if B is None or B.ndim != 2:
-            raise ModelError(refuse.format(_describe(node, logits) + " (non-constant weights)"))
-        W = B.astype(np.float64).T
-        features = node.input[0]
-    n = W.shape[0]
-    if bias is not None and bias.size not in (1, n):
-        raise ModelError(f"final bias has {bias.size} values for {n} classes")
-    b = np.zeros(n) if bias is None else np.broadcast_to(bias.reshape(-1), (n,)).copy()
-    return logits, features, np.ascontiguousarray(W), b
+    return proto.SerializeToString()
 
 
 class OnnxClassifier:
     """An ONNX classifier run through onnxruntime with its penultimate features exposed.
 
     Args:
-        model: path to a ``.onnx`` file or its bytes.
+        model: path to a ``.onnx`` file or its bytes. External data (weights in files beside
+            the ``.onnx`` file) is read relative to the model file, never the working
+            directory, and must lie inside the model's directory; a model given as bytes must
+            be self-contained.
         providers: onnxruntime execution providers; default :func:`available_providers`.
 
     Attributes:
-        sha256: hex digest of the original model bytes.
-        W: (n_classes, n_features) float64 final-layer weights; b: (n_classes,) biases.
-        input_name, input_shape: the model's input (``None`` for a dynamic dimension).
+        data: the self-contained model: the file's bytes, or, for a model with external data,
+            the model with every tensor embedded (what an artifact stores as ``model.onnx``).
+        sha256: hex digest of ``data`` (so it covers the external weights too).
+        W: (n_classes, n_features) float64 final-layer weights; b: (n_classes,) biases, with
+            constant affine operations after the last layer folded in (:mod:`.head`).
+        head: the head as found (:class:`~.head.AffineHead`), for messages.
+        input_name, input_shape: the model's input (``None`` for a dynamic dimension; a fixed
+            batch size is honoured by :meth:`run`).
     """
 
     def __init__(self, model: str | Path | bytes, providers: list[str] | None = None) -> None:
+        path: Path | None = None
         if isinstance(model, (str, Path)):
             path = Path(model)
             if not path.is_file():
                 raise InputError(f"model file not found: {path}")
-            data = path.read_bytes()
+            raw = path.read_bytes()
         else:
-            data = bytes(model)
+            raw = bytes(model)
         try:
-            proto = onnx.load_from_string(data)
+            proto = onnx.load_from_string(raw)
         except Exception as exc:  # noqa: BLE001 - onnx raises several unrelated types
             raise ModelError(f"cannot parse the ONNX model: {exc}") from None
-        self.data = data
-        self.sha256 = sha256_bytes(data)
-        self.logits_name, self.features_name, self.W, self.b = split_affine_head(proto)
+        self.data = _self_contained(proto, path, raw)
+        self.sha256 = sha256_bytes(self.data)
+        self.head = find_affine_head(proto)
+        self.logits_name, self.features_name = self.head.logits, self.head.features
+        self.W, self.b = self.head.W, self.head.b
         inits = {t.name for t in proto.graph.initializer}
         inputs = [i for i in proto.graph.input if i.name not in inits]
         if len(inputs) != 1:
             raise ModelError(f"expected a model with one input, got {[i.name for i in inputs]}")
         self.input_name = inputs[0].name
         dims = inputs[0].type.tensor_type.shape.dim
-        self.input_shape = tuple(d.dim_value if d.HasField("dim_value") else None for d in dims)
+        self.input_shape = tuple(
+            d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None for d in dims
+        )
         elem = inputs[0].type.tensor_type.elem_type
         if elem not in (onnx.TensorProto.FLOAT, onnx.TensorProto.UNDEFINED):
             raise ModelError(
                 f"expected a float32 model input, got {onnx.TensorProto.DataType.Name(elem)}"
             )
+        proto.graph.node.extend(self.head.feature_nodes)  # a conv head: the spatial mean
         known = {o.name for o in proto.graph.output}
         for name in (self.logits_name, self.features_name):
             if name not in known:
@@ -222,33 +149,45 @@ class OnnxClassifier:
             raise InputError("input contains NaN or Inf")
         return np.ascontiguousarray(x)
 
+    @property
+    def fixed_batch(self) -> int | None:
+        """The batch size the model was exported with, or ``None`` for a dynamic batch."""
+        return self.input_shape[0] if self.input_shape else None
+
     def run(
         self, x: np.ndarray, *, batch_size: int = 256, progress: bool = False
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Logits (N, n) and features (N, f), float32, from one model run per batch."""
+        """Logits (N, n) and features (N, f), float32, from one model run per batch.
+
+        A model with a fixed batch size runs in chunks of exactly that size (``batch_size`` is
+        then ignored): the last chunk is padded with copies of its last input, and the
+        padding's outputs are dropped.
+        """
+        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)):
+            raise InputError(f"batch_size must be a positive integer, got {batch_size!r}")
+        if batch_size < 1:
+            raise InputError(f"batch_size must be a positive integer, got {batch_size}")
         x = self.prepare(x)
-        if self.input_shape and self.input_shape[0] is not None:  # exported with a fixed batch
-            batch_size = self.input_shape[0]
-            if len(x) % batch_size:
-                raise InputError(
-                    f"this model takes batches of exactly {batch_size} inputs; "
-                    f"got {len(x)}, not a multiple of {batch_size}"
-                )
+        fixed = self.fixed_batch
+        step = fixed or int(batch_size)
         logits, feats = [], []
         with progress_bar(len(x), "model", enabled=progress) as bar:
-            for lo in range(0, len(x), batch_size):
+            for lo in range(0, len(x), step):
+                chunk = x[lo : lo + step]
+                k = len(chunk)
+                if fixed is not None and k < fixed:
+                    chunk = np.concatenate([chunk, np.repeat(chunk[-1:], fixed - k, axis=0)])
                 z, phi = self.session.run(
-                    [self.logits_name, self.features_name],
-                    {self.input_name: x[lo : lo + batch_size]},
+                    [self.logits_name, self.features_name], {self.input_name: chunk}
                 )
-                if phi.ndim != 2 or phi.shape[1] != self.n_features:
+                if phi.ndim != 2 or phi.shape[1] != self.n_features or len(phi) != len(chunk):
                     raise ModelError(
                         f"features '{self.features_name}' have shape {phi.shape}, expected "
-                        f"(batch, {self.n_features})"
+                        f"({len(chunk)}, {self.n_features})"
                     )
-                logits.append(z.reshape(len(phi), -1))
-                feats.append(phi)
-                bar.update(len(phi))
+                logits.append(z.reshape(len(phi), -1)[:k])
+                feats.append(phi[:k])
+                bar.update(k)
         return (
             np.concatenate(logits).astype(np.float32, copy=False),
             np.concatenate(feats).astype(np.float32, copy=False),

@@ -1,30 +1,67 @@
-"""Dynamic batching: concurrent requests are merged up to ``max_batch_size`` images or
-``max_delay_s`` of waiting, then run as one batch in a worker thread (off the event loop).
+"""Dynamic batching: concurrent requests are merged into batches of at most ``max_batch_size``
+images (waiting up to ``max_delay_s`` for more), run one at a time in a worker thread (off the
+event loop).
 
-The queue is bounded: a request that finds it full is refused at once (``Overloaded``) instead of
-piling up latency. Requests are validated before they are queued, so one batch never fails
-because of another client's bad input.
+* Bounded and fair: a request larger than a batch runs in chunks. After each chunk it takes its
+  next turn behind the requests that arrived meanwhile (round robin), so a small request waits
+  for the batch in flight, not for a large request to finish. A request that fits in one batch
+  is never split.
+* Abandoned requests stop: when the caller's task is cancelled (a gRPC cancel or deadline), the
+  request's chunks that have not run yet never run.
+* Errors stay with their request: an image that fails in the model fails its own request only
+  (see :class:`~.pipeline.BatchRun`), and a batch that fails as a whole is rerun request by
+  request, so that only the request that caused it fails.
+* The queue is bounded: a request that finds ``max_queue`` requests waiting is refused at once
+  (``Overloaded``) instead of piling up latency.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import numpy as np
 
+from guard.errors import InputError
+
 from ..errors import NotReady, Overloaded
-from .pipeline import BatchResult
+from .pipeline import BatchResult, BatchRun
+
+log = logging.getLogger(__name__)
+
+_R = TypeVar("_R")
 
 
-@dataclass
-class _Item:
+@dataclass(eq=False)  # compared by identity: a request is in the waiting list at most once
+class _Request:
     x: np.ndarray
-    future: asyncio.Future
+    future: asyncio.Future[BatchResult]
     enqueued: float = field(default_factory=time.perf_counter)
+    scheduled: int = 0
+    """Images given to batches so far (chunks run in order, one batch at a time)."""
+    parts: list[BatchResult] = field(default_factory=list)
+
+    @property
+    def left(self) -> int:
+        return len(self.x) - self.scheduled
+
+
+@dataclass(frozen=True)
+class _Chunk:
+    """Images ``lo:hi`` of one request, in one batch."""
+
+    request: _Request
+    lo: int
+    hi: int
+
+    @property
+    def images(self) -> np.ndarray:
+        return self.request.x[self.lo : self.hi]
 
 
 class Batcher:
@@ -32,7 +69,7 @@ class Batcher:
 
     def __init__(
         self,
-        run: Callable[[np.ndarray], BatchResult],
+        run: Callable[[np.ndarray], BatchRun],
         *,
         max_batch_size: int,
         max_delay_s: float,
@@ -42,81 +79,132 @@ class Batcher:
         self._run = run
         self.max_batch_size = max_batch_size
         self.max_delay_s = max_delay_s
-        self._queue: asyncio.Queue[_Item] = asyncio.Queue(maxsize=max_queue)
+        self.max_queue = max_queue
+        self._waiting: list[_Request] = []  # requests with images left to run, in turn order
+        self._running: list[_Chunk] = []  # the batch in the worker
         self._arrived = asyncio.Event()
         self._on_queue_time = on_queue_time
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="guard-batch")
         self._task: asyncio.Task | None = None
         self._closing = False
-        self._carry: _Item | None = None  # taken from the queue, did not fit: runs next
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._loop(), name="guard-batcher")
 
     async def submit(self, x: np.ndarray) -> BatchResult:
-        """Queue ``x`` (B images) and wait for its results."""
+        """Queue ``x`` (B images) and wait for its results.
+
+        Cancelling the caller drops the images of ``x`` that have not run yet.
+        """
         if self._closing or self._task is None:
             raise NotReady("the server is not accepting requests (starting or shutting down)")
-        item = _Item(x, asyncio.get_running_loop().create_future())
-        try:
-            self._queue.put_nowait(item)
-        except asyncio.QueueFull:
+        if len(self._waiting) >= self.max_queue:
             raise Overloaded(
-                f"server overloaded: {self._queue.maxsize} requests already queued; retry later"
-            ) from None
+                f"server overloaded: {self.max_queue} requests already queued; retry later"
+            )
+        req = _Request(x, asyncio.get_running_loop().create_future())
+        self._waiting.append(req)
         self._arrived.set()
-        return await item.future
+        try:
+            return await req.future
+        except asyncio.CancelledError:  # the caller went away: nothing more runs for it
+            req.future.cancel()
+            if req in self._waiting:
+                self._waiting.remove(req)
+            raise
 
-    async def _collect(self) -> list[_Item]:
-        if self._carry is not None:
-            items, self._carry = [self._carry], None
-        else:
-            items = [await self._queue.get()]
-        n = len(items[0].x)  # a request larger than max_batch_size runs alone, unsplit
+    async def run_in_worker(self, fn: Callable[[np.ndarray], _R], x: np.ndarray) -> _R:
+        """``fn(x)`` in the worker thread, between batches (e.g. the self-check)."""
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, x)
+
+    # ---------------------------------------------------------------- forming batches
+    async def _collect(self) -> list[_Chunk]:
+        """The next batch: wait for a request, then up to ``max_delay_s`` for it to fill."""
+        while not self._waiting:
+            self._arrived.clear()
+            await self._arrived.wait()
         deadline = time.perf_counter() + self.max_delay_s
-        while n < self.max_batch_size:
-            if not self._queue.empty():
-                nxt = self._queue.get_nowait()
-                if n + len(nxt.x) > self.max_batch_size:  # would overshoot: it starts the next
-                    self._carry = nxt
-                    break
-                items.append(nxt)
-                n += len(nxt.x)
-                continue
+        chunks: list[_Chunk] = []
+        n = 0
+        while True:
+            n = self._fill(chunks, n)
+            if n >= self.max_batch_size or self._waiting:  # full, or what waits does not fit
+                break
             remaining = deadline - time.perf_counter()
             if remaining <= 0:
                 break
             self._arrived.clear()
-            try:  # waiting on an Event (not the queue) cannot lose an item when it times out
+            try:  # waiting on an Event (not a queue) cannot lose a request when it times out
                 await asyncio.wait_for(self._arrived.wait(), remaining)
             except asyncio.TimeoutError:
                 break
-        return items
+        return chunks
 
-    async def _loop(self) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            items = await self._collect()
-            now = time.perf_counter()
-            for it in items:
-                self._on_queue_time(now - it.enqueued)
-            x = items[0].x if len(items) == 1 else np.concatenate([it.x for it in items])
-            try:
-                result = await loop.run_in_executor(self._executor, self._run, x)
-            except Exception as exc:  # noqa: BLE001 - handed to every waiting request
-                for it in items:
-                    if not it.future.done():
-                        it.future.set_exception(exc)
+    def _fill(self, chunks: list[_Chunk], n: int) -> int:
+        """Add the waiting requests' next images to ``chunks`` (``n`` images so far), in turn
+        order, up to ``max_batch_size``; returns the new number of images."""
+        now = time.perf_counter()
+        for req in list(self._waiting):
+            space = self.max_batch_size - n
+            if space <= 0:
+                break
+            if req.future.done():  # cancelled by its caller
+                self._waiting.remove(req)
                 continue
-            lo = 0
-            for it in items:
-                hi = lo + len(it.x)
-                if not it.future.done():  # the client may have gone away
-                    it.future.set_result(result[lo:hi])
-                lo = hi
+            if space < req.left <= self.max_batch_size:
+                continue  # fits a batch of its own: not split, it goes first in the next one
+            k = min(req.left, space)
+            if req.scheduled == 0:
+                self._on_queue_time(now - req.enqueued)
+            chunks.append(_Chunk(req, req.scheduled, req.scheduled + k))
+            req.scheduled += k
+            n += k
+            self._waiting.remove(req)
+        return n
+
+    # ---------------------------------------------------------------- running them
+    async def _loop(self) -> None:
+        while True:
+            chunks = await self._collect()
+            if not chunks:
+                continue
+            self._running = chunks
+            await self._run_batch(chunks)
+            self._running = []
+            # a request with images left takes its next turn after those that arrived meanwhile
+            for c in chunks:
+                if c.request.left and not c.request.future.done():
+                    self._waiting.append(c.request)
+
+    async def _run_batch(self, chunks: list[_Chunk]) -> None:
+        live = [c for c in chunks if not c.request.future.done()]
+        if not live:
+            return
+        x = live[0].images if len(live) == 1 else np.concatenate([c.images for c in live])
+        try:
+            run = await self.run_in_worker(self._run, x)
+        except Exception as exc:  # noqa: BLE001 - it belongs to the request that caused it
+            if len(live) == 1:
+                _fail(live[0].request, exc)
+                return
+            log.warning(
+                "a batch of %d requests failed (%s: %s); rerunning them one at a time",
+                len(live),
+                type(exc).__name__,
+                exc,
+            )
+            for c in live:
+                await self._run_batch([c])
+            return
+        lo = 0
+        for c in live:
+            hi = lo + c.hi - c.lo
+            _deliver(c, run, lo, hi)
+            lo = hi
 
     async def close(self) -> None:
-        """Stop the worker (after the gRPC server has let in-flight requests finish)."""
+        """Stop the worker (after the gRPC server has let in-flight requests finish); requests
+        still waiting are answered ``NotReady``."""
         self._closing = True
         if self._task is not None:
             self._task.cancel()
@@ -124,4 +212,26 @@ class Batcher:
                 await self._task
             except asyncio.CancelledError:
                 pass
+        for req in self._waiting + [c.request for c in self._running]:
+            _fail(req, NotReady("the server is shutting down"))
+        self._waiting.clear()
         self._executor.shutdown(wait=True)
+
+
+def _deliver(c: _Chunk, run: BatchRun, lo: int, hi: int) -> None:
+    """Give chunk ``c`` its results, batch rows ``lo:hi`` of ``run``."""
+    req = c.request
+    if req.future.done():  # cancelled by its caller, or an earlier chunk failed
+        return
+    try:
+        req.parts.append(run.part(lo, hi, first=c.lo))
+    except InputError as exc:  # one of its own images failed in the model
+        req.future.set_exception(exc)
+        return
+    if c.hi == len(req.x):
+        req.future.set_result(BatchResult.concat(req.parts))
+
+
+def _fail(req: _Request, exc: BaseException) -> None:
+    if not req.future.done():
+        req.future.set_exception(exc)

@@ -3,12 +3,14 @@
 Each operation takes the request model of :mod:`.types` and returns its response model; the
 transports (``server/grpc``, later HTTP) only convert. One request's path: check the model name
 and the requested outputs, decode and validate its tensor to images (:mod:`.decode`), queue them
-for the dynamic batcher, which runs merged batches through the pipeline (one model run, one
-geometry pass) in a worker thread, then name the outputs (:mod:`.outputs`). Errors are raised as
-the classes of :mod:`server.errors`, whose table gives each its status code.
+for the dynamic batcher, which runs merged batches of bounded size through the pipeline (one
+model run, one geometry pass) in a worker thread, then name the outputs (:mod:`.outputs`).
+Errors are raised as the classes of :mod:`server.errors`, whose table gives each its status
+code.
 
 It also holds the health state: ready only after :meth:`start` ran a self-check inference
-through the whole path, and no longer ready once :meth:`stop` begins.
+through the model and the geometry in the batcher's worker, and no longer ready once
+:meth:`stop` begins. The self-check is no request: it has metrics of its own, never scraped.
 """
 
 from __future__ import annotations
@@ -59,9 +61,11 @@ class DataPlane:
         max_batch_size: int = 64,
         max_delay_s: float = 0.002,
         max_queue: int = 256,
+        max_images_per_request: int = 1024,
     ) -> None:
         self.model = model
         self.metrics = metrics
+        self.max_images_per_request = max_images_per_request
         self.pipeline = Pipeline(model.guard, metrics, geometry=model.geometry)
         self.batcher = Batcher(
             self.pipeline,
@@ -76,7 +80,8 @@ class DataPlane:
     async def start(self) -> None:
         """Start the batcher and run the self-check; ready afterwards."""
         self.batcher.start()
-        self.model.check_result(await self.submit(self.model.blank_images()))
+        check = Pipeline(self.model.guard, Metrics(), geometry=self.model.geometry)
+        self.model.check_result(await self.batcher.run_in_worker(check, self.model.blank_images()))
         self.ready = True
         log.info("model %r passed its self-check", self.model.name)
 
@@ -88,24 +93,27 @@ class DataPlane:
     def live(self) -> bool:
         return True
 
-    def model_ready(self, name: str) -> bool:
-        return self.ready and name == self.model.name
+    def model_ready(self, name: str, version: str = "") -> bool:
+        return self.ready and self.model.serves(name, version)
 
     async def submit(self, x: np.ndarray) -> BatchResult:
-        """Queue validated images ``x`` (B, ...) for the next batch; their results."""
+        """Queue validated images ``x`` (B, ...) for the next batches; their results.
+
+        Cancelling the caller (a gRPC cancel or deadline) stops the images not yet run.
+        """
         return await self.batcher.submit(x)
 
     # ---------------------------------------------------------------- Open Inference Protocol
     def server_metadata(self) -> ServerMetadata:
         return ServerMetadata(name="guard", version=__version__)
 
-    def model_metadata(self, name: str) -> ModelMetadata:
-        self.model.check_name(name)
+    def model_metadata(self, name: str, version: str = "") -> ModelMetadata:
+        self.model.check_name(name, version=version)
         return self.model.metadata()
 
     async def infer(self, req: InferenceRequest) -> InferenceResponse:
         m = self.model
-        m.check_name(req.model_name)
+        m.check_name(req.model_name, version=req.model_version)
         names = requested_outputs(req.outputs, m.geometry)
         result = await self.submit(self._images(req))
         return InferenceResponse(m.name, VERSION, req.id, output_tensors(names, result))
@@ -120,7 +128,7 @@ class DataPlane:
         t = req.inputs[0]
         if t.name != name:
             raise InputError(f"unknown input {t.name!r}; this model's input is {name!r}")
-        return self.model.images(t, f"input {t.name!r}")
+        return self.model.images(t, f"input {t.name!r}", self.max_images_per_request)
 
     # ---------------------------------------------------------------- guard.v1
     async def classify(self, model_name: str, images: RequestTensor) -> ClassifyResult:
@@ -129,7 +137,7 @@ class DataPlane:
         m.check_name(model_name, allow_empty=True)
         if not m.geometry:
             raise NotReady("Classify needs the geometry, which this server has disabled")
-        result = await self.submit(m.images(images, "images"))
+        result = await self.submit(m.images(images, "images", self.max_images_per_request))
         return ClassifyResult(m.name, tuple(m.guard.class_names_), result)
 
     def info(self, model_name: str) -> ModelInfo:

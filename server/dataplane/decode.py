@@ -1,10 +1,12 @@
 """Input tensors -> the model's images: every check a request's pixels get before they are queued.
 
-Datatype (FP32, or UINT8 scaled by 1/255), shape against the model input (-1 = any), byte size of
-raw data or count of typed values, the UINT8 range, then the model's own check (finite values).
+Datatype (FP32, or UINT8 scaled by 1/255), shape against the model input (-1 = any), the number
+of images against the server's limit, byte size of raw data or count of typed values, the UINT8
+range, then the model's own check (finite values).
 Each failure is an :class:`~guard.errors.InputError` whose message says what was expected.
-Requests are validated here, before batching, so one client's bad input never fails a batch
-that other clients share.
+Requests are validated here, before batching; what only the model run can reveal (a finite
+input that overflows inside the model) fails that image's own request in the pipeline, never
+the batch other clients share.
 """
 
 from __future__ import annotations
@@ -27,10 +29,12 @@ def expected_shape(model: OnnxClassifier) -> list[int]:
     return [-1] + [-1 if d is None else int(d) for d in model.input_shape[1:]]
 
 
-def to_images(model: OnnxClassifier, tensor: RequestTensor, what: str) -> np.ndarray:
+def to_images(
+    model: OnnxClassifier, tensor: RequestTensor, what: str, max_images: int | None = None
+) -> np.ndarray:
     """Validate one input tensor and return it as float32 ``(B, ...)`` in the model's layout.
 
-    ``what`` names the tensor in error messages (e.g. ``input 'x'``).
+    ``what`` names the tensor in error messages (e.g. ``input 'x'``); ``max_images`` caps ``B``.
     """
     datatype, shape = tensor.datatype, list(tensor.shape)
     if datatype not in INPUT_DTYPES:
@@ -50,6 +54,12 @@ def to_images(model: OnnxClassifier, tensor: RequestTensor, what: str) -> np.nda
         raise InputError(f"{what}: negative dimension in shape {shape}")
     if shape[0] == 0:
         raise InputError(f"{what}: empty batch (shape {shape}); send at least one image")
+    if max_images is not None and shape[0] > max_images:
+        raise InputError(
+            f"{what}: {shape[0]} images in one request, over this server's limit of "
+            f"{max_images} images per request (GUARD_MAX_IMAGES_PER_REQUEST); split them into "
+            f"several requests"
+        )
     count = math.prod(shape)
     data = tensor.data
     if isinstance(data, (bytes, bytearray, memoryview)):

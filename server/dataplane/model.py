@@ -13,10 +13,10 @@ from guard import Guard, __version__, load_artifact
 from guard.errors import InputError
 from guard.model import OnnxClassifier
 
-from ..errors import ModelNotFound
+from ..errors import ModelNotFound, echo
 from .decode import expected_shape, to_images
 from .outputs import OUTPUTS, available
-from .pipeline import BatchResult
+from .pipeline import BatchRun
 from .types import ModelInfo, ModelMetadata, RequestTensor, TensorMetadata
 
 log = logging.getLogger(__name__)
@@ -24,6 +24,8 @@ log = logging.getLogger(__name__)
 #: Where the built-in Fashion-MNIST guard is fitted (on first use) when no artifact is given.
 DEFAULT_ARTIFACT = Path("artifacts/fmnist_resnet")
 VERSION = "1"
+#: The versions a request may name: the one version, or empty (= the latest, that one).
+VERSIONS = ("", VERSION)
 PLATFORM = "guard_onnxruntime"
 
 
@@ -75,24 +77,37 @@ class ServedModel:
     def input_name(self) -> str:
         return self.model.input_name
 
-    def check_name(self, name: str, allow_empty: bool = False) -> None:
-        """Raise :class:`ModelNotFound` unless ``name`` is this model's (or empty, if allowed)."""
-        if name == self.name or (allow_empty and not name):
-            return
-        raise ModelNotFound(f"unknown model {name!r}; this server serves {self.name!r}")
+    def check_name(self, name: str, allow_empty: bool = False, version: str = "") -> None:
+        """Raise :class:`ModelNotFound` unless ``name`` is this model's (or empty, if allowed)
+        and ``version`` one it has (:data:`VERSIONS`)."""
+        if not (name == self.name or (allow_empty and not name)):
+            raise ModelNotFound(f"unknown model {echo(name)}; this server serves {self.name!r}")
+        if version not in VERSIONS:
+            raise ModelNotFound(
+                f"model {self.name!r} has no version {echo(version)}; its only version is "
+                f"{VERSION!r} (empty = that one)"
+            )
 
-    def images(self, tensor: RequestTensor, what: str) -> np.ndarray:
+    def serves(self, name: str, version: str = "") -> bool:
+        """Whether ``name`` (and ``version``) is this model (what ModelReady asks)."""
+        return name == self.name and version in VERSIONS
+
+    def images(self, tensor: RequestTensor, what: str, max_images: int | None = None) -> np.ndarray:
         """A request tensor, validated, as float32 images (see :mod:`.decode`)."""
-        return to_images(self.model, tensor, what)
+        return to_images(self.model, tensor, what, max_images)
 
     def blank_images(self, n: int = 1) -> np.ndarray:
         """``n`` all-zero images of the model's input shape (for the self-check)."""
         shape = [n] + [d or 1 for d in self.model.input_shape[1:]]
         return np.zeros(shape, dtype=np.float32)
 
-    def check_result(self, result: BatchResult) -> None:
-        """The self-check: one blank image went through the whole path with finite numbers."""
-        if len(result) != 1 or not np.all(np.isfinite(result.logits)):
+    def check_result(self, run: BatchRun) -> None:
+        """The self-check: one blank image went through the model and the geometry with finite
+        numbers."""
+        result = run.result
+        if run.errors or result is None or len(result) != 1:
+            raise RuntimeError(f"self-check inference failed: {'; '.join(run.errors)}")
+        if not np.all(np.isfinite(result.logits)):
             raise RuntimeError("self-check inference failed: non-finite logits")
         if result.scores is not None and not np.isfinite(result.scores.hull_upper).all():
             raise RuntimeError("self-check inference failed: non-finite hull distance")

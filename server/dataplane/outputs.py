@@ -15,6 +15,7 @@ import numpy as np
 from guard import Guard
 from guard.errors import InputError
 
+from ..errors import echo
 from .pipeline import BatchResult
 from .types import OutputTensor
 
@@ -137,11 +138,16 @@ def available(geometry: bool) -> list[str]:
 
 
 def requested_outputs(names: Sequence[str], geometry: bool) -> list[str]:
-    """The outputs to return: ``names``, checked, or the defaults when it is empty."""
+    """The outputs to return: ``names``, checked (each at most once), or the defaults when it is
+    empty."""
     names = list(names) or [n for n in DEFAULT_OUTPUTS if geometry or not OUTPUTS[n].geometry]
+    seen: set[str] = set()
     for n in names:
         if n not in OUTPUTS:
-            raise InputError(f"unknown output {n!r}; available: {', '.join(OUTPUTS)}")
+            raise InputError(f"unknown output {echo(n)}; available: {', '.join(OUTPUTS)}")
+        if n in seen:  # each copy would be a full copy of the tensor in the response
+            raise InputError(f"output {n!r} requested more than once; ask for each output once")
+        seen.add(n)
         if OUTPUTS[n].geometry and not geometry:
             raise InputError(f"output {n!r} needs the geometry, which this server has disabled")
     return names

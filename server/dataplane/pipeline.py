@@ -1,19 +1,23 @@
 """What one merged batch goes through: one model run, one geometry pass, the decisions.
 
-The numbers all come from ``guard``; this module only times the two stages and records the
-per-image distributions for monitoring.
+The numbers all come from ``guard``; this module times the two stages, records the per-image
+distributions for monitoring, and keeps each image's failure to itself: an image whose logits or
+features are not finite (a finite input that overflows inside the model) gets its own error in
+:class:`BatchRun`, and the rest of the batch is scored as usual.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import time
-from dataclasses import dataclass
-from typing import TypeVar
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 import numpy as np
 
 from guard import Guard
+from guard.errors import InputError
 from guard.types import FLAG_AMBIGUOUS, FLAG_NAMES, FLAG_OOD, Decisions, Scores
 
 from ..metrics import Metrics
@@ -26,6 +30,18 @@ def _slice(obj: _T, sl: slice) -> _T:
     return dataclasses.replace(
         obj, **{f.name: getattr(obj, f.name)[sl] for f in dataclasses.fields(obj)}
     )
+
+
+def _concat(objs: Sequence[_T]) -> _T:
+    """Scores or Decisions of consecutive images, joined (arrays concatenated, lists chained)."""
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(objs[0]):
+        parts = [getattr(o, f.name) for o in objs]
+        if isinstance(parts[0], np.ndarray):
+            out[f.name] = np.concatenate(parts)
+        else:
+            out[f.name] = [v for p in parts for v in p]
+    return dataclasses.replace(objs[0], **out)
 
 
 @dataclass(frozen=True)
@@ -48,6 +64,55 @@ class BatchResult:
     def __len__(self) -> int:
         return int(self.pred.shape[0])
 
+    @staticmethod
+    def concat(parts: Sequence[BatchResult]) -> BatchResult:
+        """The results of consecutive chunks of images as one."""
+        if len(parts) == 1:
+            return parts[0]
+        scores = [p.scores for p in parts if p.scores is not None]
+        decisions = [p.decisions for p in parts if p.decisions is not None]
+        return BatchResult(
+            np.concatenate([p.logits for p in parts]),
+            np.concatenate([p.pred for p in parts]),
+            _concat(scores) if scores else None,
+            _concat(decisions) if decisions else None,
+        )
+
+
+@dataclass(frozen=True)
+class BatchRun:
+    """What running one merged batch of ``B`` images gave.
+
+    ``result`` holds the images that could be scored, in batch order (None when none could);
+    ``failed`` (sorted batch rows) are those that could not, with the reason for each in
+    ``errors``.
+    """
+
+    result: BatchResult | None
+    failed: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    errors: tuple[str, ...] = ()
+
+    def part(self, lo: int, hi: int, first: int = 0) -> BatchResult:
+        """The results of batch rows ``lo:hi``, which are images ``first, first+1, ...`` of one
+        request; an :class:`InputError` naming the first of them that failed, if any did."""
+        i, j = np.searchsorted(self.failed, [lo, hi])
+        if i < j:
+            row = int(self.failed[i])
+            raise InputError(f"image {first + row - lo} of this request: {self.errors[i]}")
+        if self.result is None:  # no failure in lo:hi, so the range is empty
+            raise ValueError(f"batch rows {lo}:{hi} have no results")
+        return self.result[lo - int(i) : hi - int(i)]  # rows before lo that failed are absent
+
+
+def _overflow(x: np.ndarray, logits: np.ndarray, feats: np.ndarray) -> str:
+    """Why one image's model outputs are not finite although its input is."""
+    what = "features" if not np.isfinite(feats).all() else "logits"
+    top = float(np.abs(x).max())
+    return (
+        f"the model's {what} overflow (values up to {top:.3g} in the input); send inputs "
+        f"in the range the model was trained on"
+    )
+
 
 class Pipeline:
     """Callable run in a worker thread on a merged batch ``x`` (float32, the model's shape).
@@ -60,21 +125,33 @@ class Pipeline:
         self.metrics = metrics
         self.geometry = geometry
 
-    def __call__(self, x: np.ndarray) -> BatchResult:
+    def __call__(self, x: np.ndarray) -> BatchRun:
         m = self.metrics
         t0 = time.perf_counter()
         logits, feats = self.guard.require_model().run(x, batch_size=max(len(x), 1))
         t1 = time.perf_counter()
         m.model_seconds.observe(t1 - t0)
         m.batch_size.observe(len(x))
-        m.images.inc(len(x))
+        # checked per image: a finite input may still overflow inside the model, and that is
+        # the error of its own request only
+        ok = np.isfinite(logits).all(axis=1) & np.isfinite(feats).all(axis=1)
+        failed = np.flatnonzero(~ok)
+        errors = tuple(_overflow(x[i], logits[i], feats[i]) for i in failed)
+        if len(failed):
+            logits, feats = logits[ok], feats[ok]
+        if not len(logits):
+            return BatchRun(None, failed, errors)
         if not self.geometry:
-            return BatchResult(logits, np.argmax(logits, axis=1), None, None)
+            m.images.inc(len(logits))
+            return BatchRun(
+                BatchResult(logits, np.argmax(logits, axis=1), None, None), failed, errors
+            )
         scores = self.guard.score_features(feats, logits)
         decisions = self.guard.decide(scores)
         m.geometry_seconds.observe(time.perf_counter() - t1)
+        m.images.inc(len(logits))  # once scored: a batch that fails is rerun, not counted twice
         self._observe(scores, decisions)
-        return BatchResult(logits, scores.pred, scores, decisions)
+        return BatchRun(BatchResult(logits, scores.pred, scores, decisions), failed, errors)
 
     def _observe(self, s: Scores, d: Decisions) -> None:
         m = self.metrics

@@ -22,8 +22,9 @@ TensorData = bytes | np.ndarray | None
 class RequestTensor:
     """One input tensor as the client sent it, not yet validated.
 
-    ``data`` is raw bytes or a flat array of typed values (e.g. float32 for FP32, int64 for
-    UINT8 so that out-of-range values can be reported); the shape is whatever the client claimed.
+    ``data`` is raw bytes or a flat array of typed values (e.g. float32 for FP32, a wider
+    integer type for UINT8 so that out-of-range values can be reported); the shape is whatever
+    the client claimed.
     """
 
     name: str
@@ -42,6 +43,8 @@ class InferenceRequest:
     """Requested output names; empty = the default outputs."""
     id: str = ""
     parameters: dict[str, object] = field(default_factory=dict)
+    model_version: str = ""
+    """Empty = the model's only version."""
 
 
 @dataclass(frozen=True)

@@ -1,11 +1,16 @@
 """The only place protobuf meets the data plane: messages -> request model, results -> messages.
 
 Nothing is validated here beyond what only the wire format knows (how many ``raw_input_contents``
-entries there are, which ``contents`` field holds a datatype's typed values); the meaning of the
-values is checked by the data plane.
+entries there are, raw and typed values never both, which ``contents`` field holds a datatype's
+typed values and how many it holds); the meaning of the values is checked by the data plane.
+Typed values are counted (``len()`` of the repeated field) before any is converted, and converted
+straight into a numpy array, never through a Python object per value.
 """
 
 from __future__ import annotations
+
+import math
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -24,16 +29,35 @@ from .gen.guard_v1 import guard_pb2 as gpb
 from .gen.inference import grpc_service_pb2 as pb
 
 # datatype -> (typed-contents field of InferTensorContents, numpy dtype to read it as); UINT8
-# arrives as uint32 values and is read as int64 so that out-of-range values can be reported
+# arrives as uint32 values and is read as such, so that out-of-range values can be reported
 _TYPED_CONTENTS: dict[str, tuple[str, type]] = {
     "FP32": ("fp32_contents", np.float32),
-    "UINT8": ("uint_contents", np.int64),
+    "UINT8": ("uint_contents", np.uint32),
 }
+
+
+def typed_values(
+    values: Sequence[float], dtype: type, datatype: str, shape: Sequence[int], what: str
+) -> np.ndarray | None:
+    """A repeated field of typed values as a flat numpy array, counted against ``shape`` first.
+
+    None when there are no values, or the shape has a negative dimension (the data plane
+    refuses both, with nothing converted).
+    """
+    n = len(values)
+    if n == 0 or any(d < 0 for d in shape):
+        return None
+    count = math.prod(shape)
+    if n != count:
+        raise InputError(f"{what}: {n} {datatype} values, but shape {list(shape)} needs {count}")
+    if hasattr(values, "__array__"):  # protobuf's upb containers: one copy, no Python objects
+        return np.asarray(values, dtype=dtype)
+    return np.fromiter(values, dtype=dtype, count=n)  # pure-Python protobuf: no list either
 
 
 # ------------------------------------------------------------------ Open Inference Protocol
 def infer_request(req: pb.ModelInferRequest) -> InferenceRequest:
-    raw = list(req.raw_input_contents)
+    raw = req.raw_input_contents
     if raw and len(raw) != len(req.inputs):
         n = len(req.inputs)
         raise InputError(
@@ -42,10 +66,18 @@ def infer_request(req: pb.ModelInferRequest) -> InferenceRequest:
         )
     inputs = []
     for i, t in enumerate(req.inputs):
-        data: bytes | np.ndarray | None = raw[i] if raw else None
-        if data is None and t.datatype in _TYPED_CONTENTS:
+        what = f"input {t.name!r}"
+        data: bytes | np.ndarray | None = None
+        if raw:
+            if t.HasField("contents"):  # as Triton: the values come in one place only
+                raise InputError(
+                    f"{what}: typed contents must not be set when the request uses "
+                    f"raw_input_contents; send the values in one of them"
+                )
+            data = raw[i]
+        elif t.datatype in _TYPED_CONTENTS:
             field, dtype = _TYPED_CONTENTS[t.datatype]
-            data = np.asarray(getattr(t.contents, field), dtype=dtype)
+            data = typed_values(getattr(t.contents, field), dtype, t.datatype, t.shape, what)
         inputs.append(RequestTensor(t.name, t.datatype, tuple(t.shape), data))
     return InferenceRequest(
         model_name=req.model_name,
@@ -53,6 +85,7 @@ def infer_request(req: pb.ModelInferRequest) -> InferenceRequest:
         outputs=tuple(o.name for o in req.outputs),
         id=req.id,
         parameters=_parameters(req.parameters),
+        model_version=req.model_version,
     )
 
 
@@ -93,9 +126,11 @@ def model_metadata(md: ModelMetadata) -> pb.ModelMetadataResponse:
 # ------------------------------------------------------------------ guard.v1
 def classify_images(req: gpb.ClassifyRequest) -> RequestTensor:
     t = req.images
+    if t.raw and len(t.fp32):
+        raise InputError("images: both raw and fp32 values are set; send them in one of the two")
     data: bytes | np.ndarray | None = t.raw if t.raw else None
     if data is None and t.datatype == "FP32":
-        data = np.asarray(t.fp32, dtype=np.float32)
+        data = typed_values(t.fp32, np.float32, "FP32", t.shape, "images")
     return RequestTensor("images", t.datatype, tuple(t.shape), data)
 
 

@@ -1,26 +1,56 @@
 """The gRPC transport: Open Inference Protocol + guard.v1 over one data plane, the standard
-health service, server reflection, and a graceful stop.
+health service, server reflection, and a graceful stop that loses no accepted request.
+
+Every call of our two services passes :class:`Gate` (a server interceptor), which decodes the
+request itself (an undecodable message is ``INVALID_ARGUMENT``, not gRPC's ``UNKNOWN`` with a
+logged traceback), times it end to end (``guard_request_duration_seconds``) and knows which calls
+are in flight.
 
 Health reports NOT_SERVING from the moment the port is bound until :meth:`GrpcServer.set_serving`
-(called once the data plane passed its self-check), and NOT_SERVING again as soon as a stop
-begins; a stop lets in-flight calls finish (up to the grace period) and refuses new ones.
+(called once the data plane passed its self-check). :meth:`GrpcServer.stop`, in this order:
+
+1. health NOT_SERVING;
+2. every new call of our services is answered ``UNAVAILABLE`` ("shutting down", retryable) by
+   the gate while the port stays open (the probes ServerLive / ServerReady / ModelReady are still
+   answered: live, not ready);
+3. calls in flight finish, up to the grace period, and the port stays open until no new call
+   has arrived for :data:`QUIET_S` (a client that sent its next request before it saw the
+   refusal still gets one);
+4. calls still running when the grace period ends are answered ``UNAVAILABLE`` ("stopped before
+   this request finished"), not cut off;
+5. only then is gRPC itself stopped.
+
+Why the gate and not gRPC's own ``server.stop(grace)``: gRPC core cancels every call that reaches
+it after its shutdown began (the client sees ``CANCELLED``, neither an answer nor a retryable
+refusal), so gRPC is stopped only once the clients have been told to go away.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Iterable
+import sys
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
 
 import grpc
 from google.protobuf import descriptor_pool
 from google.protobuf.descriptor import FileDescriptor
+from google.protobuf.message import DecodeError
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2
 
+from guard.errors import InputError
+
 from ..dataplane import DataPlane
+from ..errors import NotReady
+from ..metrics import Metrics
 from .gen.guard_v1 import guard_pb2, guard_pb2_grpc
 from .gen.inference import grpc_service_pb2, grpc_service_pb2_grpc
 from .servicers import GuardServicer, InferenceServicer
+from .status import abort
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +60,21 @@ SERVICES = (
     guard_pb2.DESCRIPTOR.services_by_name["GuardService"].full_name,
 )
 HEALTH_SERVICE = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
+#: Probes: answered (live, not ready) during a stop, and not counted as traffic.
+PROBES = frozenset({"ServerLive", "ServerReady", "ModelReady"})
+
+#: A stop keeps the port open until no new call has arrived for this long (seconds).
+QUIET_S = 0.2
+#: How long calls cut at the end of the grace period get to send their UNAVAILABLE (seconds).
+CUT_WAIT_S = 2.0
+#: Grace given to gRPC's own stop, once our calls are done (health watches, stragglers).
+CLOSE_GRACE_S = 0.25
+
+SHUTTING_DOWN = "the server is shutting down and accepts no new requests; retry (another replica)"
+CUT = (
+    "the server shut down before this request finished (its grace period of {grace:g} s "
+    "ended); retry (another replica)"
+)
 
 
 def reflection_pool(files: Iterable[FileDescriptor]) -> descriptor_pool.DescriptorPool:
@@ -54,6 +99,146 @@ def reflection_pool(files: Iterable[FileDescriptor]) -> descriptor_pool.Descript
     return pool
 
 
+@dataclass(frozen=True)
+class _Received:
+    """What the gate's deserializer hands to the handler: the message, or why there is none."""
+
+    message: Any
+    error: BaseException | None
+    t0: float  # perf_counter when the bytes were handed over
+
+
+class Gate(grpc.aio.ServerInterceptor):
+    """Wraps the unary methods of ``services``: safe decoding, timing, admission and the drain.
+
+    Calls it answers itself (undecodable, refused, cut) are counted in ``guard_requests_total``
+    like the servicers' own answers.
+    """
+
+    def __init__(self, services: Iterable[str], metrics: Metrics) -> None:
+        self._prefixes = tuple(f"/{s}/" for s in services)
+        self._metrics = metrics
+        self._handlers: dict[str, grpc.RpcMethodHandler] = {}
+        self.draining = False
+        self._grace = 0.0
+        self._cutting = False
+        self._active: set[asyncio.Task] = set()
+        self._changed = asyncio.Event()
+        self._last_arrival = 0.0  # time.monotonic() of the last non-probe call
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._active)
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        method = handler_call_details.method
+        cached = self._handlers.get(method)
+        if cached is not None:
+            return cached
+        handler = await continuation(handler_call_details)
+        if handler is None or handler.unary_unary is None or not method.startswith(self._prefixes):
+            return handler
+        wrapped = self._wrap(method.rsplit("/", 1)[1], handler)
+        self._handlers[method] = wrapped
+        return wrapped
+
+    def _wrap(self, rpc: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+        parse = handler.request_deserializer
+        behavior = handler.unary_unary
+        count = self._metrics.count_request
+        observe = self._metrics.request_seconds.labels(rpc=rpc).observe
+        probe = rpc in PROBES
+
+        def deserialize(raw: bytes) -> _Received:
+            t0 = time.perf_counter()
+            try:
+                return _Received(parse(raw), None, t0)
+            except DecodeError as exc:
+                error = InputError(f"cannot decode the {rpc} request ({len(raw)} bytes): {exc}")
+                return _Received(None, error, t0)
+            except Exception as exc:  # noqa: BLE001 - answered INTERNAL (and logged) by abort()
+                return _Received(None, exc, t0)
+
+        async def gated(received: _Received, context: grpc.aio.ServicerContext) -> Any:
+            try:
+                if received.error is not None:
+                    await abort(context, rpc, received.error, count)
+                if not probe:
+                    self._last_arrival = time.monotonic()
+                    if self.draining:
+                        await abort(context, rpc, NotReady(SHUTTING_DOWN), count)
+                return await self._run(rpc, behavior, received.message, context)
+            finally:
+                observe(time.perf_counter() - received.t0)
+
+        return grpc.unary_unary_rpc_method_handler(
+            gated, request_deserializer=deserialize, response_serializer=handler.response_serializer
+        )
+
+    async def _run(
+        self,
+        rpc: str,
+        behavior: Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]],
+        request: Any,
+        context: grpc.aio.ServicerContext,
+    ) -> Any:
+        """An accepted call: in flight until it returns; cut (UNAVAILABLE) by :meth:`drain`."""
+        task = asyncio.current_task()
+        if task is None:  # not in a task (never under gRPC): nothing to track or cut
+            return await behavior(request, context)
+        self._active.add(task)
+        try:
+            return await behavior(request, context)
+        except asyncio.CancelledError:
+            if not self._cutting or context.done():
+                raise  # the client went away (or its status is already on its way)
+            if sys.version_info >= (3, 11):
+                task.uncancel()
+            await abort(
+                context, rpc, NotReady(CUT.format(grace=self._grace)), self._metrics.count_request
+            )
+        finally:
+            self._active.discard(task)
+            self._changed.set()
+
+    async def drain(self, grace: float) -> int:
+        """Refuse new calls, let the ones in flight finish (up to ``grace`` s) and wait until no
+        new call arrived for :data:`QUIET_S`; cut the calls still running then (each answered
+        ``UNAVAILABLE``). Returns how many were cut."""
+        self.draining = True
+        self._grace = grace
+        start = time.monotonic()
+        deadline = start + grace
+        self._last_arrival = max(self._last_arrival, start)
+        while True:
+            now = time.monotonic()
+            quiet_at = self._last_arrival + QUIET_S
+            if not self._active and now >= quiet_at:
+                return 0
+            if now >= deadline:
+                break
+            await self._wait_change((deadline if self._active else min(deadline, quiet_at)) - now)
+        cut = list(self._active)
+        self._cutting = True
+        for task in cut:
+            task.cancel()
+        until = time.monotonic() + CUT_WAIT_S
+        while self._active and time.monotonic() < until:
+            await self._wait_change(until - time.monotonic())
+        return len(cut)
+
+    async def _wait_change(self, timeout: float) -> None:
+        self._changed.clear()
+        try:
+            await asyncio.wait_for(self._changed.wait(), max(timeout, 0.0))
+        except asyncio.TimeoutError:
+            pass
+
+
 class GrpcServer:
     """The gRPC server of ``dataplane`` on ``host:port`` (0 = any free port)."""
 
@@ -71,6 +256,7 @@ class GrpcServer:
         self.max_message_bytes = max_message_bytes
         self.port = 0
         self._health = health.aio.HealthServicer()
+        self._gate = Gate(SERVICES, dataplane.metrics)
         self._server: grpc.aio.Server | None = None
 
     async def start(self) -> int:
@@ -79,7 +265,7 @@ class GrpcServer:
             ("grpc.max_receive_message_length", self.max_message_bytes),
             ("grpc.max_send_message_length", self.max_message_bytes),
         ]
-        server = grpc.aio.server(options=opts)
+        server = grpc.aio.server(options=opts, interceptors=[self._gate])
         grpc_service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(
             InferenceServicer(self.dataplane), server
         )
@@ -112,9 +298,24 @@ class GrpcServer:
         for name in ("",) + SERVICES:
             await self._health.set(name, status)
 
+    @property
+    def in_flight(self) -> int:
+        """Calls of our services being handled now."""
+        return self._gate.in_flight
+
     async def stop(self, grace: float | None) -> None:
-        """Health NOT_SERVING, refuse new calls, let in-flight ones finish (``grace`` s)."""
+        """Health NOT_SERVING, refuse new calls (UNAVAILABLE), let in-flight ones finish
+        (``grace`` s; None = 0), answer what is left UNAVAILABLE, then stop gRPC."""
         if self._server is None:
             return
         await self._health.enter_graceful_shutdown()
-        await self._server.stop(grace)
+        grace = grace or 0.0
+        cut = await self._gate.drain(grace)
+        if cut:
+            log.warning(
+                "%d request(s) still running when the grace period of %g s ended were answered "
+                "UNAVAILABLE",
+                cut,
+                grace,
+            )
+        await self._server.stop(CLOSE_GRACE_S)

@@ -39,7 +39,7 @@ class InferenceServicer(_Base, pb_grpc.GRPCInferenceServiceServicer):
 
     @grpc_errors("ModelReady")
     async def ModelReady(self, request: Any, context: Context) -> Any:
-        return pb.ModelReadyResponse(ready=self.dp.model_ready(request.name))
+        return pb.ModelReadyResponse(ready=self.dp.model_ready(request.name, request.version))
 
     @grpc_errors("ServerMetadata")
     async def ServerMetadata(self, request: Any, context: Context) -> Any:
@@ -47,7 +47,7 @@ class InferenceServicer(_Base, pb_grpc.GRPCInferenceServiceServicer):
 
     @grpc_errors("ModelMetadata")
     async def ModelMetadata(self, request: Any, context: Context) -> Any:
-        return convert.model_metadata(self.dp.model_metadata(request.name))
+        return convert.model_metadata(self.dp.model_metadata(request.name, request.version))
 
     @grpc_errors("ModelInfer")
     async def ModelInfer(self, request: Any, context: Context) -> Any:

@@ -76,6 +76,14 @@ def saved(guard: Guard, tmp_path: Path) -> Path:
     return save_artifact(guard, tmp_path / "art")
 
 
+def _reseal_digest(art: Path) -> None:
+    """Recompute digest.json after an edit, as a writer of that content would have written it
+    (what the loader must then refuse is the content itself)."""
+    files = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in art.iterdir()}
+    files.pop("digest.json")
+    (art / "digest.json").write_text(json.dumps({"algorithm": "sha256", "files": files}))
+
+
 def _assert_scores_identical(a: Scores, b: Scores) -> None:
     for name in SCORE_FIELDS:
         va, vb = getattr(a, name), getattr(b, name)
@@ -154,7 +162,7 @@ def test_load_with_the_same_model(
 def test_manifest_fields(guard: Guard, saved: Path, built: ob.Built) -> None:
     m = read_manifest(saved)
     assert m == json.loads((saved / "manifest.json").read_text())
-    assert m["schema_version"] == SCHEMA_VERSION == 2
+    assert m["schema_version"] == SCHEMA_VERSION == 3
     assert m["guard_version"] == __version__
     assert m["model"]["sha256"] == hashlib.sha256(built.data).hexdigest()
     assert m["model"]["file"] == "model.onnx"
@@ -174,6 +182,9 @@ def test_manifest_fields(guard: Guard, saved: Path, built: ob.Built) -> None:
     assert (saved / "model.onnx").read_bytes() == built.data
     for name, digest in m["files"].items():
         assert hashlib.sha256((saved / name).read_bytes()).hexdigest() == digest
+    digest = json.loads((saved / "digest.json").read_text())
+    assert digest["algorithm"] == "sha256"
+    assert set(digest["files"]) == {*m["files"], "manifest.json", "model.onnx"}
 
 
 def test_no_pickle_anywhere(saved: Path) -> None:
@@ -186,6 +197,9 @@ def test_no_pickle_anywhere(saved: Path) -> None:
         "train_pred",
         "train_labels",
         "train_index",
+        "reference_inputs",
+        "reference_logits",
+        "reference_features",
     }
     for p in npys:
         arr = np.load(p, allow_pickle=False)
@@ -268,9 +282,16 @@ def test_other_schema_version_is_refused(saved: Path) -> None:
     m = json.loads(mpath.read_text())
     m["schema_version"] = SCHEMA_VERSION + 1
     mpath.write_text(json.dumps(m))
-    with pytest.raises(ArtifactError, match="schema"):
+    _reseal_digest(saved)  # as a later version would write it
+    with pytest.raises(ArtifactError, match=f"artifact schema {SCHEMA_VERSION + 1}, "):
         read_manifest(saved)
-    with pytest.raises(ArtifactError, match="schema"):
+    with pytest.raises(ArtifactError, match=f"reads schema {SCHEMA_VERSION}: refit"):
+        load_artifact(saved)
+    # An artifact of schema 2 had no digest: refused for its schema, not as corrupt.
+    m["schema_version"] = 2
+    mpath.write_text(json.dumps(m))
+    (saved / "digest.json").unlink()
+    with pytest.raises(ArtifactError, match="artifact schema 2, "):
         load_artifact(saved)
 
 
@@ -280,13 +301,17 @@ def test_manifest_missing_keys_is_refused(saved: Path, drop: str) -> None:
     m = json.loads(mpath.read_text())
     del m[drop]
     mpath.write_text(json.dumps(m))
-    with pytest.raises(ArtifactError, match=drop):
+    with pytest.raises(ArtifactError, match="manifest.json was modified after fitting"):
+        load_artifact(saved)
+    _reseal_digest(saved)
+    with pytest.raises(ArtifactError, match=rf"lacks \['{drop}'\]"):
         load_artifact(saved)
 
 
 def test_manifest_not_an_object_is_refused(saved: Path) -> None:
     (saved / "manifest.json").write_text("[1, 2, 3]\n")
-    with pytest.raises(ArtifactError, match="schema"):
+    _reseal_digest(saved)
+    with pytest.raises(ArtifactError, match="a JSON list, expected an object"):
         load_artifact(saved)
 
 
@@ -295,6 +320,10 @@ def test_not_an_artifact(tmp_path: Path) -> None:
         load_artifact(tmp_path / "nowhere")
     (tmp_path / "broken").mkdir()
     (tmp_path / "broken" / "manifest.json").write_text("{not json")
+    with pytest.raises(ArtifactError, match="corrupt or incomplete"):
+        load_artifact(tmp_path / "broken")  # no digest.json
+    (tmp_path / "broken" / "digest.json").write_text("{}")
+    _reseal_digest(tmp_path / "broken")
     with pytest.raises(ArtifactError, match="cannot read"):
         load_artifact(tmp_path / "broken")
 

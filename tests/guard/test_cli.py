@@ -478,3 +478,113 @@ def test_console_script_error_has_no_traceback(tmp_path: Path) -> None:
     assert len(lines) == 1 and lines[0].startswith("guard: error: "), proc.stderr
     assert "nonexistent" in lines[0]
     assert not (tmp_path / "o.npz").exists()
+
+
+# --------------------------------------------------------------------------- option values
+def _fit_args(files, out: Path, *extra) -> list:
+    return ["fit", "--model", files["model"], "--train", files["train"], "--out", out, *extra]
+
+
+@pytest.mark.parametrize(
+    ("command", "option", "value", "needle"),
+    [
+        ("fit", "--batch-size", "0", "positive integer"),
+        ("fit", "--batch-size", "-2", "positive integer"),
+        ("fit", "--batch-size", "two", "positive integer"),
+        ("fit", "--limit", "-5", "positive integer"),
+        ("fit", "--limit", "0", "positive integer"),
+        ("fit", "--hull-k", "0", "positive integer"),
+        ("fit", "--hull-tol", "-1", "positive number"),
+        ("fit", "--calib-fraction", "-0.1", "[0, 1)"),
+        ("fit", "--calib-fraction", "1", "[0, 1)"),
+        ("fit", "--calib-fraction", "1.5", "[0, 1)"),
+        ("fit", "--calib-fraction", "nan", "[0, 1)"),
+        ("fit", "--target-abstain-rate", "0", "(0, 1)"),
+        ("fit", "--target-flag-rate", "1", "(0, 1)"),
+        ("score", "--top-support", "-3", "non-negative integer"),
+        ("report", "--n-test", "0", "positive integer"),
+        ("report", "--n-calib", "-1", "non-negative integer"),
+        ("report", "--n-pixel", "-1", "non-negative integer"),
+        ("report", "--seed", "-1", "non-negative integer"),
+    ],
+)
+def test_error_bad_option_values(
+    files, capsys, tmp_path: Path, command: str, option: str, value: str, needle: str
+) -> None:
+    out = tmp_path / "out"
+    if command == "fit":
+        argv = _fit_args(files, out, option, value)
+    elif command == "score":
+        argv = _score_args(files, "--input", files["test"])[:-2] + ["--out", out, option, value]
+    else:
+        argv = ["report", "--artifact", files["art"], "--out", out, option, value]
+    line = _expect_error(capsys, argv, option, needle, repr(value))
+    assert line.startswith("guard: error: argument ")
+    assert not out.exists()
+
+
+def test_error_unwritable_out(files, capsys, tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    out = blocker / "sub" / "out"
+    _expect_error(capsys, _fit_args(files, out, "--calib-fraction", "0"), "--out", str(blocker))
+    _expect_error(
+        capsys, _score_args(files, "--features", files["feats"])[:-2] + ["--out", out], "--out"
+    )
+    _expect_error(capsys, ["report", "--artifact", files["art"], "--out", out], "--out")
+    # score --out is an existing directory; fit --out an existing file
+    _expect_error(
+        capsys,
+        _score_args(files, "--features", files["feats"])[:-2] + ["--out", tmp_path],
+        "is a directory",
+    )
+    _expect_error(
+        capsys, _fit_args(files, blocker, "--calib-fraction", "0", "--overwrite"), "not a directory"
+    )
+    assert blocker.read_text() == "not a directory"
+
+
+def test_error_too_few_calibration_inputs_says_how_to_fix(files, capsys, tmp_path: Path) -> None:
+    line = _expect_error(
+        capsys,
+        _fit_args(files, tmp_path / "art"),  # defaults: --calib-fraction 0.1 of 150 = 15
+        "15",
+        "--calib ",
+        "--calib-fraction",
+        "100",
+    )
+    assert "CombinedScore" not in line and "combined score needs" not in line
+    assert not (tmp_path / "art").exists()
+    np.savez(tmp_path / "calib.npz", x=ob.random_inputs(30, seed=40))
+    _expect_error(
+        capsys, _fit_args(files, tmp_path / "art", "--calib", tmp_path / "calib.npz"), "30", "100"
+    )
+    # the fixes it names work: a larger fraction, or fewer needed (no combined OOD score and
+    # a flag rate that 45 calibration inputs can reach)
+    rc, _, err = _run(
+        capsys,
+        _fit_args(files, tmp_path / "art", "--calib-fraction", "0.67", "--no-progress"),
+    )
+    assert rc == 0, err
+    rc, stdout, err = _run(
+        capsys,
+        _fit_args(
+            files,
+            tmp_path / "art2",
+            "--calib-fraction",
+            "0.3",
+            "--no-ood",
+            "--target-flag-rate",
+            "0.05",
+            "--no-progress",
+        ),
+    )
+    assert rc == 0, err
+    assert "calibrated on 45 held-out inputs" in stdout
+    assert read_manifest(tmp_path / "art2")["params"]["ood"] is False
+
+
+def test_help_and_version_return_zero(capsys) -> None:
+    assert main(["--version"]) == 0
+    assert main(["fit", "--help"]) == 0
+    assert "--calib-fraction" in capsys.readouterr().out

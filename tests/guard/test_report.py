@@ -213,3 +213,97 @@ def test_report_user_errors(
     assert rc == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
+
+
+# --------------------------------------------------------------------------- image layouts
+@pytest.mark.parametrize(
+    ("shape", "layout"),
+    [
+        ((5, 1, 28, 28), "NCHW"),
+        ((5, 3, 32, 32), "NCHW"),
+        ((5, 28, 28, 1), "NHWC"),
+        ((5, 32, 32, 3), "NHWC"),
+        ((5, 28, 28), "NHW"),
+        ((5, 3, 8, 3), "NCHW"),  # both ends could be channels: channels first wins
+        ((5, 36), None),
+        ((5, 4, 8, 8), None),
+        ((5, 8, 8, 5), None),
+        ((5, 1, 2, 3, 4), None),
+    ],
+)
+def test_image_layout(shape: tuple[int, ...], layout: str | None) -> None:
+    from guard.evaluation.report import figures
+
+    assert figures.image_layout(shape) == layout
+    assert figures.can_show(np.zeros(shape)) == (layout is not None)
+    reason = figures.why_not_images(shape)
+    assert (reason is None) == (layout is not None)
+    if reason is not None:
+        assert str(shape[1:]) in reason and "N×H×W×C" in reason
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_figures_draw_nhwc_as_nchw(tmp_path: Path, channels: int) -> None:
+    """The same images as N×C×H×W and N×H×W×C give the same pixels in the figures."""
+    import matplotlib.image as mpimg
+
+    from guard.evaluation.report import figures
+
+    rng = np.random.default_rng(channels)
+    nchw = rng.random((6, channels, 10, 12)).astype(np.float32)
+    nchw[:, :, :5] *= 0.2  # structure that a wrong transpose would scramble
+    nhwc = np.ascontiguousarray(nchw.transpose(0, 2, 3, 1))
+    titles = [f"#{i}" for i in range(6)]
+    order = np.arange(6)
+    a = figures.extremes(nchw, titles, order, 3, tmp_path / "a.png")
+    b = figures.extremes(nhwc, titles, order, 3, tmp_path / "b.png")
+    np.testing.assert_array_equal(mpimg.imread(tmp_path / a), mpimg.imread(tmp_path / b))
+    rows = [
+        {
+            "image": x[0],
+            "title": "t",
+            "feature": [(x[1], "f1"), (x[2], "f2")],
+            "pixel": [(x[3], "p1")],
+        }
+        for x in (nchw, nhwc)
+    ]
+    a = figures.support(rows[:1], tmp_path / "sa.png")
+    b = figures.support(rows[1:], tmp_path / "sb.png")
+    np.testing.assert_array_equal(mpimg.imread(tmp_path / a), mpimg.imread(tmp_path / b))
+    # and a transposed drawing really differs (the test would notice a wrong layout)
+    c = figures.extremes(nchw.transpose(0, 1, 3, 2), titles, order, 3, tmp_path / "c.png")
+    assert not np.array_equal(mpimg.imread(tmp_path / a), mpimg.imread(tmp_path / c))
+
+
+def _small_report(d: Path, data: bytes, shape: tuple[int, ...]) -> tuple[dict, str]:
+    """Fit and report a 6x6 model whose input is declared with ``shape`` (per image)."""
+    n_train, n_test = 300, 40
+    model = ob.with_input_shape(data, ["N", *shape])
+    (d / "m.onnx").write_bytes(model)
+    x = ob.random_inputs(n_train + n_test, seed=41).reshape(-1, *shape)
+    y = np.arange(len(x)) % ob.N_CLASSES
+    np.savez(d / "train.npz", x=x[:n_train], y=y[:n_train])
+    np.savez(d / "test.npz", x=x[n_train:], y=y[n_train:])
+    fit = ["fit", "--model", d / "m.onnx", "--train", d / "train.npz", "--out", d / "art"]
+    assert main([str(a) for a in [*fit, "--calib-fraction", "0.4", "--no-progress"]]) == 0
+    rep = ["report", "--artifact", d / "art", "--out", d / "out", "--train", d / "train.npz"]
+    rep += ["--test", d / "test.npz", "--n-calib", "100", "--n-pixel", "10", "--no-progress"]
+    assert main([str(a) for a in rep]) == 0
+    doc = json.loads((d / "out" / "report.json").read_text())
+    return doc, (d / "out" / "report.md").read_text()
+
+
+def test_report_on_nhwc_images_has_the_image_figures(tmp_path: Path) -> None:
+    doc, md = _small_report(tmp_path, ob.gemm_transb1(seed=3).data, (6, 6, 1))
+    assert {"extremes", "support"} <= set(doc["figures"])
+    assert "](extremes.png)" in md and "](support.png)" in md
+    assert not doc.get("figures_left_out")
+
+
+def test_report_says_why_image_figures_are_left_out(tmp_path: Path) -> None:
+    doc, md = _small_report(tmp_path, ob.gemm_transb1(seed=3).data, (36,))
+    assert not {"extremes", "support"} & set(doc["figures"])
+    left_out = doc["figures_left_out"]
+    assert set(left_out) == {"extremes", "support"}
+    assert "(36,)" in left_out["extremes"] and "N×H×W×C" in left_out["extremes"]
+    assert "left out" in md and "(36,)" in md

@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import urllib.error
+import urllib.request
+
 import grpc
 import numpy as np
+import pytest
+
+from server.grpc.gen.guard_v1 import guard_pb2 as gpb
 
 from .helpers import Stubs, decode, expect_error, images, infer_request, run, sample, scrape
 
@@ -102,6 +108,52 @@ def test_metrics_endpoint_is_prometheus_text(server):
         "guard_queue_seconds",
     ):
         assert f"# TYPE {name} " in text, name
+
+
+@pytest.mark.parametrize(
+    "path", ["/", "/v2/health/ready", "/metrics/", "/metricsx", "/favicon.ico"]
+)
+def test_metrics_port_serves_metrics_only(server, path):
+    """Only /metrics answers: a probe pointed at this port by mistake must not read 200."""
+    with pytest.raises(urllib.error.HTTPError) as err:
+        urllib.request.urlopen(f"http://localhost:{server.metrics_port}{path}", timeout=10)
+    assert err.value.code == 404
+    post = urllib.request.Request(
+        f"http://localhost:{server.metrics_port}/metrics", data=b"x", method="POST"
+    )
+    with pytest.raises(urllib.error.HTTPError) as err:
+        urllib.request.urlopen(post, timeout=10)
+    assert err.value.code == 405
+
+
+def test_request_duration_and_process_metrics(server):
+    n = 4
+    before = scrape(server.metrics_port)
+
+    async def go(s: Stubs):
+        for i in range(n):
+            await s.oip.ModelInfer(infer_request(images(1, seed=i), outputs=["prediction"]))
+        await expect_error(
+            s.oip.ModelInfer(infer_request(images(1, seed=0), model="zz")),
+            grpc.StatusCode.NOT_FOUND,
+        )
+        await s.guard.GetInfo(gpb.InfoRequest())
+
+    run(_stubs(server.target, go))
+    after = scrape(server.metrics_port)
+
+    def delta(name: str, **labels: str) -> float:
+        return sample(after, name, **labels) - sample(before, name, **labels)
+
+    h = "guard_request_duration_seconds"
+    assert delta(h + "_count", rpc="ModelInfer") == n + 1  # every outcome is timed
+    assert delta(h + "_bucket", rpc="ModelInfer", le="+Inf") == n + 1
+    assert 0 < delta(h + "_sum", rpc="ModelInfer") < 30
+    assert delta(h + "_count", rpc="GetInfo") == 1
+    assert sample(after, "process_resident_memory_bytes") > 0
+    assert sample(after, "process_cpu_seconds_total") > 0
+    assert sample(after, "process_open_fds") > 0
+    assert any(name == "python_info" for name, _ in after)
 
 
 async def _stubs(target: str, fn):

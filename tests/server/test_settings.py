@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from guard.errors import InputError
-from server.cli import add_serve_arguments, build_parser
+from server.cli import add_serve_arguments, build_parser, main
 from server.settings import Settings
 
 README = Path(__file__).resolve().parents[2] / "README.md"
@@ -52,3 +52,35 @@ def test_serve_flags_reach_the_settings(monkeypatch):
     assert args.func(args) == 0
     s = seen["settings"]
     assert (s.port, s.max_batch_size, s.geometry, s.log_level) == (9002, 8, False, "WARNING")
+
+
+@pytest.mark.parametrize("level", ["debug", "Info", "WARNING", "error", "critical"])
+def test_log_level_any_case(level):
+    assert Settings.from_env({"GUARD_LOG_LEVEL": level}).log_level == level.upper()
+    assert Settings.from_env({}, log_level=level).log_level == level.upper()
+
+
+def _serve_exit(argv: list[str], env: dict[str, str], monkeypatch, capsys) -> tuple[int, str]:
+    """``guard serve`` with ``argv`` and ``env``, stopped before anything is served."""
+
+    async def fake_serve(settings: Settings) -> None:
+        raise AssertionError("the settings were accepted")
+
+    monkeypatch.setattr("server.cli._serve", fake_serve)
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    rc = main(["serve", *argv])
+    return rc, capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "argv,env",
+    [(["--log-level", "verbose"], {}), ([], {"GUARD_LOG_LEVEL": "verbose"})],
+    ids=["flag", "env"],
+)
+def test_bad_log_level_is_one_line_and_exit_2(argv, env, monkeypatch, capsys):
+    rc, err = _serve_exit(argv, env, monkeypatch, capsys)
+    assert rc == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("guard: error: "), err
+    assert "verbose" in lines[0] and "DEBUG, INFO, WARNING, ERROR, CRITICAL" in lines[0], err

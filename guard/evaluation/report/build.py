@@ -116,7 +116,7 @@ def build_report(
     if data.shift and calibrated:
         shift_text, doc["shift"] = shift_report(setup, data.shift)
 
-    doc["figures"] = _figures(guard, data, S, s_ood, out, n_show, pixel)
+    doc["figures"], doc["figures_left_out"] = _figures(guard, data, S, s_ood, out, n_show, pixel)
     doc["seconds"] = round(time.perf_counter() - t0, 1)
     doc["command"] = command
     doc["environment"] = {
@@ -163,8 +163,10 @@ def _figures(
     out: Path,
     n_show: int,
     pixel: tuple[np.ndarray, np.ndarray] | None,
-) -> dict[str, str]:
+) -> tuple[dict[str, str], dict[str, str]]:
+    """The figures written (name -> file) and those left out (name -> why)."""
     figs: dict[str, str] = {}
+    left_out: dict[str, str] = {}
     radii = guard.radii_[np.isfinite(guard.radii_) & (guard.radii_ < 1e17)]
     sets = {"train (fitted; d_hull = 0)": {"d_min": radii}}
     if guard.calib_scores_ is not None:
@@ -180,7 +182,10 @@ def _figures(
     amb = {name: v["d_min"] - v["d_hull"] for name, v in sets.items() if "d_hull" in v}
     figs["ambiguity"] = figures.ambiguity(amb, out / "ambiguity.png")
     figs["plane"] = figures.plane(S.d_min, S.hull_upper, S.pred == data.y_test, out / "plane.png")
-    if figures.can_show(data.x_test):
+    why_not = figures.why_not_images(data.x_test.shape)
+    if why_not is not None:
+        left_out["extremes"] = left_out["support"] = why_not
+    else:
         names = guard.class_names_
         titles = [
             f"#{i} {names[int(y)]} → {names[int(p)]}\nd_min {dm:.2f}  d_hull {dh:.2f}"
@@ -191,6 +196,10 @@ def _figures(
             data.x_test, titles, order, min(n_show, len(order)), out / "extremes.png"
         )
         y_train = data.y_train  # pixel support is computed only when training labels exist
+        if y_train is None:
+            left_out["support"] = "the training data has no labels 'y'"
+        elif pixel is None:
+            left_out["support"] = "no pixel-space hull was computed (--n-pixel 0)"
         if pixel is not None and y_train is not None:
             rows = []
             for i in range(min(3, len(pixel[0]))):
@@ -206,4 +215,4 @@ def _figures(
                     ]
                 rows.append(row)
             figs["support"] = figures.support(rows, out / "support.png")
-    return figs
+    return figs, left_out

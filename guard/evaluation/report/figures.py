@@ -1,5 +1,8 @@
 """PNG figures of a report (matplotlib, headless): the paper's Fig. 10, 13 and 15 on our data,
 the d_hull-vs-d_min plane, and the hull support of a few test images in feature vs pixel space.
+
+Image figures draw inputs laid out as N×C×H×W, N×H×W×C (1 or 3 channels) or N×H×W
+(:func:`image_layout`); for other inputs :func:`why_not_images` says why they are left out.
 """
 
 from __future__ import annotations
@@ -104,20 +107,57 @@ def plane(d_min: np.ndarray, d_hull: np.ndarray, correct: np.ndarray, path: Path
     return _save(fig, path)
 
 
-def _show(ax, img: np.ndarray, title: str) -> None:
+#: Channel counts the image figures draw: grayscale and RGB.
+_CHANNELS = (1, 3)
+
+
+def image_layout(shape: tuple[int, ...]) -> str | None:
+    """How a batch of inputs of ``shape`` holds images: ``"NCHW"``, ``"NHWC"`` (1 or 3
+    channels), ``"NHW"`` (grayscale), or ``None`` when they are not images the figures can draw.
+    When both ends could be channels (``N x 3 x H x 3``), channels first wins."""
+    if len(shape) == 3:
+        return "NHW"
+    if len(shape) == 4:
+        if shape[1] in _CHANNELS:
+            return "NCHW"
+        if shape[3] in _CHANNELS:
+            return "NHWC"
+    return None
+
+
+def why_not_images(shape: tuple[int, ...]) -> str | None:
+    """Why inputs of ``shape`` get no image figures (``None`` when they do)."""
+    if image_layout(shape) is not None:
+        return None
+    return (
+        f"the inputs (each of shape {tuple(shape[1:])}) are not images with 1 or 3 channels "
+        f"as N×C×H×W, N×H×W×C or N×H×W, so they cannot be drawn"
+    )
+
+
+def can_show(x: np.ndarray) -> bool:
+    """Inputs that are images: see :func:`image_layout`."""
+    return image_layout(x.shape) is not None
+
+
+def _to_hw(img: np.ndarray) -> np.ndarray:
+    """One image (C x H x W, H x W x C or H x W) as H x W (gray) or H x W x 3 (RGB)."""
     img = np.asarray(img, dtype=np.float64)
-    if img.ndim == 3 and img.shape[0] in (1, 3):  # CHW
+    layout = image_layout((1, *img.shape))
+    if layout == "NCHW":
         img = img[0] if img.shape[0] == 1 else np.transpose(img, (1, 2, 0))
+    elif layout == "NHWC":
+        img = img[..., 0] if img.shape[-1] == 1 else img
+    return img
+
+
+def _show(ax, img: np.ndarray, title: str) -> None:
+    img = _to_hw(img)
     lo, hi = float(img.min()), float(img.max())
     img = (img - lo) / (hi - lo) if hi > lo else np.zeros_like(img)
     ax.imshow(img, cmap="gray" if img.ndim == 2 else None, vmin=0, vmax=1)
     ax.set_title(title, fontsize=6.5)
     ax.axis("off")
-
-
-def can_show(x: np.ndarray) -> bool:
-    """Inputs that are images (N, C, H, W) with 1 or 3 channels, or (N, H, W)."""
-    return (x.ndim == 4 and x.shape[1] in (1, 3)) or x.ndim == 3
 
 
 def extremes(x: np.ndarray, titles: list[str], order: np.ndarray, k: int, path: Path) -> str:

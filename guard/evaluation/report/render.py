@@ -83,6 +83,7 @@ def render(
         f"![ambiguity]({figs['ambiguity']})",
         "",
     ]
+    left_out = doc.get("figures_left_out", {})
     if "extremes" in figs:
         parts += [
             "Most ambiguous test images (top row: smallest d_min − d_hull) and least "
@@ -91,9 +92,15 @@ def render(
             f"![extremes]({figs['extremes']})",
             "",
         ]
+    elif "extremes" in left_out:
+        parts += [
+            "_The figure of the most and least ambiguous test images (paper Fig. 13) is left "
+            f"out: {left_out['extremes']}._",
+            "",
+        ]
     parts += _table1(doc["table1"], names)
     if "support" in doc:
-        parts += _support(doc["support"], figs)
+        parts += _support(doc["support"], figs, left_out)
     if ood_sets and doc["ood"]:
         parts += [
             "",
@@ -186,7 +193,7 @@ def _table1(r: dict, names: list[str]) -> list[str]:
     return lines + [""]
 
 
-def _support(sup: dict, figs: dict) -> list[str]:
+def _support(sup: dict, figs: dict, left_out: dict) -> list[str]:
     lines = [
         "## 4. What supports the hull projection: feature vs pixel space (paper Fig. 6)",
         "",
@@ -220,5 +227,11 @@ def _support(sup: dict, figs: dict) -> list[str]:
             "(lower row).",
             "",
             f"![support]({figs['support']})",
+        ]
+    elif "support" in left_out:
+        lines += [
+            "",
+            "_The figure of test images with the training images that support their hull "
+            f"projection is left out: {left_out['support']}._",
         ]
     return lines + [""]
