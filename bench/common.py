@@ -300,6 +300,8 @@ class ServerProc:
             "0",
             "--metrics-port",
             "0" if metrics else "-1",
+            "--http-port",
+            "-1",  # the benchmarks measure the gRPC path
             "--log-level",
             "WARNING",
         ]

@@ -1,11 +1,12 @@
-"""One served model behind its transports: the data plane, the gRPC transport and the Prometheus
-endpoint, started and stopped together from one :class:`~server.settings.Settings`.
+"""One served model behind its transports: the data plane, the gRPC and HTTP/REST transports and
+the Prometheus endpoint, started and stopped together from one :class:`~server.settings.Settings`.
 
 Start: bind gRPC (health NOT_SERVING), start the data plane (batcher + self-check inference),
 expose metrics, then report SERVING. Stop (SIGTERM / SIGINT under :func:`serve`): not ready,
 health NOT_SERVING, new calls answered UNAVAILABLE, in-flight calls finish (up to ``grace_s``;
-what is still running then is answered UNAVAILABLE), gRPC stops, then the batcher and the
-metrics endpoint close (see :mod:`server.grpc.server`). Under :func:`serve` a second signal
+what is still running then is answered UNAVAILABLE), gRPC and HTTP (both drained at once, 503
+for HTTP) stop, then the batcher and the metrics endpoint close (see :mod:`server.grpc.server`,
+:mod:`server.http.drain`). Under :func:`serve` a second signal
 during the stop is logged and ignored, and the process exits 0.
 """
 
@@ -20,7 +21,9 @@ from guard import Guard
 
 from .dataplane import DataPlane, ServedModel
 from .grpc.server import GrpcServer
+from .http import HttpServer
 from .metrics import Metrics
+from .security import grpc_credentials, ssl_context, token_auth
 from .settings import Settings
 
 log = logging.getLogger(__name__)
@@ -36,6 +39,10 @@ class GuardServer:
         self, settings: Settings, guard: Guard | None = None, model_name: str | None = None
     ) -> None:
         s = self.settings = settings
+        # TLS files and tokens are checked before the (slow) model load.
+        credentials = grpc_credentials(s)
+        #: Bearer-token check shared by every transport (None = auth off).
+        self.auth = token_auth(s)
         if guard is None:
             self.model = ServedModel.load(
                 s.artifact, name=s.model_name, device=s.device, geometry=s.geometry
@@ -54,7 +61,26 @@ class GuardServer:
             max_images_per_request=s.max_images_per_request,
         )
         self.grpc = GrpcServer(
-            self.dataplane, host=s.host, port=s.port, max_message_bytes=s.max_message_bytes
+            self.dataplane,
+            host=s.host,
+            port=s.port,
+            max_message_bytes=s.max_message_bytes,
+            credentials=credentials,
+            auth=self.auth,
+            reflection=s.reflection_on,
+        )
+        #: The HTTP/REST transport over the same data plane (None: ``http_port`` -1).
+        self.http = (
+            HttpServer(
+                self.dataplane,
+                host=s.host,
+                port=s.http_port,
+                max_message_bytes=s.max_message_bytes,
+                ssl_context=ssl_context(s),
+                auth=self.auth,
+            )
+            if s.http_port >= 0
+            else None
         )
         self.metrics_port = -1
         self._started = False
@@ -70,6 +96,11 @@ class GuardServer:
         return self.grpc.port
 
     @property
+    def http_port(self) -> int:
+        """The bound HTTP port; -1 when HTTP is off."""
+        return self.http.port if self.http is not None else -1
+
+    @property
     def ready(self) -> bool:
         return self.dataplane.ready
 
@@ -78,9 +109,15 @@ class GuardServer:
         s = self.settings
         self._started = True
         await self.grpc.start()
+        if self.http is not None:
+            try:
+                await self.http.start()
+            except BaseException:
+                await self.grpc.stop(0)
+                raise
         await self.dataplane.start()
         if s.metrics_port >= 0:
-            self.metrics_port = self.metrics.serve_http(s.metrics_port, s.host)
+            self.metrics_port = self.metrics.serve_http(s.metrics_port, s.metrics_bind)
         await self.grpc.set_serving()
         log.info(
             "serving model %r on port %d (metrics on %s)",
@@ -107,7 +144,10 @@ class GuardServer:
 
     async def _stop(self, grace: float) -> None:
         self.dataplane.ready = False
-        await self.grpc.stop(grace)
+        transports = [self.grpc.stop(grace)]
+        if self.http is not None:
+            transports.append(self.http.stop(grace))
+        await asyncio.gather(*transports)
         await self.dataplane.stop()
         self.metrics.close()
         self._stopped.set()

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import sys
 from dataclasses import fields
 from typing import TYPE_CHECKING
@@ -30,11 +29,17 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
     """One flag per :class:`Settings` field; None = not given (the environment decides)."""
     p.add_argument("--artifact", help="artifact directory (default: built-in Fashion-MNIST)")
     p.add_argument("--model-name", help="model name clients use (default: artifact dir name)")
-    p.add_argument("--host", help="address to bind (default 0.0.0.0)")
+    p.add_argument("--host", help="address to bind (default 0.0.0.0: all interfaces)")
     p.add_argument("--port", type=int, help="gRPC port (default 8001; 0 = any free port)")
+    p.add_argument(
+        "--http-port",
+        type=int,
+        help="HTTP/REST port, Open Inference Protocol v2 (default 8000; 0 = any free, -1 = off)",
+    )
     p.add_argument(
         "--metrics-port", type=int, help="Prometheus port (default 8002; 0 = any free, -1 = off)"
     )
+    p.add_argument("--metrics-host", help="address the metrics port binds (default: --host)")
     p.add_argument("--max-batch-size", type=int, help="dynamic batching: images per batch (64)")
     p.add_argument("--max-queue-delay-ms", type=float, help="dynamic batching: max wait (2 ms)")
     p.add_argument("--max-queue-size", type=int, help="queued requests before RESOURCE_EXHAUSTED")
@@ -55,6 +60,26 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--grace-s", type=float, help="seconds in-flight requests get on SIGTERM")
     p.add_argument(
         "--log-level", help="logging level: DEBUG, INFO (default), WARNING, ERROR, CRITICAL"
+    )
+    p.add_argument(
+        "--log-format",
+        choices=["text", "json"],
+        help="log lines, the access log's included: text (default) or json (one object a line)",
+    )
+    p.add_argument("--tls-cert", help="PEM server certificate chain: TLS on (with --tls-key)")
+    p.add_argument("--tls-key", help="PEM private key of --tls-cert (unencrypted)")
+    p.add_argument(
+        "--tls-client-ca", help="PEM CA bundle: mutual TLS, clients need a certificate it signed"
+    )
+    p.add_argument(
+        "--auth-token-file",
+        help="bearer tokens, one per line: requests need 'authorization: Bearer <token>' "
+        "(re-read when the file changes)",
+    )
+    p.add_argument(
+        "--reflection",
+        action=argparse.BooleanOptionalAction,
+        help="gRPC server reflection (default: on, unless TLS or token auth is on)",
     )
 
 
@@ -89,9 +114,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     settings = Settings.from_env(**{f.name: getattr(args, f.name, None) for f in fields(Settings)})
-    logging.basicConfig(
-        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    from .accesslog import configure_logging
+
+    configure_logging(settings.log_level, settings.log_format)
     try:
         asyncio.run(_serve(settings))
     except OSError as exc:  # e.g. the port is taken
@@ -111,13 +136,21 @@ async def _serve(settings: Settings) -> None:
 def _announce(srv: GuardServer) -> None:
     s = srv.settings
     metrics = (
-        f"metrics http://{s.host}:{srv.metrics_port}/metrics"
+        f"metrics http://{s.metrics_bind}:{srv.metrics_port}/metrics"
         if srv.metrics_port >= 0
         else "metrics off"
     )
+    http = (
+        f"HTTP/REST (Open Inference Protocol v2) on {s.host}:{srv.http_port}"
+        if srv.http_port >= 0
+        else "HTTP off"
+    )
+    tls = ("mutual TLS" if s.tls_client_ca else "TLS") if s.tls_cert else "plaintext"
+    extras = [tls] + (["token auth"] if s.auth_token_file else [])
     print(
         f"guard: serving {srv.model_name!r} on {s.host}:{srv.port} (gRPC: Open Inference "
-        f"Protocol + guard.v1, health, reflection); {metrics}",
+        f"Protocol + guard.v1, health{', reflection' if s.reflection_on else ''}; "
+        f"{', '.join(extras)}); {http}; {metrics}",
         flush=True,
     )
 

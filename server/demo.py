@@ -384,6 +384,8 @@ class ServerProcess:
             str(port),
             "--metrics-port",
             str(metrics_port),
+            "--http-port",
+            "0",  # the demo speaks gRPC; HTTP on any free port, never a taken 8000
         ]
         self.proc: subprocess.Popen | None = None
         self.startup_s = 0.0

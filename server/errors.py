@@ -35,12 +35,17 @@ class NotReady(GuardError):
     """The server is starting or shutting down, or the request needs what it has disabled."""
 
 
+class Unauthenticated(GuardError):
+    """The request carries no valid credentials (bearer token); the message never quotes them."""
+
+
 class Code(enum.Enum):
     """Transport-neutral status: ``(gRPC status name, HTTP status)``."""
 
     OK = ("OK", 200)
     INVALID_ARGUMENT = ("INVALID_ARGUMENT", 400)
     FAILED_PRECONDITION = ("FAILED_PRECONDITION", 400)
+    UNAUTHENTICATED = ("UNAUTHENTICATED", 401)
     NOT_FOUND = ("NOT_FOUND", 404)
     RESOURCE_EXHAUSTED = ("RESOURCE_EXHAUSTED", 429)
     INTERNAL = ("INTERNAL", 500)
@@ -63,6 +68,7 @@ class Code(enum.Enum):
 
 # Most specific first: the first matching class decides the code.
 STATUS: tuple[tuple[type[BaseException], Code], ...] = (
+    (Unauthenticated, Code.UNAUTHENTICATED),
     (InputError, Code.INVALID_ARGUMENT),
     (GeometryError, Code.INVALID_ARGUMENT),  # the numerics' own ValueError: bad input as well
     (ModelNotFound, Code.NOT_FOUND),

@@ -11,8 +11,11 @@ from typing import Any
 
 from guard.errors import InputError
 
+from .security import load_tls, token_auth
+
 ENV_PREFIX = "GUARD_"
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+LOG_FORMATS = ("text", "json")
 
 
 @dataclass(frozen=True)
@@ -23,11 +26,17 @@ class Settings:
     model_name: str | None = None
     """Name clients use for the model; default: the artifact directory's name."""
     host: str = "0.0.0.0"
-    """Address the gRPC server binds."""
+    """Address the gRPC and HTTP servers bind: all interfaces by default (what a container needs);
+    ``127.0.0.1`` keeps it on this machine."""
     port: int = 8001
     """gRPC port (0 = any free port)."""
+    http_port: int = 8000
+    """HTTP/REST port of the Open Inference Protocol (0 = any free port, -1 = no HTTP)."""
     metrics_port: int = 8002
     """Prometheus metrics HTTP port (0 = any free port, -1 = no metrics endpoint)."""
+    metrics_host: str | None = None
+    """Address the metrics endpoint binds; unset = ``host``. The endpoint is plain HTTP without
+    auth: e.g. ``127.0.0.1`` keeps it local when the gRPC port is public."""
     max_batch_size: int = 64
     """Dynamic batching: largest merged batch (in images)."""
     max_queue_delay_ms: float = 2.0
@@ -47,6 +56,19 @@ class Settings:
     """On SIGTERM: seconds in-flight requests get to finish."""
     log_level: str = "INFO"
     """Python logging level: DEBUG, INFO, WARNING, ERROR or CRITICAL (any case)."""
+    log_format: str = "text"
+    """Log lines (the access log's included): ``text``, or ``json`` (one object per line)."""
+    tls_cert: str | None = None
+    """PEM certificate chain of the server: with ``tls_key``, TLS on every port but metrics."""
+    tls_key: str | None = None
+    """PEM private key (unencrypted) of ``tls_cert``; both or neither."""
+    tls_client_ca: str | None = None
+    """PEM CA bundle: set = mutual TLS, clients must present a certificate signed by it."""
+    auth_token_file: str | None = None
+    """Bearer tokens, one per line (``#`` comments): every request but the probes (health,
+    ServerLive, ServerReady) needs ``authorization: Bearer <token>``. Re-read when it changes."""
+    reflection: bool | None = None
+    """gRPC server reflection; unset = on, unless TLS or token auth is on."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "log_level", str(self.log_level).upper())  # frozen: set once
@@ -76,11 +98,29 @@ class Settings:
             raise InputError("max_message_bytes must be >= 1024")
         if self.device not in ("auto", "cpu", "cuda"):
             raise InputError(f"device must be auto, cpu or cuda, got {self.device!r}")
+        if self.log_format not in LOG_FORMATS:
+            raise InputError(
+                f"log_format must be one of {', '.join(LOG_FORMATS)}, got {self.log_format!r}"
+            )
         if self.log_level not in LOG_LEVELS:
             raise InputError(
                 f"log_level must be one of {', '.join(LOG_LEVELS)} (any case), got "
                 f"{self.log_level.lower()!r}"
             )
+        load_tls(self)  # both or neither, readable, the key matches the certificate
+        token_auth(self)  # readable, at least one token
+
+    @property
+    def reflection_on(self) -> bool:
+        """Reflection as set, else on only for a plaintext server without token auth."""
+        if self.reflection is not None:
+            return self.reflection
+        return not (self.tls_cert or self.tls_key or self.auth_token_file)
+
+    @property
+    def metrics_bind(self) -> str:
+        """The address the metrics endpoint binds (``metrics_host``, else ``host``)."""
+        return self.metrics_host or self.host
 
 
 def _parse(name: str, type_name: str, raw: str) -> object:

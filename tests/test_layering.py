@@ -147,3 +147,20 @@ def test_core_import_loads_no_serving_stack_torch_or_plots(module: str) -> None:
     )
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert res.returncode == 0, f"importing the core loaded {module}: {res.stderr}"
+
+
+def test_transports_do_not_import_each_other_and_the_data_plane_neither() -> None:
+    g = _graph()
+    rules = {
+        "server.dataplane": ("server.grpc", "server.http"),
+        "server.grpc": ("server.http",),
+        "server.http": ("server.grpc",),
+    }
+    bad = {
+        m: sorted(d for d in deps if d.startswith(forbidden))
+        for layer, forbidden in rules.items()
+        for m, deps in g.items()
+        if m.startswith(layer)
+    }
+    bad = {m: d for m, d in bad.items() if d}
+    assert not bad, f"transports must stay independent of each other: {bad}"

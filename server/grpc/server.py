@@ -4,7 +4,9 @@ health service, server reflection, and a graceful stop that loses no accepted re
 Every call of our two services passes :class:`Gate` (a server interceptor), which decodes the
 request itself (an undecodable message is ``INVALID_ARGUMENT``, not gRPC's ``UNKNOWN`` with a
 logged traceback), times it end to end (``guard_request_duration_seconds``) and knows which calls
-are in flight.
+are in flight. With token auth on, :class:`~.auth.TokenInterceptor` sits outside the gate and
+answers ``UNAUTHENTICATED`` before anything is decoded; TLS comes from ``credentials``
+(:func:`server.security.grpc_credentials`); reflection can be left out.
 
 Health reports NOT_SERVING from the moment the port is bound until :meth:`GrpcServer.set_serving`
 (called once the data plane passed its self-check). :meth:`GrpcServer.stop`, in this order:
@@ -44,9 +46,13 @@ from grpc_reflection.v1alpha import reflection, reflection_pb2
 
 from guard.errors import InputError
 
+from .. import accesslog
 from ..dataplane import DataPlane
 from ..errors import NotReady
 from ..metrics import Metrics
+from ..security import TokenAuth
+from ..shutdown import CLOSE_GRACE_S, CUT, CUT_WAIT_S, QUIET_S, SHUTTING_DOWN
+from .auth import TokenInterceptor
 from .gen.guard_v1 import guard_pb2, guard_pb2_grpc
 from .gen.inference import grpc_service_pb2, grpc_service_pb2_grpc
 from .servicers import GuardServicer, InferenceServicer
@@ -62,19 +68,6 @@ SERVICES = (
 HEALTH_SERVICE = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
 #: Probes: answered (live, not ready) during a stop, and not counted as traffic.
 PROBES = frozenset({"ServerLive", "ServerReady", "ModelReady"})
-
-#: A stop keeps the port open until no new call has arrived for this long (seconds).
-QUIET_S = 0.2
-#: How long calls cut at the end of the grace period get to send their UNAVAILABLE (seconds).
-CUT_WAIT_S = 2.0
-#: Grace given to gRPC's own stop, once our calls are done (health watches, stragglers).
-CLOSE_GRACE_S = 0.25
-
-SHUTTING_DOWN = "the server is shutting down and accepts no new requests; retry (another replica)"
-CUT = (
-    "the server shut down before this request finished (its grace period of {grace:g} s "
-    "ended); retry (another replica)"
-)
 
 
 def reflection_pool(files: Iterable[FileDescriptor]) -> descriptor_pool.DescriptorPool:
@@ -164,6 +157,7 @@ class Gate(grpc.aio.ServerInterceptor):
                 return _Received(None, exc, t0)
 
         async def gated(received: _Received, context: grpc.aio.ServicerContext) -> Any:
+            response = None
             try:
                 if received.error is not None:
                     await abort(context, rpc, received.error, count)
@@ -171,9 +165,12 @@ class Gate(grpc.aio.ServerInterceptor):
                     self._last_arrival = time.monotonic()
                     if self.draining:
                         await abort(context, rpc, NotReady(SHUTTING_DOWN), count)
-                return await self._run(rpc, behavior, received.message, context)
+                response = await self._run(rpc, behavior, received.message, context)
+                return response
             finally:
-                observe(time.perf_counter() - received.t0)
+                elapsed = time.perf_counter() - received.t0
+                observe(elapsed)
+                _access_log(rpc, received.message, response, context, elapsed)
 
         return grpc.unary_unary_rpc_method_handler(
             gated, request_deserializer=deserialize, response_serializer=handler.response_serializer
@@ -239,6 +236,20 @@ class Gate(grpc.aio.ServerInterceptor):
             pass
 
 
+def _access_log(
+    rpc: str, request: Any, response: Any, context: grpc.aio.ServicerContext, elapsed: float
+) -> None:
+    """The call's access log line (:mod:`server.accesslog`); never fails the call."""
+    try:
+        code = context.code() if response is None else None
+        status = "CANCELLED" if code is None and response is None else "OK"
+        if isinstance(code, grpc.StatusCode):
+            status = code.name
+        accesslog.emit(accesslog.grpc_entry(rpc, request, response, status, elapsed))
+    except Exception:  # noqa: BLE001 - logging must not turn an answer into an error
+        log.debug("access log line of %s failed", rpc, exc_info=True)
+
+
 class GrpcServer:
     """The gRPC server of ``dataplane`` on ``host:port`` (0 = any free port)."""
 
@@ -249,8 +260,16 @@ class GrpcServer:
         host: str = "0.0.0.0",
         port: int = 0,
         max_message_bytes: int = 64 * 1024 * 1024,
+        credentials: grpc.ServerCredentials | None = None,
+        auth: TokenAuth | None = None,
+        reflection: bool = True,
     ) -> None:
+        """``credentials``: TLS (:func:`server.security.grpc_credentials`), None = plaintext;
+        ``auth``: bearer tokens required (:mod:`.auth`); ``reflection``: serve reflection."""
         self.dataplane = dataplane
+        self.credentials = credentials
+        self.auth = auth
+        self.reflection = reflection
         self.host = host
         self.requested_port = port
         self.max_message_bytes = max_message_bytes
@@ -265,30 +284,45 @@ class GrpcServer:
             ("grpc.max_receive_message_length", self.max_message_bytes),
             ("grpc.max_send_message_length", self.max_message_bytes),
         ]
-        server = grpc.aio.server(options=opts, interceptors=[self._gate])
+        interceptors: list[grpc.aio.ServerInterceptor] = [self._gate]
+        if self.auth is not None:  # outermost: a refused call never reaches the gate
+            interceptors.insert(0, TokenInterceptor(self.auth, self.dataplane.metrics, SERVICES))
+        server = grpc.aio.server(options=opts, interceptors=interceptors)
         grpc_service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(
             InferenceServicer(self.dataplane), server
         )
         guard_pb2_grpc.add_GuardServiceServicer_to_server(GuardServicer(self.dataplane), server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
-        pool = reflection_pool(
-            [
-                grpc_service_pb2.DESCRIPTOR,
-                guard_pb2.DESCRIPTOR,
-                health_pb2.DESCRIPTOR,
-                reflection_pb2.DESCRIPTOR,
-            ]
-        )
-        reflection.enable_server_reflection(
-            SERVICES + (HEALTH_SERVICE, reflection.SERVICE_NAME), server, pool=pool
-        )
-        self.port = server.add_insecure_port(f"{self.host}:{self.requested_port}")
+        if self.reflection:
+            pool = reflection_pool(
+                [
+                    grpc_service_pb2.DESCRIPTOR,
+                    guard_pb2.DESCRIPTOR,
+                    health_pb2.DESCRIPTOR,
+                    reflection_pb2.DESCRIPTOR,
+                ]
+            )
+            reflection.enable_server_reflection(
+                SERVICES + (HEALTH_SERVICE, reflection.SERVICE_NAME), server, pool=pool
+            )
+        address = f"{self.host}:{self.requested_port}"
+        if self.credentials is None:
+            self.port = server.add_insecure_port(address)
+        else:
+            self.port = server.add_secure_port(address, self.credentials)
         if self.port == 0:
             raise OSError(f"cannot bind {self.host}:{self.requested_port}")
         await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
         self._server = server
         await server.start()
-        log.info("gRPC listening on %s:%d", self.host, self.port)
+        log.info(
+            "gRPC listening on %s:%d (%s%s, reflection %s)",
+            self.host,
+            self.port,
+            "plaintext" if self.credentials is None else "TLS",
+            ", bearer tokens" if self.auth is not None else "",
+            "on" if self.reflection else "off",
+        )
         return self.port
 
     async def set_serving(self) -> None:

@@ -29,8 +29,8 @@ def guard() -> Guard:
 
 @pytest.fixture(scope="session")
 def server(guard: Guard) -> Iterator[ServerThread]:
-    """One shared server (default batching) with a metrics endpoint on a free port."""
-    st = ServerThread(guard, Settings(port=0, metrics_port=0))
+    """One shared server (default batching) with metrics and HTTP endpoints on free ports."""
+    st = ServerThread(guard, Settings(port=0, metrics_port=0, http_port=0))
     yield st
     st.stop()
 
@@ -41,7 +41,7 @@ def make_server(guard: Guard) -> Iterator[Callable[..., ServerThread]]:
     started: list[ServerThread] = []
 
     def make(slow_s: float = 0.0, **settings: object) -> ServerThread:
-        kw = {"port": 0, "metrics_port": -1}
+        kw = {"port": 0, "metrics_port": -1, "http_port": -1}
         kw.update(settings)
         st = ServerThread(guard, Settings(**kw), slow_s=slow_s)
         started.append(st)

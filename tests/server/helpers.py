@@ -84,6 +84,15 @@ class ServerThread:
     def target(self) -> str:
         return f"127.0.0.1:{self.port}"
 
+    @property
+    def http_port(self) -> int:
+        return self.srv.http_port
+
+    @property
+    def http_url(self) -> str:
+        """``host:port`` of the HTTP/REST endpoint (what tritonclient.http takes)."""
+        return f"127.0.0.1:{self.http_port}"
+
     def stop(self, grace: float | None = 1.0) -> None:
         try:
             self.call(self.srv.stop(grace))

@@ -101,7 +101,9 @@ def test_stop_order_health_first_then_unavailable(make_server):
             s = Stubs(ch)
             health = health_pb2_grpc.HealthStub(ch)
             in_flight = [asyncio.ensure_future(s.oip.ModelInfer(infer_request(x))) for x in xs]
-            while not st.batches:  # the first batch is running (sleeping)
+            batcher = st.srv.dataplane.batcher
+            # all three accepted: the first batch is running (sleeping), the rest are queued
+            while not st.batches or st.batches[0] + len(batcher._waiting) < len(xs):
                 await asyncio.sleep(0.005)
             stopping = st.submit(st.srv.stop(grace=5))
             while st.srv.ready:
@@ -199,6 +201,8 @@ class ServerProcess:
                     "0",
                     "--host",
                     "127.0.0.1",
+                    "--http-port",
+                    "0",
                     *extra,
                 ],
                 cwd=ROOT,
