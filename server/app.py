@@ -1,6 +1,10 @@
 """One served model behind its transports: the data plane, the gRPC and HTTP/REST transports and
 the Prometheus endpoint, started and stopped together from one :class:`~server.settings.Settings`.
 
+Reload: SIGHUP, ``watch`` (the artifact's ``digest.json`` polled every :data:`WATCH_INTERVAL_S`)
+and the repository load RPCs all go through :meth:`DataPlane.load` (verified beside the old model,
+swapped between batches; a refused artifact leaves the old one serving).
+
 Start: bind gRPC (health NOT_SERVING), start the data plane (batcher + self-check inference),
 expose metrics, then report SERVING. Stop (SIGTERM / SIGINT under :func:`serve`): not ready,
 health NOT_SERVING, new calls answered UNAVAILABLE, in-flight calls finish (up to ``grace_s``;
@@ -16,10 +20,12 @@ import asyncio
 import logging
 import signal
 from collections.abc import Callable
+from pathlib import Path
 
 from guard import Guard
 
 from .dataplane import DataPlane, ServedModel
+from .dataplane.model import DEFAULT_ARTIFACT
 from .grpc.server import GrpcServer
 from .http import HttpServer
 from .metrics import Metrics
@@ -27,6 +33,9 @@ from .security import grpc_credentials, ssl_context, token_auth
 from .settings import Settings
 
 log = logging.getLogger(__name__)
+
+#: How often ``watch`` reads the artifact's ``digest.json``.
+WATCH_INTERVAL_S = 1.0
 
 
 class GuardServer:
@@ -60,6 +69,9 @@ class GuardServer:
             max_queue=s.max_queue_size,
             max_images_per_request=s.max_images_per_request,
         )
+        if guard is None:
+            self.dataplane.loader = self._load_model
+        self._watch_task: asyncio.Task[None] | None = None
         self.grpc = GrpcServer(
             self.dataplane,
             host=s.host,
@@ -104,6 +116,39 @@ class GuardServer:
     def ready(self) -> bool:
         return self.dataplane.ready
 
+    # ---------------------------------------------------------------- reload
+    def _load_model(self, artifact: str | None) -> ServedModel:
+        """The served model of ``artifact`` (None: the configured one), under the current name.
+        Runs in a worker thread."""
+        s = self.settings
+        path = artifact or s.artifact
+        return ServedModel.load(path, name=self.model_name, device=s.device, geometry=s.geometry)
+
+    async def reload(self, artifact: str | None = None) -> int | None:
+        """Reload (SIGHUP, watch): the new version, or None when refused (logged, counted)."""
+        try:
+            return await self.dataplane.load(self.model_name, artifact)
+        except Exception:  # noqa: BLE001 - refused: logged by the data plane, the old one serves
+            return None
+
+    def _digest_path(self) -> Path:
+        current = self.dataplane.model.artifact
+        return Path(current or self.settings.artifact or DEFAULT_ARTIFACT) / "digest.json"
+
+    async def _watch(self) -> None:
+        """Reload when the served artifact's ``digest.json`` changes (mtime or content)."""
+        seen = _stamp(self._digest_path())
+        while True:
+            await asyncio.sleep(WATCH_INTERVAL_S)
+            path = self._digest_path()
+            now = _stamp(path)
+            if now is None or now == seen:
+                continue
+            seen = now
+            log.info("%s changed: reloading", path)
+            await self.reload(str(path.parent))
+            seen = _stamp(self._digest_path()) or seen
+
     async def start(self) -> int:
         """Start everything; returns the gRPC port once the server reports SERVING."""
         s = self.settings
@@ -119,6 +164,8 @@ class GuardServer:
         if s.metrics_port >= 0:
             self.metrics_port = self.metrics.serve_http(s.metrics_port, s.metrics_bind)
         await self.grpc.set_serving()
+        if s.watch and self.dataplane.loader is not None:
+            self._watch_task = asyncio.ensure_future(self._watch())
         log.info(
             "serving model %r on port %d (metrics on %s)",
             self.model_name,
@@ -144,6 +191,8 @@ class GuardServer:
 
     async def _stop(self, grace: float) -> None:
         self.dataplane.ready = False
+        if self._watch_task is not None:
+            self._watch_task.cancel()
         transports = [self.grpc.stop(grace)]
         if self.http is not None:
             transports.append(self.http.stop(grace))
@@ -155,6 +204,14 @@ class GuardServer:
 
     async def wait(self) -> None:
         await self._stopped.wait()
+
+
+def _stamp(path: Path) -> tuple[float, bytes] | None:
+    """``path``'s mtime and content (None while it is missing)."""
+    try:
+        return path.stat().st_mtime, path.read_bytes()
+    except OSError:
+        return None
 
 
 async def serve(
@@ -179,7 +236,8 @@ STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
 def install_signal_handlers(loop: asyncio.AbstractEventLoop, srv: GuardServer) -> None:
-    """SIGTERM / SIGINT start ``srv.stop()``; any later one is logged and ignored.
+    """SIGTERM / SIGINT start ``srv.stop()``; any later one is logged and ignored. SIGHUP
+    reloads the artifact (:meth:`GuardServer.reload`).
 
     Plain ``signal.signal`` handlers rather than ``loop.add_signal_handler``: closing the event
     loop resets the latter to the default action, so a second SIGTERM arriving while the process
@@ -214,3 +272,18 @@ def install_signal_handlers(loop: asyncio.AbstractEventLoop, srv: GuardServer) -
 
     for sig in STOP_SIGNALS:
         signal.signal(sig, handler)
+
+    def on_hup() -> None:
+        if srv.stopping:
+            log.warning("SIGHUP during the shutdown: ignored")
+            return
+        log.info("SIGHUP: reloading the artifact")
+        asyncio.ensure_future(srv.reload())
+
+    def hup(signum: int, frame: object) -> None:
+        try:
+            loop.call_soon_threadsafe(on_hup)
+        except RuntimeError:  # the loop is already closed: the process is exiting anyway
+            pass
+
+    signal.signal(signal.SIGHUP, hup)

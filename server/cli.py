@@ -59,6 +59,12 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--grace-s", type=float, help="seconds in-flight requests get on SIGTERM")
     p.add_argument(
+        "--watch",
+        action="store_const",
+        const=True,
+        help="reload the artifact when its digest.json changes (polled every second)",
+    )
+    p.add_argument(
         "--log-level", help="logging level: DEBUG, INFO (default), WARNING, ERROR, CRITICAL"
     )
     p.add_argument(

@@ -35,6 +35,11 @@ class NotReady(GuardError):
     """The server is starting or shutting down, or the request needs what it has disabled."""
 
 
+class LoadRefused(GuardError):
+    """A (re)load was refused: the artifact failed to load or its self-check; the old model
+    keeps serving."""
+
+
 class Unauthenticated(GuardError):
     """The request carries no valid credentials (bearer token); the message never quotes them."""
 

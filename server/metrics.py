@@ -52,6 +52,9 @@ class Metrics:
             registry=r,
         )
         self.images = Counter("guard_images", "Images classified", registry=r)
+        self.reloads = Counter(
+            "guard_reloads", "Artifact reloads by outcome (ok, refused)", ["outcome"], registry=r
+        )
         self.abstentions = Counter(
             "guard_abstentions", "Abstentions by reason", ["reason"], registry=r
         )

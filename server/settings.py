@@ -54,6 +54,9 @@ class Settings:
     """Where the geometry's scans run: auto (a CUDA GPU through torch when present), cpu, cuda."""
     grace_s: float = 10.0
     """On SIGTERM: seconds in-flight requests get to finish."""
+    watch: bool = False
+    """Reload the served artifact when its ``digest.json`` changes (polled every second); a
+    reload is also triggered by SIGHUP and the repository load RPC."""
     log_level: str = "INFO"
     """Python logging level: DEBUG, INFO, WARNING, ERROR or CRITICAL (any case)."""
     log_format: str = "text"

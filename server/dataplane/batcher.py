@@ -11,6 +11,9 @@ event loop).
 * Errors stay with their request: an image that fails in the model fails its own request only
   (see :class:`~.pipeline.BatchRun`), and a batch that fails as a whole is rerun request by
   request, so that only the request that caused it fails.
+* Hot swap: :meth:`swap` replaces the run function between batches, and only when no request
+  is part-way through its chunks (until then no new request starts), so every request is
+  answered by exactly one of them.
 * The queue is bounded: a request that finds ``max_queue`` requests waiting is refused at once
   (``Overloaded``) instead of piling up latency.
 """
@@ -87,6 +90,8 @@ class Batcher:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="guard-batch")
         self._task: asyncio.Task | None = None
         self._closing = False
+        self._next_run: Callable[[np.ndarray], BatchRun] | None = None
+        self._swapped: list[asyncio.Future[None]] = []
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._loop(), name="guard-batcher")
@@ -117,6 +122,29 @@ class Batcher:
         """``fn(x)`` in the worker thread, between batches (e.g. the self-check)."""
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, x)
 
+    def swap(self, run: Callable[[np.ndarray], BatchRun]) -> asyncio.Future[None]:
+        """Run the next batches with ``run``; done once it is installed: at once, or, when
+        requests are part-way through their chunks, once their last chunks ran on the old
+        function (no new request starts meanwhile, so the wait is bounded). The batch in
+        flight always finishes on the old one."""
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._next_run = run
+        self._swapped.append(done)
+        self._try_swap()
+        return done
+
+    def _try_swap(self) -> None:
+        if self._next_run is None:
+            return
+        running = [c.request for c in self._running]
+        if any(r.scheduled and r.left and not r.future.done() for r in self._waiting + running):
+            return  # a split request would be answered by two models: after its last chunk
+        self._run, self._next_run = self._next_run, None
+        for done in self._swapped:
+            if not done.done():
+                done.set_result(None)
+        self._swapped.clear()
+
     # ---------------------------------------------------------------- forming batches
     async def _collect(self) -> list[_Chunk]:
         """The next batch: wait for a request, then up to ``max_delay_s`` for it to fill."""
@@ -143,6 +171,7 @@ class Batcher:
     def _fill(self, chunks: list[_Chunk], n: int) -> int:
         """Add the waiting requests' next images to ``chunks`` (``n`` images so far), in turn
         order, up to ``max_batch_size``; returns the new number of images."""
+        self._try_swap()
         now = time.perf_counter()
         for req in list(self._waiting):
             space = self.max_batch_size - n
@@ -151,6 +180,8 @@ class Batcher:
             if req.future.done():  # cancelled by its caller
                 self._waiting.remove(req)
                 continue
+            if self._next_run is not None and not req.scheduled:
+                continue  # a swap waits for the split requests: start no new one before it
             if space < req.left <= self.max_batch_size:
                 continue  # fits a batch of its own: not split, it goes first in the next one
             k = min(req.left, space)
@@ -169,20 +200,23 @@ class Batcher:
             if not chunks:
                 continue
             self._running = chunks
-            await self._run_batch(chunks)
+            await self._run_batch(chunks, self._run)
             self._running = []
             # a request with images left takes its next turn after those that arrived meanwhile
             for c in chunks:
                 if c.request.left and not c.request.future.done():
                     self._waiting.append(c.request)
+            self._try_swap()
 
-    async def _run_batch(self, chunks: list[_Chunk]) -> None:
+    async def _run_batch(
+        self, chunks: list[_Chunk], run_fn: Callable[[np.ndarray], BatchRun]
+    ) -> None:
         live = [c for c in chunks if not c.request.future.done()]
         if not live:
             return
         x = live[0].images if len(live) == 1 else np.concatenate([c.images for c in live])
         try:
-            run = await self.run_in_worker(self._run, x)
+            run = await self.run_in_worker(run_fn, x)
         except Exception as exc:  # noqa: BLE001 - it belongs to the request that caused it
             if len(live) == 1:
                 _fail(live[0].request, exc)
@@ -194,7 +228,7 @@ class Batcher:
                 exc,
             )
             for c in live:
-                await self._run_batch([c])
+                await self._run_batch([c], run_fn)
             return
         lo = 0
         for c in live:
@@ -215,6 +249,10 @@ class Batcher:
         for req in self._waiting + [c.request for c in self._running]:
             _fail(req, NotReady("the server is shutting down"))
         self._waiting.clear()
+        for done in self._swapped:
+            if not done.done():
+                done.set_exception(NotReady("the server is shutting down"))
+        self._swapped.clear()
         self._executor.shutdown(wait=True)
 
 

@@ -11,11 +11,20 @@ code.
 It also holds the health state: ready only after :meth:`start` ran a self-check inference
 through the model and the geometry in the batcher's worker, and no longer ready once
 :meth:`stop` begins. The self-check is no request: it has metrics of its own, never scraped.
+
+Hot reload (:meth:`load`): the new artifact is loaded and self-checked beside the old one in a
+thread of its own (the old one keeps serving), then swapped in between batches
+(:meth:`.Batcher.swap`): batches already formed finish on the old model, later ones run on the
+new one, no request fails, and every result carries the version that computed it. A refused
+artifact leaves the old one serving. :meth:`unload` stops serving the model (NOT_FOUND, not
+ready) until the next load.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -23,10 +32,10 @@ import numpy as np
 from guard import __version__
 from guard.errors import InputError
 
-from ..errors import NotReady
+from ..errors import LoadRefused, ModelNotFound, NotReady
 from ..metrics import Metrics
 from .batcher import Batcher
-from .model import VERSION, ServedModel
+from .model import ServedModel
 from .outputs import output_tensors, requested_outputs
 from .pipeline import BatchResult, Pipeline
 from .types import (
@@ -34,6 +43,7 @@ from .types import (
     InferenceResponse,
     ModelInfo,
     ModelMetadata,
+    ModelState,
     RequestTensor,
     ServerMetadata,
 )
@@ -75,6 +85,12 @@ class DataPlane:
             on_queue_time=metrics.queue_seconds.observe,
         )
         self.ready = False
+        #: False after :meth:`unload`, until the next :meth:`load`.
+        self.loaded = True
+        #: ``loader(artifact)``: the served model of ``artifact`` (None = the configured one),
+        #: named like the current one; set by the app (None: reloading is not possible).
+        self.loader: Callable[[str | None], ServedModel] | None = None
+        self._load_lock = asyncio.Lock()
 
     # ---------------------------------------------------------------- lifecycle and health
     async def start(self) -> None:
@@ -94,7 +110,73 @@ class DataPlane:
         return True
 
     def model_ready(self, name: str, version: str = "") -> bool:
-        return self.ready and self.model.serves(name, version)
+        return self.ready and self.loaded and self.model.serves(name, version)
+
+    def _check(self, name: str, version: str = "", allow_empty: bool = False) -> ServedModel:
+        """The served model, if ``name`` / ``version`` name it and it is loaded."""
+        m = self.model
+        m.check_name(name, allow_empty=allow_empty, version=version)
+        if not self.loaded:
+            raise ModelNotFound(
+                f"model {m.name!r} is unloaded; load it again (RepositoryModelLoad, "
+                f"POST /v2/repository/models/{m.name}/load) to serve it"
+            )
+        return m
+
+    # ---------------------------------------------------------------- model repository
+    def repository_index(self, ready_only: bool = False) -> tuple[ModelState, ...]:
+        """The one model and its state (READY, or UNAVAILABLE when unloaded)."""
+        m = self.model
+        if self.loaded and self.ready:
+            state = ModelState(m.name, str(m.version), "READY", "")
+        else:
+            state = ModelState(m.name, str(m.version), "UNAVAILABLE", "unloaded")
+        return (state,) if state.state == "READY" or not ready_only else ()
+
+    async def load(self, name: str, artifact: str | None = None) -> int:
+        """Load ``artifact`` (None: the configured one) as model ``name`` and swap it in;
+        returns the new version. Refused (:class:`LoadRefused`, the old model keeps serving)
+        when it fails to load or its self-check fails."""
+        self.model.check_name(name)
+        loader = self.loader
+        if loader is None:
+            raise LoadRefused("this server serves an in-memory guard: there is no artifact to load")
+        async with self._load_lock:
+            old = self.model
+            try:
+                # beside the old model, off the event loop and off the batcher's worker
+                new = await asyncio.to_thread(loader, artifact)
+                check = Pipeline(new.guard, Metrics(), geometry=new.geometry)
+                new.check_result(await asyncio.to_thread(check, new.blank_images()))
+            except Exception as exc:  # noqa: BLE001 - any failure refuses the artifact
+                self.metrics.reloads.labels(outcome="refused").inc()
+                log.error(
+                    "reload of %s refused (%s: %s); still serving version %d",
+                    artifact or (old.artifact or "the configured artifact"),
+                    type(exc).__name__,
+                    exc,
+                    old.version,
+                )
+                raise LoadRefused(
+                    f"artifact refused ({type(exc).__name__}: {exc}); still serving version "
+                    f"{old.version}"
+                ) from exc
+            new.version = old.version + 1
+            await self.batcher.swap(
+                Pipeline(new.guard, self.metrics, geometry=new.geometry, version=new.version)
+            )
+            self.model = new
+            self.loaded = True
+        self.metrics.reloads.labels(outcome="ok").inc()
+        log.info("model %r version %d loaded from %s", new.name, new.version, new.artifact)
+        return new.version
+
+    def unload(self, name: str) -> None:
+        """Stop serving model ``name`` (NOT_FOUND, not ready) until the next :meth:`load`;
+        requests already accepted are answered."""
+        self.model.check_name(name)
+        self.loaded = False
+        log.info("model %r unloaded", name)
 
     async def submit(self, x: np.ndarray) -> BatchResult:
         """Queue validated images ``x`` (B, ...) for the next batches; their results.
@@ -108,18 +190,16 @@ class DataPlane:
         return ServerMetadata(name="guard", version=__version__)
 
     def model_metadata(self, name: str, version: str = "") -> ModelMetadata:
-        self.model.check_name(name, version=version)
-        return self.model.metadata()
+        return self._check(name, version).metadata()
 
     async def infer(self, req: InferenceRequest) -> InferenceResponse:
-        m = self.model
-        m.check_name(req.model_name, version=req.model_version)
+        m = self._check(req.model_name, req.model_version)
         names = requested_outputs(req.outputs, m.geometry)
-        result = await self.submit(self._images(req))
-        return InferenceResponse(m.name, VERSION, req.id, output_tensors(names, result))
+        result = await self.submit(self._images(m, req))
+        return InferenceResponse(m.name, str(result.version), req.id, output_tensors(names, result))
 
-    def _images(self, req: InferenceRequest) -> np.ndarray:
-        name = self.model.input_name
+    def _images(self, m: ServedModel, req: InferenceRequest) -> np.ndarray:
+        name = m.input_name
         if len(req.inputs) != 1:
             raise InputError(
                 f"expected exactly one input tensor named {name!r}, got "
@@ -128,18 +208,16 @@ class DataPlane:
         t = req.inputs[0]
         if t.name != name:
             raise InputError(f"unknown input {t.name!r}; this model's input is {name!r}")
-        return self.model.images(t, f"input {t.name!r}", self.max_images_per_request)
+        return m.images(t, f"input {t.name!r}", self.max_images_per_request)
 
     # ---------------------------------------------------------------- guard.v1
     async def classify(self, model_name: str, images: RequestTensor) -> ClassifyResult:
         """Every score and the decision for each image; ``model_name`` may be empty."""
-        m = self.model
-        m.check_name(model_name, allow_empty=True)
+        m = self._check(model_name, allow_empty=True)
         if not m.geometry:
             raise NotReady("Classify needs the geometry, which this server has disabled")
         result = await self.submit(m.images(images, "images", self.max_images_per_request))
         return ClassifyResult(m.name, tuple(m.guard.class_names_), result)
 
     def info(self, model_name: str) -> ModelInfo:
-        self.model.check_name(model_name, allow_empty=True)
-        return self.model.info()
+        return self._check(model_name, allow_empty=True).info()

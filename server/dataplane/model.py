@@ -23,16 +23,26 @@ log = logging.getLogger(__name__)
 
 #: Where the built-in Fashion-MNIST guard is fitted (on first use) when no artifact is given.
 DEFAULT_ARTIFACT = Path("artifacts/fmnist_resnet")
+#: The version of the model loaded at start; each successful reload adds one.
 VERSION = "1"
-#: The versions a request may name: the one version, or empty (= the latest, that one).
-VERSIONS = ("", VERSION)
 PLATFORM = "guard_onnxruntime"
 
 
 class ServedModel:
-    """One fitted guard served as ``name``; ``geometry=False`` serves the bare model."""
+    """One fitted guard served as ``name``; ``geometry=False`` serves the bare model.
 
-    def __init__(self, guard: Guard, name: str, *, geometry: bool = True) -> None:
+    ``version`` counts the loads (1 at start, +1 per reload); ``artifact`` is the directory it
+    came from (None: an in-memory guard)."""
+
+    def __init__(
+        self,
+        guard: Guard,
+        name: str,
+        *,
+        geometry: bool = True,
+        version: int = 1,
+        artifact: Path | None = None,
+    ) -> None:
         if guard.model_ is None:
             raise InputError(
                 "the guard has no model (fitted from features); refit it with "
@@ -41,6 +51,8 @@ class ServedModel:
         self.guard = guard
         self.name = name
         self.geometry = geometry
+        self.version = version
+        self.artifact = artifact
 
     @classmethod
     def load(
@@ -67,7 +79,7 @@ class ServedModel:
                 f"with `guard fit --model ...` to serve it"
             )
         log.info("loaded %s", path)
-        return cls(guard, name or path.resolve().name, geometry=geometry)
+        return cls(guard, name or path.resolve().name, geometry=geometry, artifact=path)
 
     @property
     def model(self) -> OnnxClassifier:
@@ -79,18 +91,23 @@ class ServedModel:
 
     def check_name(self, name: str, allow_empty: bool = False, version: str = "") -> None:
         """Raise :class:`ModelNotFound` unless ``name`` is this model's (or empty, if allowed)
-        and ``version`` one it has (:data:`VERSIONS`)."""
+        and ``version`` the one it serves (empty = that one)."""
         if not (name == self.name or (allow_empty and not name)):
             raise ModelNotFound(f"unknown model {echo(name)}; this server serves {self.name!r}")
-        if version not in VERSIONS:
+        if version not in self.versions:
             raise ModelNotFound(
                 f"model {self.name!r} has no version {echo(version)}; its only version is "
-                f"{VERSION!r} (empty = that one)"
+                f"{str(self.version)!r} (empty = that one)"
             )
+
+    @property
+    def versions(self) -> tuple[str, ...]:
+        """The versions a request may name: the current one, or empty (= that one)."""
+        return ("", str(self.version))
 
     def serves(self, name: str, version: str = "") -> bool:
         """Whether ``name`` (and ``version``) is this model (what ModelReady asks)."""
-        return name == self.name and version in VERSIONS
+        return name == self.name and version in self.versions
 
     def images(self, tensor: RequestTensor, what: str, max_images: int | None = None) -> np.ndarray:
         """A request tensor, validated, as float32 images (see :mod:`.decode`)."""
@@ -116,7 +133,7 @@ class ServedModel:
         g = self.guard
         return ModelMetadata(
             name=self.name,
-            versions=(VERSION,),
+            versions=(str(self.version),),
             platform=PLATFORM,
             inputs=(TensorMetadata(self.input_name, "FP32", tuple(expected_shape(self.model))),),
             outputs=tuple(

@@ -46,12 +46,14 @@ def _concat(objs: Sequence[_T]) -> _T:
 
 @dataclass(frozen=True)
 class BatchResult:
-    """Results of ``B`` images; ``scores``/``decisions`` are None with the geometry off."""
+    """Results of ``B`` images; ``scores``/``decisions`` are None with the geometry off;
+    ``version``: the served model's version that computed them."""
 
     logits: np.ndarray
     pred: np.ndarray
     scores: Scores | None
     decisions: Decisions | None
+    version: int = 1
 
     def __getitem__(self, sl: slice) -> BatchResult:
         return BatchResult(
@@ -59,6 +61,7 @@ class BatchResult:
             self.pred[sl],
             None if self.scores is None else _slice(self.scores, sl),
             None if self.decisions is None else _slice(self.decisions, sl),
+            self.version,
         )
 
     def __len__(self) -> int:
@@ -66,7 +69,8 @@ class BatchResult:
 
     @staticmethod
     def concat(parts: Sequence[BatchResult]) -> BatchResult:
-        """The results of consecutive chunks of images as one."""
+        """The results of consecutive chunks of images as one (one version: the batcher swaps
+        models only between requests' chunks)."""
         if len(parts) == 1:
             return parts[0]
         scores = [p.scores for p in parts if p.scores is not None]
@@ -76,6 +80,7 @@ class BatchResult:
             np.concatenate([p.pred for p in parts]),
             _concat(scores) if scores else None,
             _concat(decisions) if decisions else None,
+            parts[0].version,
         )
 
 
@@ -117,13 +122,17 @@ def _overflow(x: np.ndarray, logits: np.ndarray, feats: np.ndarray) -> str:
 class Pipeline:
     """Callable run in a worker thread on a merged batch ``x`` (float32, the model's shape).
 
-    ``geometry=False`` runs the bare model (logits and prediction only).
+    ``geometry=False`` runs the bare model (logits and prediction only); ``version`` is stamped
+    on every result.
     """
 
-    def __init__(self, guard: Guard, metrics: Metrics, *, geometry: bool = True) -> None:
+    def __init__(
+        self, guard: Guard, metrics: Metrics, *, geometry: bool = True, version: int = 1
+    ) -> None:
         self.guard = guard
         self.metrics = metrics
         self.geometry = geometry
+        self.version = version
 
     def __call__(self, x: np.ndarray) -> BatchRun:
         m = self.metrics
@@ -144,14 +153,18 @@ class Pipeline:
         if not self.geometry:
             m.images.inc(len(logits))
             return BatchRun(
-                BatchResult(logits, np.argmax(logits, axis=1), None, None), failed, errors
+                BatchResult(logits, np.argmax(logits, axis=1), None, None, self.version),
+                failed,
+                errors,
             )
         scores = self.guard.score_features(feats, logits)
         decisions = self.guard.decide(scores)
         m.geometry_seconds.observe(time.perf_counter() - t1)
         m.images.inc(len(logits))  # once scored: a batch that fails is rerun, not counted twice
         self._observe(scores, decisions)
-        return BatchRun(BatchResult(logits, scores.pred, scores, decisions), failed, errors)
+        return BatchRun(
+            BatchResult(logits, scores.pred, scores, decisions, self.version), failed, errors
+        )
 
     def _observe(self, s: Scores, d: Decisions) -> None:
         m = self.metrics

@@ -89,6 +89,16 @@ class ModelMetadata:
 
 
 @dataclass(frozen=True)
+class ModelState:
+    """One row of the model repository index: ``state`` READY or UNAVAILABLE (and why)."""
+
+    name: str
+    version: str
+    state: str
+    reason: str
+
+
+@dataclass(frozen=True)
 class ServerMetadata:
     name: str
     version: str

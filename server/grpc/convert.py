@@ -22,6 +22,7 @@ from ..dataplane import (
     InferenceResponse,
     ModelInfo,
     ModelMetadata,
+    ModelState,
     RequestTensor,
     ServerMetadata,
 )
@@ -187,4 +188,29 @@ def info_response(info: ModelInfo) -> gpb.InfoResponse:
             target_flag_rate=t.target_flag_rate or 0.0,
             n_calib=t.n_calib,
         ),
+    )
+
+
+#: The load parameter (a ``string_param``) naming another artifact directory to load.
+ARTIFACT_PARAMETER = "artifact"
+
+
+def load_artifact(req: pb.RepositoryModelLoadRequest) -> str | None:
+    """The ``artifact`` parameter of a load request (None: reload the configured artifact)."""
+    if ARTIFACT_PARAMETER not in req.parameters:
+        return None
+    p = req.parameters[ARTIFACT_PARAMETER]
+    if p.WhichOneof("parameter_choice") != "string_param" or not p.string_param:
+        raise InputError(f"load parameter {ARTIFACT_PARAMETER!r} must be a non-empty string_param")
+    return str(p.string_param)
+
+
+def repository_index(states: Sequence[ModelState]) -> pb.RepositoryIndexResponse:
+    return pb.RepositoryIndexResponse(
+        models=[
+            pb.RepositoryIndexResponse.ModelIndex(
+                name=s.name, version=s.version, state=s.state, reason=s.reason
+            )
+            for s in states
+        ]
     )

@@ -53,6 +53,20 @@ class InferenceServicer(_Base, pb_grpc.GRPCInferenceServiceServicer):
     async def ModelInfer(self, request: Any, context: Context) -> Any:
         return convert.infer_response(await self.dp.infer(convert.infer_request(request)))
 
+    @grpc_errors("RepositoryIndex")
+    async def RepositoryIndex(self, request: Any, context: Context) -> Any:
+        return convert.repository_index(self.dp.repository_index(request.ready))
+
+    @grpc_errors("RepositoryModelLoad")
+    async def RepositoryModelLoad(self, request: Any, context: Context) -> Any:
+        await self.dp.load(request.model_name, convert.load_artifact(request))
+        return pb.RepositoryModelLoadResponse()
+
+    @grpc_errors("RepositoryModelUnload")
+    async def RepositoryModelUnload(self, request: Any, context: Context) -> Any:
+        self.dp.unload(request.model_name)
+        return pb.RepositoryModelUnloadResponse()
+
 
 class GuardServicer(_Base, gpb_grpc.GuardServiceServicer):
     """guard.v1, the typed API: one result per image with the decision and its reasons."""

@@ -16,7 +16,7 @@ part splits); the values' meaning is checked by the data plane.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,6 +28,7 @@ from ..dataplane import (
     InferenceRequest,
     InferenceResponse,
     ModelMetadata,
+    ModelState,
     RequestTensor,
     ServerMetadata,
     TensorMetadata,
@@ -249,3 +250,26 @@ def model_metadata(md: ModelMetadata) -> dict[str, Any]:
         "inputs": [_tensor(t) for t in md.inputs],
         "outputs": [_tensor(t) for t in md.outputs],
     }
+
+
+def repository_index(states: Sequence[ModelState]) -> list[dict[str, str]]:
+    return [
+        {"name": s.name, "version": s.version, "state": s.state, "reason": s.reason} for s in states
+    ]
+
+
+def load_artifact(doc: Any) -> str | None:
+    """The ``parameters.artifact`` of a load body (None: reload the configured artifact)."""
+    if doc is None:
+        return None
+    if not isinstance(doc, dict):
+        raise InputError("a load request body must be a JSON object")
+    params = doc.get("parameters") or {}
+    if not isinstance(params, dict):
+        raise InputError('"parameters" must be a JSON object')
+    artifact = params.get("artifact")
+    if artifact is None:
+        return None
+    if not isinstance(artifact, str) or not artifact:
+        raise InputError('load parameter "artifact" must be a non-empty string')
+    return artifact

@@ -16,6 +16,7 @@ status HTTP has for exactly this; the table's 429 means "retry later", which wou
 
 from __future__ import annotations
 
+import json
 import logging
 import ssl
 import time
@@ -103,6 +104,9 @@ class HttpServer:
             r.add_get(base, ep("ModelMetadata", self._model_metadata))
             r.add_get(base + "/ready", ep("ModelReady", self._model_ready))
             r.add_post(base + "/infer", ep("ModelInfer", self._infer))
+        r.add_post("/v2/repository/index", ep("RepositoryIndex", self._repository_index))
+        r.add_post("/v2/repository/models/{name}/load", ep("RepositoryModelLoad", self._load))
+        r.add_post("/v2/repository/models/{name}/unload", ep("RepositoryModelUnload", self._unload))
         return app
 
     async def start(self) -> int:
@@ -212,6 +216,31 @@ class HttpServer:
             content_type="application/octet-stream",
             headers={HEADER_LENGTH: str(body_out.header_length)},
         )
+
+    async def _repository_index(self, request: web.Request, entry: AccessEntry) -> web.Response:
+        doc = await self._json_body(request)
+        ready = bool(doc.get("ready", False)) if isinstance(doc, dict) else False
+        return web.json_response(convert.repository_index(self.dataplane.repository_index(ready)))
+
+    async def _load(self, request: web.Request, entry: AccessEntry) -> web.Response:
+        artifact = convert.load_artifact(await self._json_body(request))
+        await self.dataplane.load(request.match_info["name"], artifact)
+        return web.Response(status=200)
+
+    async def _unload(self, request: web.Request, entry: AccessEntry) -> web.Response:
+        await self._json_body(request)
+        self.dataplane.unload(request.match_info["name"])
+        return web.Response(status=200)
+
+    async def _json_body(self, request: web.Request) -> Any:
+        """The JSON body of a repository request (None when empty)."""
+        body = await self._read_body(request)
+        if not body.strip():
+            return None
+        try:
+            return json.loads(body)
+        except ValueError as exc:
+            raise InputError(f"the body is not JSON: {exc}") from None
 
     async def _read_body(self, request: web.Request) -> bytes:
         """The body, decompressed (``Content-Encoding: gzip`` / ``deflate``, as tritonclient
