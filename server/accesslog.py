@@ -81,11 +81,17 @@ def text_line(fields: Mapping[str, Any]) -> str:
     return " ".join(parts)
 
 
+def enabled(rpc: str) -> bool:
+    """Whether a line of ``rpc`` would be written: callers skip building the entry otherwise
+    (reading the decisions back from a response costs a copy of its outputs)."""
+    return log.isEnabledFor(logging.DEBUG if rpc in PROBES else logging.INFO)
+
+
 def emit(entry: AccessEntry) -> None:
     """Write ``entry``'s line (DEBUG for probes, INFO otherwise)."""
-    level = logging.DEBUG if entry.rpc in PROBES else logging.INFO
-    if not log.isEnabledFor(level):
+    if not enabled(entry.rpc):
         return
+    level = logging.DEBUG if entry.rpc in PROBES else logging.INFO
     fields = entry.fields()
     log.log(level, "%s", text_line(fields), extra={"access": fields})
 

@@ -240,6 +240,8 @@ def _access_log(
     rpc: str, request: Any, response: Any, context: grpc.aio.ServicerContext, elapsed: float
 ) -> None:
     """The call's access log line (:mod:`server.accesslog`); never fails the call."""
+    if not accesslog.enabled(rpc):
+        return
     try:
         code = context.code() if response is None else None
         status = "CANCELLED" if code is None and response is None else "OK"
