@@ -10,7 +10,7 @@ expose metrics, then report SERVING. Stop (SIGTERM / SIGINT under :func:`serve`)
 health NOT_SERVING, new calls answered UNAVAILABLE, in-flight calls finish (up to ``grace_s``;
 what is still running then is answered UNAVAILABLE), gRPC and HTTP (both drained at once, 503
 for HTTP) stop, then the batcher and the metrics endpoint close (see :mod:`server.grpc.server`,
-:mod:`server.http.drain`). Under :func:`serve` a second signal
+:mod:`server.shutdown`). Under :func:`serve` a second signal
 during the stop is logged and ignored, and the process exits 0.
 """
 

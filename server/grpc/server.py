@@ -51,7 +51,7 @@ from ..dataplane import DataPlane
 from ..errors import NotReady
 from ..metrics import Metrics
 from ..security import TokenAuth
-from ..shutdown import CLOSE_GRACE_S, CUT, CUT_WAIT_S, QUIET_S, SHUTTING_DOWN
+from ..shutdown import CLOSE_GRACE_S, Drain
 from .auth import TokenInterceptor
 from .gen.guard_v1 import guard_pb2, guard_pb2_grpc
 from .gen.inference import grpc_service_pb2, grpc_service_pb2_grpc
@@ -112,16 +112,11 @@ class Gate(grpc.aio.ServerInterceptor):
         self._prefixes = tuple(f"/{s}/" for s in services)
         self._metrics = metrics
         self._handlers: dict[str, grpc.RpcMethodHandler] = {}
-        self.draining = False
-        self._grace = 0.0
-        self._cutting = False
-        self._active: set[asyncio.Task] = set()
-        self._changed = asyncio.Event()
-        self._last_arrival = 0.0  # time.monotonic() of the last non-probe call
+        self._drain = Drain()
 
     @property
     def in_flight(self) -> int:
-        return len(self._active)
+        return self._drain.in_flight
 
     async def intercept_service(
         self,
@@ -162,9 +157,10 @@ class Gate(grpc.aio.ServerInterceptor):
                 if received.error is not None:
                     await abort(context, rpc, received.error, count)
                 if not probe:
-                    self._last_arrival = time.monotonic()
-                    if self.draining:
-                        await abort(context, rpc, NotReady(SHUTTING_DOWN), count)
+                    try:
+                        self._drain.admit()
+                    except NotReady as exc:
+                        await abort(context, rpc, exc, count)
                 response = await self._run(rpc, behavior, received.message, context)
                 return response
             finally:
@@ -187,53 +183,24 @@ class Gate(grpc.aio.ServerInterceptor):
         task = asyncio.current_task()
         if task is None:  # not in a task (never under gRPC): nothing to track or cut
             return await behavior(request, context)
-        self._active.add(task)
+        self._drain.add(task)
         try:
             return await behavior(request, context)
         except asyncio.CancelledError:
-            if not self._cutting or context.done():
+            if not self._drain.was_cut(task) or context.done():
                 raise  # the client went away (or its status is already on its way)
             if sys.version_info >= (3, 11):
                 task.uncancel()
             await abort(
-                context, rpc, NotReady(CUT.format(grace=self._grace)), self._metrics.count_request
+                context, rpc, NotReady(self._drain.cut_message), self._metrics.count_request
             )
         finally:
-            self._active.discard(task)
-            self._changed.set()
+            self._drain.discard(task)
 
     async def drain(self, grace: float) -> int:
-        """Refuse new calls, let the ones in flight finish (up to ``grace`` s) and wait until no
-        new call arrived for :data:`QUIET_S`; cut the calls still running then (each answered
-        ``UNAVAILABLE``). Returns how many were cut."""
-        self.draining = True
-        self._grace = grace
-        start = time.monotonic()
-        deadline = start + grace
-        self._last_arrival = max(self._last_arrival, start)
-        while True:
-            now = time.monotonic()
-            quiet_at = self._last_arrival + QUIET_S
-            if not self._active and now >= quiet_at:
-                return 0
-            if now >= deadline:
-                break
-            await self._wait_change((deadline if self._active else min(deadline, quiet_at)) - now)
-        cut = list(self._active)
-        self._cutting = True
-        for task in cut:
-            task.cancel()
-        until = time.monotonic() + CUT_WAIT_S
-        while self._active and time.monotonic() < until:
-            await self._wait_change(until - time.monotonic())
-        return len(cut)
-
-    async def _wait_change(self, timeout: float) -> None:
-        self._changed.clear()
-        try:
-            await asyncio.wait_for(self._changed.wait(), max(timeout, 0.0))
-        except asyncio.TimeoutError:
-            pass
+        """Refuse new calls, let those in flight finish (:meth:`.Drain.drain`); returns how
+        many were cut at the end of ``grace``."""
+        return await self._drain.drain(grace)
 
 
 def _access_log(

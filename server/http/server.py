@@ -33,8 +33,8 @@ from ..accesslog import AccessEntry
 from ..dataplane import DataPlane
 from ..errors import Code, Overloaded, code_of, echo, status_message
 from ..security import TokenAuth
+from ..shutdown import Drain
 from . import convert
-from .drain import Drain
 
 log = logging.getLogger(__name__)
 
