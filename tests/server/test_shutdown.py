@@ -101,9 +101,8 @@ def test_stop_order_health_first_then_unavailable(make_server):
             s = Stubs(ch)
             health = health_pb2_grpc.HealthStub(ch)
             in_flight = [asyncio.ensure_future(s.oip.ModelInfer(infer_request(x))) for x in xs]
-            batcher = st.srv.dataplane.batcher
             # all three accepted: the first batch is running (sleeping), the rest are queued
-            while not st.batches or st.batches[0] + len(batcher._waiting) < len(xs):
+            while not st.batches or st.srv.grpc.in_flight < len(xs):
                 await asyncio.sleep(0.005)
             stopping = st.submit(st.srv.stop(grace=5))
             while st.srv.ready:
@@ -142,7 +141,7 @@ def test_requests_still_running_at_the_end_of_the_grace_get_unavailable(make_ser
                 asyncio.ensure_future(s.oip.ModelInfer(infer_request(images(1, seed=i))))
                 for i in range(3)
             ]
-            while not st.batches:
+            while not st.batches or st.srv.grpc.in_flight < len(calls):  # all three accepted
                 await asyncio.sleep(0.005)
             t0 = time.perf_counter()
             stopping = st.submit(st.srv.stop(grace=0.3))
