@@ -7,18 +7,22 @@ STAMP   := $(VENV)/.installed
 XVENV   := .venv-xcheck
 XREQS   := tests/xcheck-requirements.txt
 XSTAMP  := $(XVENV)/.installed
-FMNIST  := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
+# Debian packages: the real Fashion-MNIST data set (nothing is downloaded at run time) and the real
+# components the tests run. Installed only when one is missing (apt-get update first, once).
+APT_PACKAGES := dataset-fashion-mnist
 
-.PHONY: setup xcheck demo lint test report clean
+.PHONY: setup apt xcheck demo lint test report clean
 
-setup: $(STAMP) $(FMNIST)
+setup: apt $(STAMP)
 
 xcheck: $(XSTAMP)
 
-# Debian's dataset-fashion-mnist package holds the real data set (nothing is downloaded at run time).
-$(FMNIST):
-	apt-get update
-	DEBIAN_FRONTEND=noninteractive apt-get install -y dataset-fashion-mnist
+apt:
+	@missing=$$(for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "installing Debian packages:" $$missing; \
+		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y $$missing; \
+	fi
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PY) -m venv $(VENV)
@@ -53,7 +57,7 @@ lint: setup
 
 # Lint, then the whole test suite.
 test: lint $(XSTAMP)
-	$(VENV)/bin/python -m pytest -q
+	GUARD_TEST_STRICT=1 $(VENV)/bin/python -m pytest -q
 
 clean:
 	rm -rf $(VENV) $(XVENV) artifacts .pytest_cache

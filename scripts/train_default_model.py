@@ -48,7 +48,7 @@ if str(REPO_ROOT) not in sys.path:
 
 from guard.datasets import as_model_input, load_fashion_mnist
 from guard.model.export import export_torch_to_onnx
-from guard.model.nets import FashionResNet
+from guard.model.nets import FashionResNet, ResNet20, to_rgb32
 
 MODEL_NAME = "fmnist_resnet"
 
@@ -68,6 +68,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=None,
         help="comma-separated Fashion-MNIST classes to train on, e.g. 0,1,2,3,4,5,6,7; labels are "
         "remapped to 0..k-1 in this order (default: all 10)",
+    )
+    p.add_argument(
+        "--arch",
+        choices=("fashion_resnet", "resnet20_rgb"),
+        default="fashion_resnet",
+        help="fashion_resnet: [B,1,28,28] (the default model); resnet20_rgb: CIFAR-style ResNet-20 "
+        "on [B,3,32,32] (images padded to 32x32, grey channel repeated)",
     )
     p.add_argument("--name", default=MODEL_NAME, help=f"output file stem (default {MODEL_NAME})")
     p.add_argument(
@@ -115,7 +122,7 @@ def seed_everything(seed: int) -> None:
 
 
 def augment(x: torch.Tensor, gen: torch.Generator, pad: int = 2) -> torch.Tensor:
-    """Random crop (zero padding ``pad``) and random horizontal flip of ``[B, 1, H, W]``."""
+    """Random crop (zero padding ``pad``) and random horizontal flip of ``[B, C, H, W]``."""
     b, _, h, w = x.shape
     padded = F.pad(x, (pad, pad, pad, pad))
     oy = torch.randint(0, 2 * pad + 1, (b,), generator=gen)
@@ -123,7 +130,7 @@ def augment(x: torch.Tensor, gen: torch.Generator, pad: int = 2) -> torch.Tensor
     iy = oy[:, None] + torch.arange(h)[None, :]  # [B, H]
     ix = ox[:, None] + torch.arange(w)[None, :]  # [B, W]
     bi = torch.arange(b)[:, None, None]
-    crops = padded[bi, 0, iy[:, :, None], ix[:, None, :]].unsqueeze(1)  # [B, 1, H, W]
+    crops = padded[bi, :, iy[:, :, None], ix[:, None, :]].permute(0, 3, 1, 2)  # [B, C, H, W]
     flip = torch.rand(b, generator=gen) < 0.5
     return torch.where(flip[:, None, None, None], crops.flip(-1), crops)
 
@@ -161,17 +168,21 @@ def main(argv: list[str] | None = None) -> int:
     if subset:  # the default run skips this, so its data and random stream are unchanged
         train_x_np, train_y_np = select_classes(train_x_np, train_y_np, args.classes)
         test_x_np, test_y_np = select_classes(test_x_np, test_y_np, args.classes)
+    rgb = args.arch == "resnet20_rgb"
     train_x = torch.from_numpy(as_model_input(train_x_np))
     train_y = torch.from_numpy(train_y_np)
-    test_x_f = as_model_input(test_x_np)
-    test_x = torch.from_numpy(test_x_f)
+    test_x = torch.from_numpy(as_model_input(test_x_np))
+    if rgb:
+        train_x, test_x = to_rgb32(train_x).contiguous(), to_rgb32(test_x).contiguous()
+    test_x_f = test_x.numpy()
     test_y = torch.from_numpy(test_y_np)
     n = len(train_x)
     steps_per_epoch = (n + args.batch_size - 1) // args.batch_size
     if args.max_batches:
         steps_per_epoch = min(steps_per_epoch, args.max_batches)
 
-    model = FashionResNet()
+    model: FashionResNet | ResNet20
+    model = ResNet20(n_classes) if rgb else FashionResNet()
     if n_classes != model.num_classes:
         model.fc = torch.nn.Linear(model.num_features, n_classes)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
@@ -180,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     n_params = sum(p.numel() for p in model.parameters())
     print(
-        f"FashionResNet: {n_params} parameters, {n_classes} classes, {n} training images; "
+        f"{type(model).__name__}: {n_params} parameters, {n_classes} classes, {n} training images; "
         f"{args.epochs} epochs x {steps_per_epoch} steps",
         flush=True,
     )
@@ -241,12 +252,12 @@ def main(argv: list[str] | None = None) -> int:
         )
 
     meta = {
-        "architecture": "FashionResNet",
-        "module": "guard.nets.FashionResNet",
+        "architecture": "ResNet20" if rgb else "FashionResNet",
+        "module": "guard.model.nets." + ("ResNet20" if rgb else "FashionResNet"),
         "dataset": "fashion-mnist",
         "input": {
             "name": "input",
-            "shape": ["batch", 1, 28, 28],
+            "shape": ["batch", 3, 32, 32] if rgb else ["batch", 1, 28, 28],
             "dtype": "float32",
             "range": [0.0, 1.0],
         },

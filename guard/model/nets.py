@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-__all__ = ["BasicBlock", "FashionResNet"]
+__all__ = ["BasicBlock", "FashionResNet", "ResNet20", "to_rgb32"]
 
 
 class BasicBlock(nn.Module):
@@ -69,3 +69,44 @@ class FashionResNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``float32 [B, 1, 28, 28]`` in ``[0, 1]`` -> logits ``[B, 10]``."""
         return self.fc(self.features(x))
+
+
+class ResNet20(nn.Module):
+    """CIFAR-style ResNet-20 (He et al. 2016, 3 stages of 3 basic blocks, 16/32/64 channels) for
+    ``float32 [B, 3, 32, 32]`` inputs in ``[0, 1]``: the size of the deployed CIFAR-10 models.
+
+    Its last hidden layer is 64 features (ReLU, global average pooling), then ``fc``. Trained here
+    on Fashion-MNIST padded to 32x32 with the grey channel repeated (:func:`to_rgb32`), so that a
+    3-channel, 32x32 model exists without a data download.
+    """
+
+    num_features = 64
+
+    def __init__(self, num_classes: int = 10) -> None:
+        super().__init__()
+        self.num_classes = num_classes
+        self.stem = nn.Sequential(
+            nn.Conv2d(3, 16, 3, padding=1, bias=False), nn.BatchNorm2d(16), nn.ReLU(inplace=True)
+        )
+        blocks: list[nn.Module] = []
+        in_ch = 16
+        for out_ch, stride in ((16, 1), (32, 2), (64, 2)):
+            for i in range(3):
+                blocks.append(BasicBlock(in_ch, out_ch, stride if i == 0 else 1))
+                in_ch = out_ch
+        self.blocks = nn.Sequential(*blocks)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(self.num_features, num_classes)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """``float32 [B, 3, 32, 32]`` -> penultimate features ``[B, 64]`` (non-negative)."""
+        return torch.flatten(self.pool(self.blocks(self.stem(x))), 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.features(x))
+
+
+def to_rgb32(x: torch.Tensor) -> torch.Tensor:
+    """``[B, 1, 28, 28]`` -> ``[B, 3, 32, 32]``: zero padding of 2 pixels, grey channel repeated
+    (the input layout of :class:`ResNet20` trained on 28x28 grey images)."""
+    return torch.nn.functional.pad(x, (2, 2, 2, 2)).repeat(1, 3, 1, 1)
