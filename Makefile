@@ -7,15 +7,30 @@ STAMP   := $(VENV)/.installed
 XVENV   := .venv-xcheck
 XREQS   := tests/xcheck-requirements.txt
 XSTAMP  := $(XVENV)/.installed
+# A third env for a real Triton Inference Server (PyTriton's tritonserver + onnxruntime), which the
+# upstream-mode tests (tests/server/upstream) and `guard demo --upstream` put behind the proxy.
+# Made from Debian's interpreter: the Python backend's stub links the system libpython 3.11.
+TVENV   := .venv-triton
+TREQS   := tests/triton-requirements.txt
+TSTAMP  := $(TVENV)/.installed
 # Debian packages: the real Fashion-MNIST data set (nothing is downloaded at run time) and the real
 # components the tests run. Installed only when one is missing (apt-get update first, once).
 APT_PACKAGES := dataset-fashion-mnist
+# deploy/ (tests/deploy): the container image is built and run with podman (runc; a base made with
+# debootstrap), the alerting rules are checked by promtool and a real Prometheus server.
+APT_PACKAGES += podman runc debootstrap prometheus
+# the Triton env (.venv-triton) is made from Debian's own interpreter
+APT_PACKAGES += python3 python3-venv
+# the compiled geometry core (setup.py, guard/geometry/native/) is built by pip with a C++ compiler
+APT_PACKAGES += g++ python3-dev
 
-.PHONY: setup apt xcheck demo lint test report clean
+.PHONY: setup apt xcheck triton demo lint test report clean
 
 setup: apt $(STAMP)
 
 xcheck: $(XSTAMP)
+
+triton: apt $(TSTAMP)
 
 apt:
 	@missing=$$(for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
@@ -24,10 +39,13 @@ apt:
 		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y $$missing; \
 	fi
 
-$(STAMP): pyproject.toml
+# (the C++ sources too: pip install -e rebuilds the compiled geometry core when they change)
+$(STAMP): pyproject.toml setup.py $(wildcard guard/geometry/native/*)
 	test -d $(VENV) || $(PY) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --upgrade pip
 	$(VENV)/bin/pip install --quiet -e '.[dev]'
+	# guard explain's ONNX -> torch converter, without its torchvision (see pyproject.toml)
+	$(VENV)/bin/pip install --quiet --no-deps onnx2torch==1.5.15
 	touch $(STAMP)
 
 $(XSTAMP): $(XREQS)
@@ -35,6 +53,12 @@ $(XSTAMP): $(XREQS)
 	$(XVENV)/bin/pip install --quiet --upgrade pip
 	$(XVENV)/bin/pip install --quiet -r $(XREQS)
 	touch $(XSTAMP)
+
+$(TSTAMP): $(TREQS)
+	test -d $(TVENV) || /usr/bin/python3 -m venv $(TVENV)
+	$(TVENV)/bin/pip install --quiet --upgrade pip
+	$(TVENV)/bin/pip install --quiet -r $(TREQS)
+	touch $(TSTAMP)
 
 # Fit the default guard on Fashion-MNIST (first run only) and score test images.
 demo: setup
@@ -47,7 +71,8 @@ $(ARTIFACT)/manifest.json: | setup
 
 report: setup $(ARTIFACT)/manifest.json
 	$(VENV)/bin/guard report --artifact $(ARTIFACT) --out reports/fmnist_resnet --n-test 10000 \
-		--include reports/ood/eval_ood.md --include reports/adversarial/adversarial.md
+		--include reports/ood/eval_ood.md --include reports/adversarial/adversarial.md \
+		--include reports/pixel_space/pixel_space.md
 
 # Lint, format check and type check (rules in pyproject.toml).
 lint: setup
@@ -56,8 +81,10 @@ lint: setup
 	$(VENV)/bin/mypy
 
 # Lint, then the whole test suite.
-test: lint $(XSTAMP)
+test: lint $(XSTAMP) triton
 	GUARD_TEST_STRICT=1 $(VENV)/bin/python -m pytest -q
+	# the container image: built (minutes, cached in podman's store) and run (tests/deploy/test_image.py)
+	GUARD_TEST_STRICT=1 $(VENV)/bin/python -m pytest -q -m slow tests/deploy/test_image.py
 
 clean:
-	rm -rf $(VENV) $(XVENV) artifacts .pytest_cache
+	rm -rf $(VENV) $(XVENV) $(TVENV) artifacts .pytest_cache

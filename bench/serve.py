@@ -37,6 +37,8 @@ work never shares a GIL with theirs, and their RSS and start-up are their own.
 Usage::
 
     python -m bench.serve [--quick] [--artifact DIR] [--out-dir bench/results]
+    python -m bench.serve --upstream [--quick]   # Guard in front of a real Triton vs Triton
+                                                  # directly (bench/serve_upstream.py)
 """
 
 from __future__ import annotations
@@ -147,6 +149,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--out-dir", default=str(REPO / "bench" / "results"))
     p.add_argument("--name", help="result file stem (default serve, quick: serve_quick)")
+    p.add_argument(
+        "--upstream",
+        action="store_true",
+        help="upstream mode (bench/serve_upstream.py): Guard as a proxy in front of a real "
+        "Triton (the Triton env, `make triton`) vs Triton directly: the proxy's added p50 "
+        "latency per request (default concurrency 1,8; batching 64x0,64x2; result "
+        "serve_upstream)",
+    )
     return p
 
 
@@ -388,7 +398,9 @@ def run(args: argparse.Namespace) -> dict:
 
     t_start = time.perf_counter()
     x_test = load_fashion_mnist("test")[0]
-    x = as_model_input(x_test[: max(args.n_images, max(args.request_batch))])
+    x = to_input_layout(
+        as_model_input(x_test[: max(args.n_images, max(args.request_batch))]), artifact
+    )
 
     floor = []
     if args.floor:
@@ -436,7 +448,7 @@ def run(args: argparse.Namespace) -> dict:
             for b in args.request_batch:
                 inputs = []
                 for lo in range(0, len(x) - b + 1, b):
-                    inp = grpcclient.InferInput(input_name, [b, 1, 28, 28], "FP32")
+                    inp = grpcclient.InferInput(input_name, [b, *x.shape[1:]], "FP32")
                     inp.set_data_from_numpy(np.ascontiguousarray(x[lo : lo + b]))
                     inputs.append(inp)
                 saturated_at: int | None = None  # first concurrency with c*b >= factor*mb
@@ -663,8 +675,35 @@ def summarize(args: argparse.Namespace, res: dict) -> dict:
     }
 
 
+def to_input_layout(x: np.ndarray, artifact: Path) -> np.ndarray:
+    """Fashion-MNIST ``[N, 1, 28, 28]`` in the layout of the artifact's model: zero-padded
+    (centred) to its height and width, the grey channel repeated to its channels
+    (``guard.model.nets.to_rgb32`` for a 3x32x32 model), so the benchmark serves any image model."""
+    import onnxruntime as ort
+
+    dims = (
+        ort.InferenceSession(str(artifact / "model.onnx"), providers=["CPUExecutionProvider"])
+        .get_inputs()[0]
+        .shape[1:]
+    )
+    if len(dims) != 3 or not all(isinstance(d, int) for d in dims):
+        raise SystemExit(f"bench.serve: error: the model's input is {dims}, expected [C, H, W]")
+    c, h, w = (int(d) for d in dims)
+    if h < 28 or w < 28:
+        raise SystemExit(f"bench.serve: error: the model's input {c}x{h}x{w} is below 28x28")
+    top, left = (h - 28) // 2, (w - 28) // 2
+    out = np.zeros((len(x), c, h, w), np.float32)
+    out[:, :, top : top + 28, left : left + 28] = x
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = _defaults(build_parser().parse_args(argv))
+    args = build_parser().parse_args(argv)
+    if args.upstream:
+        from bench import serve_upstream
+
+        return serve_upstream.main(args)
+    args = _defaults(args)
     res = run(args)
     out = summarize(args, res)
     notes = [

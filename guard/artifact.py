@@ -57,7 +57,10 @@ from .version import __version__
 #: 2: one .npy per state array, no FAISS index file (the hull index is built on load).
 #: 3: digest.json over every file (the manifest included); the model's reference inputs and
 #: outputs; every field validated at load.
-SCHEMA_VERSION = 3
+#: 4: the hull of the L2-normalised training features (rebuilt from ``train_features`` at load)
+#: and the default abstention score chosen on the multi-model OOD suite: a schema-3 artifact's
+#: OOD score is the previous default, so it is refused (refit) rather than served unnoticed.
+SCHEMA_VERSION = 4
 MANIFEST = "manifest.json"
 DIGEST = "digest.json"
 _MODEL_FILE = "model.onnx"

@@ -327,6 +327,64 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export_triton(args: argparse.Namespace) -> int:
+    from .artifact import load_artifact
+    from .model.triton import export_triton
+
+    repo = check_out(args.out, directory=True)
+    guard = load_artifact(args.artifact, device="cpu")
+    if guard.model_ is None or guard.reference_inputs_ is None:
+        raise InputError(
+            f"artifact {args.artifact} has no model (fitted from features): nothing to export"
+        )
+    name = args.name or Path(args.artifact).resolve().name
+    done = export_triton(
+        guard.model_,
+        repo,
+        name,
+        guard.reference_inputs_,
+        max_batch_size=args.max_batch_size,
+        max_queue_delay_us=args.max_queue_delay_us,
+        overwrite=args.overwrite,
+    )
+    shapes = ", ".join(f"{t.name} {list(t.dims)}" for t in done.outputs)
+    print(f"wrote {done.config} and {done.model}")
+    print(f"  input {done.input.name} {list(done.input.dims)}; outputs {shapes}")
+    print(
+        f"  serve it with Triton (copy {done.directory} into its model repository), then: "
+        f"guard serve --artifact {args.artifact} --upstream HOST:8001 --upstream-model {name}"
+    )
+    return 0
+
+
+def _add_export(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``guard export triton``: a model repository entry for an upstream model server."""
+    e = sub.add_parser("export", help="export the guarded model for a model server")
+    targets = e.add_subparsers(dest="target", required=True)
+    t = targets.add_parser(
+        "triton",
+        help="a Triton model repository entry (config.pbtxt + 1/model.onnx with the features)",
+        description="Write REPO/NAME/config.pbtxt and REPO/NAME/1/model.onnx: the artifact's "
+        "model with its penultimate features as a second output, a dynamic batch axis and "
+        "dynamic batching, for Triton (platform onnxruntime_onnx) or any Open Inference Protocol "
+        "server; then put Guard in front of it with `guard serve --upstream`.",
+    )
+    t.add_argument("--artifact", required=True, help="artifact directory from guard fit")
+    t.add_argument("--out", required=True, help="model repository directory (REPO)")
+    t.add_argument("--name", help="model name in the repository (default: artifact dir name)")
+    t.add_argument(
+        "--max-batch-size", type=positive_int, default=64, help="Triton max_batch_size (64)"
+    )
+    t.add_argument(
+        "--max-queue-delay-us",
+        type=nonneg_int,
+        default=0,
+        help="Triton dynamic batching delay in microseconds (0)",
+    )
+    t.add_argument("--overwrite", action="store_true", help="replace an existing REPO/NAME")
+    t.set_defaults(func=cmd_export_triton)
+
+
 def build_parser(extra: AddCommands | None = None) -> argparse.ArgumentParser:
     """The ``guard`` parser; ``extra`` adds commands of other layers (the server adds ``serve``
     and ``demo``: the core never imports it)."""
@@ -459,6 +517,12 @@ def build_parser(extra: AddCommands | None = None) -> argparse.ArgumentParser:
     i = sub.add_parser("info", help="print an artifact's manifest")
     i.add_argument("--artifact", required=True)
     i.set_defaults(func=cmd_info)
+
+    _add_export(sub)
+
+    from .inversion.cli import add_explain_command  # torch / matplotlib only when it runs
+
+    add_explain_command(sub)
 
     if extra is not None:
         extra(sub)

@@ -4,7 +4,9 @@ Fitting stores what the paper's quantities need (sections 3, 6 and 7.2): the fin
 (W, b), the training features with an index for hull distances (eq. 20-25), and every training
 point's radius ``d_min(x_t)`` for the union of learned regions. Scoring an input gives its
 prediction, exact margins (eq. 7-12), certified hull distance, ambiguity ``d_min - d_hull``
-(eq. 26) and union membership. Works on feature arrays; the ONNX model is optional.
+(eq. 26), union membership and the certified hull distance of the L2-normalised features
+(:mod:`guard.detectors.sphere`; the hull of the normalised training features is rebuilt from
+them, never stored). Works on feature arrays; the ONNX model is optional.
 """
 
 from __future__ import annotations
@@ -18,10 +20,12 @@ import numpy as np
 from .calibrate import Thresholds, calibrate
 from .decide import decide
 from .detectors import CombinedScore, Evidence
+from .detectors.sphere import to_sphere
 from .errors import InputError, NotFittedError
 from .geometry.errors import GeometryError
 from .geometry.hull import ConvexHullIndex, HullConfig
 from .geometry.margins import compute_margins, lipschitz_constant
+from .geometry.radii import training_radii
 from .geometry.regions import UnionOfBalls
 from .model import OnnxClassifier
 from .types import Decisions, Scores
@@ -277,11 +281,13 @@ class Guard:
         self.nonneg_ = bool(Ft.min() >= 0) if self.nonneg is None else bool(self.nonneg)
         self.class_names_ = list(class_names) if class_names else [str(i) for i in range(n)]
         self.train_labels_ = None if y is None else y.astype(np.int64)[train_index]
-        m = compute_margins(Ft, W, b, self.nonneg_, d_min_only=True, progress=self.progress)
+        # every core, resumable chunks (guard.geometry.radii): the same values as compute_margins
+        m = training_radii(Ft, W, b, self.nonneg_, progress=self.progress)
         self.train_pred_ = m.pred
         self.radii_ = np.minimum(m.d_min, _BIG_RADIUS)
         self.lipschitz_ = lipschitz_constant(W)
         self.hull_ = ConvexHullIndex(Ft, self._hull_config(), device=self.device)
+        self.sphere_ = self._sphere_index(self.hull_.points, self.device)
         self._regions = None
         self.thresholds_ = Thresholds(ambiguity=self.ambiguity_threshold)
         self.calib_scores_: dict[str, np.ndarray] | None = None
@@ -306,6 +312,11 @@ class Guard:
 
     def _hull_config(self) -> HullConfig:
         return HullConfig(k=self.hull_k, tol=self.hull_tol, max_rounds=self.hull_max_rounds)
+
+    def _sphere_index(self, points: np.ndarray, device: str) -> ConvexHullIndex:
+        """The hull of the L2-normalised training features (float32, as the raw hull's)."""
+        P = to_sphere(points).astype(np.float32)
+        return ConvexHullIndex(P, self._hull_config(), device=device)
 
     @property
     def regions_(self) -> UnionOfBalls:
@@ -400,6 +411,7 @@ class Guard:
             guard.calib_scores_ = {k: a[f"calib_{k}"] for k in ("hull", "d_min", "ambiguity")}
         guard.ood_ = None if state.ood is None else _combined_score(state.ood)
         guard.hull_ = ConvexHullIndex(a["train_features"], guard._hull_config(), device=device)
+        guard.sphere_ = guard._sphere_index(guard.hull_.points, device)
         if model is not None:
             guard.check_model(model)
         guard.model_ = model
@@ -505,12 +517,20 @@ class Guard:
             logits = (F.astype(np.float64) @ self.W_.T + self.b_).astype(np.float32)
         m = compute_margins(F, self.W_, self.b_, self.nonneg_, progress=self.progress)
         h = self.hull_.query(F, top_support=self.top_support, progress=self.progress)
+        sph = self.sphere_.query(to_sphere(F), top_support=0, progress=self.progress)
         r = self.regions_.query(F)
         ood_score = p_value = np.full(len(F), np.nan)
         ood = self.ood_
         if ood is not None:
             ood_score, p_value = ood.score(
-                Evidence(features=F, logits=logits, hull=h.upper, d_min=m.d_min, margins=m.margins)
+                Evidence(
+                    features=F,
+                    logits=logits,
+                    hull=h.upper,
+                    d_min=m.d_min,
+                    margins=m.margins,
+                    sphere=sph.upper,
+                )
             )
         return Scores(
             pred=m.pred,
@@ -525,6 +545,9 @@ class Guard:
             hull_lower=h.lower,
             hull_converged=h.converged,
             ambiguity=m.d_min - h.upper,
+            sphere_upper=sph.upper,
+            sphere_lower=sph.lower,
+            sphere_converged=sph.converged,
             ood_score=ood_score,
             p_value=p_value,
             in_union=r.in_union,

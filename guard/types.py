@@ -42,6 +42,10 @@ class Scores:
         hull_upper, hull_lower: (N,) certified bounds of the distance to the training hull.
         hull_converged: (N,) relative gap reached the tolerance.
         ambiguity: (N,) ``d_min - hull_upper`` (eq. 26); negative = ambiguous.
+        sphere_upper, sphere_lower: (N,) certified bounds of the distance of the L2-normalised
+            features ``x / ||x||`` to the convex hull of the L2-normalised training features
+            (:mod:`guard.detectors.sphere`); sphere_converged: (N,) its gap reached the
+            tolerance.
         ood_score: (N,) the guard's combined out-of-distribution score (higher = more OOD;
             :mod:`guard.detectors.combined`); NaN when the guard has no calibrated scorer.
         p_value: (N,) conformal p-value of ``ood_score`` against held-out in-distribution
@@ -64,6 +68,9 @@ class Scores:
     hull_lower: np.ndarray
     hull_converged: np.ndarray
     ambiguity: np.ndarray
+    sphere_upper: np.ndarray
+    sphere_lower: np.ndarray
+    sphere_converged: np.ndarray
     ood_score: np.ndarray
     p_value: np.ndarray
     in_union: np.ndarray

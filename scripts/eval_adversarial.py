@@ -25,7 +25,11 @@ twin is an adversarial of the guarded model. The guard then scores the images th
   features that the model predicts as ``k`` (an upper bound of the distance to the training
   hull). ``lam`` pushes the flagged quantity ``d_min`` up, ``mu`` the abstain signals (hull
   distance, and with it ``d_min - d_hull < 0``) down; capping CE stops it from dragging the
-  features ever further out once the image is misclassified. Per image the misclassified iterate
+  features ever further out once the image is misclassified. Against the default abstention
+  score (the hull distance of the L2-normalised features, :mod:`guard.detectors.sphere`) the
+  same loop runs with ``d_nn`` measured on the sphere (``space = "sphere"``: the distance of
+  ``f / ||f||`` to the nearest normalised reference feature of class ``k``, an upper bound of
+  the guard's ``sphere_distance``). Per image the misclassified iterate
   with the best attacker objective ``lam * m - mu * d_nn`` is kept. ``lam = mu = 0`` without cap
   is plain PGD in the same loop (last iterate; a cross-check of ART's PGD).
 
@@ -34,8 +38,9 @@ Per attack: success rate, median L2 / Linf perturbation of the successful ones, 
 detection rate at its calibrated flag threshold (``guard.decide(...).adversarial``, ``d_min`` below
 the 1% quantile of held-out clean margins), its abstain rate, "caught" (flagged or abstained),
 full evasion (successful, not flagged, not abstained, as a share of all attacked images), AUROC
-clean-vs-adversarial of the outlier scores ``-d_min``, ``-ambiguity`` and hull distance, and the
-median ``d_min`` of clean vs adversarial images.
+clean-vs-adversarial of the outlier scores ``-d_min``, ``-ambiguity``, hull distance, sphere hull
+distance and the guard's abstention score ``ood_score``, and the median ``d_min`` of clean vs
+adversarial images.
 
 Writes ``--out``/adversarial.json and adversarial.md and prints the Markdown. Run from the
 repository root (about 13 minutes on 2 shared cores with the defaults)::
@@ -72,16 +77,19 @@ ASSETS = REPO_ROOT / "guard" / "assets"
 DEFAULT_WEIGHTS = ASSETS / "fmnist_resnet.pt"
 TWIN_TOL = 1e-3  # max |logit_torch - logit_onnx| accepted on clean images
 PGD_EPS = (0.03, 0.1, 0.2)
-# (eps, lam, mu, ce_cap) of the adaptive attack; lam = mu = 0 is plain PGD.
+# (eps, lam, mu, ce_cap, space) of the adaptive attack; lam = mu = 0 is plain PGD; space: where
+# d_nn is measured ("raw" features, or "sphere": the normalised ones the default score reads).
 ADAPTIVE = tuple(
-    (eps, lam, mu, cap)
+    (eps, lam, mu, cap, space)
     for eps in (0.01, 0.03, 0.1)
-    for lam, mu, cap in (
-        (0.0, 0.0, None),
-        (1.0, 0.0, None),
-        (10.0, 0.0, None),
-        (1.0, 1.0, 2.0),
-        (10.0, 10.0, 2.0),
+    for lam, mu, cap, space in (
+        (0.0, 0.0, None, "raw"),
+        (1.0, 0.0, None, "raw"),
+        (10.0, 0.0, None, "raw"),
+        (1.0, 1.0, 2.0, "raw"),
+        (10.0, 10.0, 2.0, "raw"),
+        (1.0, 1.0, 2.0, "sphere"),
+        (10.0, 10.0, 2.0, "sphere"),
     )
 )
 
@@ -256,10 +264,14 @@ def adaptive_pgd(
     ce_cap: float | None = None,
     ref_feats: np.ndarray | None = None,
     ref_pred: np.ndarray | None = None,
+    space: str = "raw",
     batch_size: int = 250,
     seed: int = 0,
 ) -> np.ndarray:
-    """PGD-Linf maximising ``CE + lam * margin(best wrong class) - mu * d_nn(features)``."""
+    """PGD-Linf maximising ``CE + lam * margin(best wrong class) - mu * d_nn(features)``;
+    ``space="sphere"`` measures ``d_nn`` between L2-normalised features."""
+    if space not in ("raw", "sphere"):
+        raise ValueError(f"space must be 'raw' or 'sphere', got {space!r}")
     W = net.fc.weight
     wdist = torch.cdist(W, W)
     wdist.fill_diagonal_(math.inf)
@@ -268,6 +280,8 @@ def adaptive_pgd(
         if ref_feats is None or mu == 0
         else torch.from_numpy(np.ascontiguousarray(ref_feats, dtype=np.float32))
     )
+    if ref is not None and space == "sphere":
+        ref = F.normalize(ref, dim=1)
     ref_cls = (
         None
         if ref is None or ref_pred is None
@@ -288,7 +302,7 @@ def adaptive_pgd(
             k = z.masked_fill(F.one_hot(yt, z.shape[1]).bool(), -math.inf).argmax(1)
             obj = lam * closed_form_margin(z, k, wdist)  # k: the best wrong class
             if ref is not None:  # distance to the nearest reference feature (of class k)
-                d = torch.cdist(f, ref)
+                d = torch.cdist(F.normalize(f, dim=1) if space == "sphere" else f, ref)
                 if ref_cls is not None:
                     d = d.masked_fill(ref_cls[None, :] != k[:, None], math.inf)
                 obj = obj - mu * d.min(1).values
@@ -312,12 +326,13 @@ def adaptive_pgd(
     return out
 
 
-def adaptive_name(eps: float, lam: float, mu: float, cap: float | None) -> str:
+def adaptive_name(eps: float, lam: float, mu: float, cap: float | None, space: str = "raw") -> str:
     if lam == 0 and mu == 0 and cap is None:
         return f"eps={eps:g}: plain PGD (CE)"
     ce = "CE" if cap is None else f"min(CE, {cap:g})"
+    d_nn = "d_nn" if space == "raw" else "d_nn(sphere)"
     terms = "".join(
-        t for t in (f" + {lam:g}·margin" if lam else "", f" − {mu:g}·d_nn" if mu else "")
+        t for t in (f" + {lam:g}·margin" if lam else "", f" − {mu:g}·{d_nn}" if mu else "")
     )
     return f"eps={eps:g}: {ce}{terms}"
 
@@ -372,6 +387,12 @@ def evaluate(
         "auroc_neg_d_min": _auroc(-clean.d_min, -adv.d_min[ok]),
         "auroc_neg_ambiguity": _auroc(-clean.ambiguity, -adv.ambiguity[ok]),
         "auroc_hull": _auroc(clean.hull_upper, adv.hull_upper[ok]),
+        "auroc_sphere": _auroc(clean.sphere_upper, adv.sphere_upper[ok]),
+        "auroc_ood_score": (
+            None
+            if not np.isfinite(clean.ood_score).all()
+            else _auroc(clean.ood_score, adv.ood_score[ok])
+        ),
         "median_d_min_clean": _median(clean.d_min),
         "median_d_min_adv": _median(adv.d_min[ok]),
         "median_hull_adv": _median(adv.hull_upper[ok]),
@@ -441,8 +462,8 @@ def run_suite(
         )
     feats = guard.train_features_
     sel = np.random.default_rng(seed).choice(len(feats), min(n_ref, len(feats)), replace=False)
-    for eps, lam, mu, cap in adaptive:
-        name = adaptive_name(eps, lam, mu, cap)
+    for eps, lam, mu, cap, space in adaptive:
+        name = adaptive_name(eps, lam, mu, cap, space)
         t = time.perf_counter()
         x_adv = adaptive_pgd(
             net,
@@ -455,10 +476,12 @@ def run_suite(
             ce_cap=cap,
             ref_feats=feats[sel],
             ref_pred=guard.train_pred_[sel],
+            space=space,
             seed=seed,
         )
         r = evaluate(guard, clean, x, y, x_adv, net)
-        r.update(eps=eps, lam=lam, mu=mu, ce_cap=cap, seconds=time.perf_counter() - t)
+        r.update(eps=eps, lam=lam, mu=mu, ce_cap=cap, space=space)
+        r["seconds"] = time.perf_counter() - t
         res["adaptive"][name] = r
         log(
             f"  {name}: success {r['success_rate']:.3f}, detected {r['detection_rate']}, "
@@ -480,8 +503,9 @@ def _pct(v) -> str:
 
 HEADER = (
     "| Attack | success | med L2 | med L∞ | flagged (d_min) | abstain | caught | "
-    "full evasion | AUROC −d_min | AUROC −ambiguity | AUROC hull | med d_min adv |\n"
-    "|---|---|---|---|---|---|---|---|---|---|---|---|\n"
+    "full evasion | AUROC −d_min | AUROC −ambiguity | AUROC hull | AUROC sphere hull | "
+    "AUROC ood_score | med d_min adv |\n"
+    "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n"
 )
 
 
@@ -492,6 +516,7 @@ def _row(name: str, r: dict) -> str:
         f"{_pct(r['abstain_rate'])} | {_pct(r['caught_rate'])} | "
         f"{_pct(r['full_evasion_rate'])} | {_f(r['auroc_neg_d_min'])} | "
         f"{_f(r['auroc_neg_ambiguity'])} | {_f(r['auroc_hull'])} | "
+        f"{_f(r.get('auroc_sphere'))} | {_f(r.get('auroc_ood_score'))} | "
         f"{_f(r['median_d_min_adv'])} |\n"
     )
 
@@ -533,8 +558,10 @@ def markdown(doc: dict) -> str:
             "(a lower bound of d_min once k wins); d_nn = distance of the features to the "
             "nearest of "
             f"{doc['config']['n_ref']} training features predicted as k (an upper bound of "
-            "the distance to the class-k part of the training hull). Plain PGD = the same loop "
-            "on CE alone.\n\n" + HEADER
+            "the distance to the class-k part of the training hull); d_nn(sphere) = the same "
+            "between L2-normalised features (an upper bound of the sphere hull distance, what "
+            "the default abstention score reads). Plain PGD = the same loop on CE alone.\n\n"
+            + HEADER
         )
         for name, r in doc["results"]["adaptive"].items():
             s += _row(name, r)
@@ -614,7 +641,7 @@ def main(argv: list[str] | None = None) -> dict:
             "pgd_eps": list(PGD_EPS),
             "adaptive_grid": []
             if args.no_adaptive
-            else [dict(zip(("eps", "lam", "mu", "ce_cap"), a)) for a in ADAPTIVE],
+            else [dict(zip(("eps", "lam", "mu", "ce_cap", "space"), a)) for a in ADAPTIVE],
         },
         "thresholds": guard.thresholds_.to_dict(),
         "combined_ood": getattr(guard, "ood_", None) is not None,

@@ -13,8 +13,9 @@ training images, or the training features of an existing artifact with ``--artif
 * Calibration: each score's threshold for a 5% false-abstain rate comes from ``--n-calib``
   held-out training images (split conformal, ``guard.detectors.upper_threshold``); the tables
   give the realised rate on the ID test images and the detection rate on each OOD set.
-* The guard's combined score (``guard.detectors.CombinedScore``: hull distance, exact-margin fDBD
-  and Mahalanobis on a standard-normal scale, weighted for the least ID variance) is fitted on the
+* The guard's combined score (``guard.detectors.CombinedScore`` with its defaults: the hull
+  distance of the L2-normalised features, the raw hull distance, exact-margin fDBD and ViM on a
+  standard-normal scale, summed with fixed equal weights) is fitted on the
   same training subset and the same held-out calibration images (half fit the combination, half
   give the conformal p-values; never test or OOD images). It abstains where ``p_value < --rate``;
   its row in the calibration table is that rule, with a Clopper-Pearson 95% interval of the
@@ -45,6 +46,7 @@ if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
 from guard.detectors import COMBINE, COMPONENTS, DEFAULT_COMPONENTS, REGISTRY, CombinedScore
+from guard.detectors.combined import DEFAULT_COMBINE
 from guard.evaluation import sets as evalsets
 from guard.evaluation.ood import (
     COMBINED,
@@ -107,7 +109,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument(
         "--ood-combine",
-        default=COMBINE[0],
+        default=DEFAULT_COMBINE,
         help=f"combination rule of the combined score, one of {','.join(COMBINE)}",
     )
     p.add_argument("--json", type=Path, default=None, help="also write all numbers here")

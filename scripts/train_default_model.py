@@ -22,6 +22,15 @@ whose held-out classes 8 (Bag) and 9 (Ankle boot) serve as near out-of-distribut
     .venv/bin/python scripts/train_default_model.py --epochs 15 \
         --classes 0,1,2,3,4,5,6,7 --name fmnist_resnet_8cls
 
+``--dataset mnist`` / ``--dataset notmnist`` trains on 8,000 of the 10,000 images of the shared
+MNIST / notMNIST test file (``guard.datasets.split_8k``, seed 0) and tests on the other 2,000,
+with random crops only (a flipped digit or letter is another glyph); the OOD suite's models:
+
+    .venv/bin/python scripts/train_default_model.py --dataset mnist --epochs 6 \
+        --name mnist_resnet --threads 1
+    .venv/bin/python scripts/train_default_model.py --dataset notmnist --epochs 6 \
+        --name notmnist_resnet --threads 1
+
 With the defaults (all 10 classes, name ``fmnist_resnet``) nothing differs from the original
 recipe: the data, the random number stream and the outputs are the same.
 """
@@ -46,7 +55,14 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-from guard.datasets import as_model_input, load_fashion_mnist
+from guard.datasets import (
+    NOTMNIST_CLASSES,
+    as_model_input,
+    load_fashion_mnist,
+    load_mnist,
+    load_notmnist,
+    split_8k,
+)
 from guard.model.export import export_torch_to_onnx
 from guard.model.nets import FashionResNet, ResNet20, to_rgb32
 
@@ -77,6 +93,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "on [B,3,32,32] (images padded to 32x32, grey channel repeated)",
     )
     p.add_argument("--name", default=MODEL_NAME, help=f"output file stem (default {MODEL_NAME})")
+    p.add_argument(
+        "--dataset",
+        choices=("fashion-mnist", "mnist", "notmnist"),
+        default="fashion-mnist",
+        help="fashion-mnist: the 60,000 / 10,000 Debian split (default); mnist, notmnist: 8,000 "
+        "of the shared 10,000-image file for training, the other 2,000 for testing "
+        "(guard.datasets.split_8k, seed 0), random crops without flips",
+    )
     p.add_argument(
         "--max-batches",
         type=int,
@@ -121,8 +145,9 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def augment(x: torch.Tensor, gen: torch.Generator, pad: int = 2) -> torch.Tensor:
-    """Random crop (zero padding ``pad``) and random horizontal flip of ``[B, C, H, W]``."""
+def augment(x: torch.Tensor, gen: torch.Generator, pad: int = 2, flip: bool = True) -> torch.Tensor:
+    """Random crop (zero padding ``pad``) and (``flip``) random horizontal flip of
+    ``[B, C, H, W]``."""
     b, _, h, w = x.shape
     padded = F.pad(x, (pad, pad, pad, pad))
     oy = torch.randint(0, 2 * pad + 1, (b,), generator=gen)
@@ -131,8 +156,10 @@ def augment(x: torch.Tensor, gen: torch.Generator, pad: int = 2) -> torch.Tensor
     ix = ox[:, None] + torch.arange(w)[None, :]  # [B, W]
     bi = torch.arange(b)[:, None, None]
     crops = padded[bi, :, iy[:, :, None], ix[:, None, :]].permute(0, 3, 1, 2)  # [B, C, H, W]
-    flip = torch.rand(b, generator=gen) < 0.5
-    return torch.where(flip[:, None, None, None], crops.flip(-1), crops)
+    if not flip:
+        return crops
+    flips = torch.rand(b, generator=gen) < 0.5
+    return torch.where(flips[:, None, None, None], crops.flip(-1), crops)
 
 
 @torch.no_grad()
@@ -161,8 +188,14 @@ def main(argv: list[str] | None = None) -> int:
     seed_everything(args.seed)
     gen = torch.Generator().manual_seed(args.seed)
 
-    train_x_np, train_y_np = load_fashion_mnist("train")
-    test_x_np, test_y_np = load_fashion_mnist("test")
+    shared = args.dataset != "fashion-mnist"
+    if shared:  # the suite's MNIST / notMNIST models: 8,000 / 2,000 of one 10,000-image file
+        all_x, all_y = load_mnist() if args.dataset == "mnist" else load_notmnist()
+        tr, te = split_8k(len(all_x))
+        train_x_np, train_y_np, test_x_np, test_y_np = all_x[tr], all_y[tr], all_x[te], all_y[te]
+    else:
+        train_x_np, train_y_np = load_fashion_mnist("train")
+        test_x_np, test_y_np = load_fashion_mnist("test")
     subset = args.classes is not None and args.classes != list(range(10))
     n_classes = len(args.classes) if subset else 10
     if subset:  # the default run skips this, so its data and random stream are unchanged
@@ -210,7 +243,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         for step in bar:
             idx = perm[step * args.batch_size : (step + 1) * args.batch_size]
-            xb = augment(train_x[idx], gen)
+            xb = augment(train_x[idx], gen, flip=not shared)
             yb = train_y[idx]
             logits = model(xb)
             loss = F.cross_entropy(logits, yb)
@@ -254,7 +287,7 @@ def main(argv: list[str] | None = None) -> int:
     meta = {
         "architecture": "ResNet20" if rgb else "FashionResNet",
         "module": "guard.model.nets." + ("ResNet20" if rgb else "FashionResNet"),
-        "dataset": "fashion-mnist",
+        "dataset": args.dataset,
         "input": {
             "name": "input",
             "shape": ["batch", 3, 32, 32] if rgb else ["batch", 1, 28, 28],
@@ -269,7 +302,7 @@ def main(argv: list[str] | None = None) -> int:
         "seed": args.seed,
         "batch_size": args.batch_size,
         "optimizer": f"AdamW(lr={args.lr}, weight_decay={args.weight_decay}) + OneCycleLR",
-        "augmentation": "random crop (pad 2) + horizontal flip",
+        "augmentation": "random crop (pad 2)" + ("" if shared else " + horizontal flip"),
         "training_time_s": round(train_time, 1),
         "threads": args.threads,
         "torch_version": torch.__version__,
@@ -285,6 +318,15 @@ def main(argv: list[str] | None = None) -> int:
         meta["class_names"] = [FASHION_MNIST_CLASSES[c] for c in args.classes]
         meta["held_out_classes"] = [c for c in range(10) if c not in args.classes]
         meta["test_images"] = int(len(test_x_np))
+    if shared:
+        meta["split"] = {
+            "rule": "guard.datasets.split_8k(10000, 8000, seed=0)",
+            "train_images": int(len(train_x_np)),
+            "test_images": int(len(test_x_np)),
+        }
+        meta["class_names"] = (
+            [str(d) for d in range(10)] if args.dataset == "mnist" else list(NOTMNIST_CLASSES)
+        )
     json_path.write_text(json.dumps(meta, indent=2) + "\n")
     print(f"wrote {pt_path}, {onnx_path} ({onnx_size} bytes), {json_path}")
     print(

@@ -6,7 +6,12 @@ and the repository load RPCs all go through :meth:`DataPlane.load` (verified bes
 swapped between batches; a refused artifact leaves the old one serving).
 
 Start: bind gRPC (health NOT_SERVING), start the data plane (batcher + self-check inference),
-expose metrics, then report SERVING. Stop (SIGTERM / SIGINT under :func:`serve`): not ready,
+expose metrics, then report SERVING. Upstream mode (``settings.upstream``, :mod:`server.upstream`):
+the model runs on that model server; the self-check runs through it (a wrong model there refuses
+the start), an upstream that is not up yet leaves health NOT_SERVING, and from then on health
+follows the upstream (:class:`~server.upstream.monitor.UpstreamMonitor`).
+
+Stop (SIGTERM / SIGINT under :func:`serve`): not ready,
 health NOT_SERVING, new calls answered UNAVAILABLE, in-flight calls finish (up to ``grace_s``;
 what is still running then is answered UNAVAILABLE), gRPC and HTTP (both drained at once, 503
 for HTTP) stop, then the batcher and the metrics endpoint close (see :mod:`server.grpc.server`,
@@ -25,12 +30,18 @@ from pathlib import Path
 from guard import Guard
 
 from .dataplane import DataPlane, ServedModel
+from .dataplane.dataplane import PipelineFactory
 from .dataplane.model import DEFAULT_ARTIFACT
+from .dataplane.pipeline import Pipeline
+from .errors import UpstreamError, UpstreamMismatch
 from .grpc.server import GrpcServer
 from .http import HttpServer
 from .metrics import Metrics
 from .security import grpc_credentials, ssl_context, token_auth
 from .settings import Settings
+from .upstream.client import UpstreamClient
+from .upstream.monitor import UpstreamMonitor
+from .upstream.pipeline import UpstreamPipeline
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +72,25 @@ class GuardServer:
                 guard, model_name or s.model_name or "model", geometry=s.geometry
             )
         self.metrics = Metrics()
+        #: Upstream mode: the model server's client and the monitor of its state (else None).
+        self.upstream: UpstreamClient | None = None
+        self.monitor: UpstreamMonitor | None = None
+        self._monitor_task: asyncio.Task[None] | None = None
+        pipelines: PipelineFactory = Pipeline
+        if s.upstream:
+            self.upstream = UpstreamClient(
+                s.upstream,
+                s.upstream_model or self.model.name,
+                timeout_s=s.upstream_timeout_s,
+                max_message_bytes=s.max_message_bytes,
+            )
+            self.monitor = UpstreamMonitor(
+                self.upstream,
+                self._reference_check,
+                self._upstream_changed,
+                poll_s=s.upstream_poll_s,
+            )
+            pipelines = self._upstream_pipeline
         self.dataplane = DataPlane(
             self.model,
             self.metrics,
@@ -68,6 +98,7 @@ class GuardServer:
             max_delay_s=s.max_queue_delay_ms / 1000.0,
             max_queue=s.max_queue_size,
             max_images_per_request=s.max_images_per_request,
+            pipelines=pipelines,
         )
         if guard is None:
             self.dataplane.loader = self._load_model
@@ -116,6 +147,71 @@ class GuardServer:
     def ready(self) -> bool:
         return self.dataplane.ready
 
+    # ---------------------------------------------------------------- upstream mode
+    def _upstream_pipeline(
+        self, guard: Guard, metrics: Metrics, *, geometry: bool = True, version: int = 1
+    ) -> Pipeline:
+        if self.upstream is None or self.monitor is None:
+            raise RuntimeError("not in upstream mode")
+        return UpstreamPipeline(
+            guard,
+            metrics,
+            geometry=geometry,
+            version=version,
+            client=self.upstream,
+            monitor=self.monitor,
+            rtol=self.settings.upstream_rtol,
+        )
+
+    async def _reference_check(self) -> None:
+        """The monitor's check: the current model's reference inputs through the upstream."""
+        pipeline = self.dataplane.pipeline
+        if not isinstance(pipeline, UpstreamPipeline):
+            raise RuntimeError("not in upstream mode")
+        await pipeline.check_reference()
+
+    async def _upstream_changed(self, serving: bool) -> None:
+        """Health and readiness follow the upstream (never back to SERVING once stopping)."""
+        if self.stopping:
+            return
+        self.dataplane.ready = serving
+        if serving:
+            await self.grpc.set_serving()
+        else:
+            await self.grpc.set_not_serving()
+
+    async def _start_upstream(self) -> None:
+        """Connect; if the upstream is up, the self-check through it (the wrong model there
+        refuses the start); if not, start NOT_SERVING and let the monitor wait for it."""
+        if self.upstream is None or self.monitor is None:
+            return
+        await self.upstream.start()
+        await self.dataplane.start(check=False)
+        ready, why = await self.upstream.ready()
+        if ready:
+            try:
+                await self.dataplane.self_check()  # UpstreamMismatch: the start is refused
+            except UpstreamMismatch:
+                raise
+            except UpstreamError as exc:  # it went away meanwhile: as if it were not up
+                ready, why = False, str(exc)
+        if ready:
+            await self.monitor.check()
+        else:
+            self.monitor.problem = why
+            log.warning(
+                "%s is not ready at start (%s): NOT_SERVING until it is (polled every %g s)",
+                self.upstream.describe(),
+                why,
+                self.monitor.poll_s,
+            )
+        self._monitor_task = asyncio.ensure_future(self._poll_upstream())
+
+    async def _poll_upstream(self) -> None:
+        if self.monitor is not None:
+            await asyncio.sleep(self.monitor.poll_s)
+            await self.monitor.run()
+
     # ---------------------------------------------------------------- reload
     def _load_model(self, artifact: str | None) -> ServedModel:
         """The served model of ``artifact`` (None: the configured one), under the current name.
@@ -160,10 +256,18 @@ class GuardServer:
             except BaseException:
                 await self.grpc.stop(0)
                 raise
-        await self.dataplane.start()
+        if self.upstream is None:
+            await self.dataplane.start()
+        else:
+            try:
+                await self._start_upstream()
+            except BaseException:
+                await self._stop(0)
+                raise
         if s.metrics_port >= 0:
             self.metrics_port = self.metrics.serve_http(s.metrics_port, s.metrics_bind)
-        await self.grpc.set_serving()
+        if self.dataplane.ready:
+            await self.grpc.set_serving()
         if s.watch and self.dataplane.loader is not None:
             self._watch_task = asyncio.ensure_future(self._watch())
         log.info(
@@ -193,11 +297,15 @@ class GuardServer:
         self.dataplane.ready = False
         if self._watch_task is not None:
             self._watch_task.cancel()
+        if self._monitor_task is not None:
+            self._monitor_task.cancel()
         transports = [self.grpc.stop(grace)]
         if self.http is not None:
             transports.append(self.http.stop(grace))
         await asyncio.gather(*transports)
         await self.dataplane.stop()
+        if self.upstream is not None:
+            await self.upstream.close()
         self.metrics.close()
         self._stopped.set()
         log.info("stopped")

@@ -87,6 +87,29 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
         action=argparse.BooleanOptionalAction,
         help="gRPC server reflection (default: on, unless TLS or token auth is on)",
     )
+    p.add_argument(
+        "--upstream",
+        metavar="HOST:PORT",
+        help="upstream mode: forward each batch to this Open Inference Protocol gRPC endpoint "
+        "(Triton, KServe) serving the model from `guard export triton` (default: run the "
+        "model in-process)",
+    )
+    p.add_argument(
+        "--upstream-model", help="the model's name on the upstream (default: --model-name)"
+    )
+    p.add_argument(
+        "--upstream-timeout-s",
+        type=float,
+        help="deadline of one forwarded batch (10 s); past it: DEADLINE_EXCEEDED",
+    )
+    p.add_argument(
+        "--upstream-poll-s", type=float, help="how often the upstream's readiness is checked (1 s)"
+    )
+    p.add_argument(
+        "--upstream-rtol",
+        type=float,
+        help="tolerance of the checks that the upstream serves the artifact's model (1e-3)",
+    )
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
@@ -153,6 +176,9 @@ def _announce(srv: GuardServer) -> None:
     )
     tls = ("mutual TLS" if s.tls_client_ca else "TLS") if s.tls_cert else "plaintext"
     extras = [tls] + (["token auth"] if s.auth_token_file else [])
+    if srv.upstream is not None:
+        state = "serving" if srv.ready else "NOT_SERVING until it is ready"
+        extras.append(f"model on {srv.upstream.describe()}: {state}")
     print(
         f"guard: serving {srv.model_name!r} on {s.host}:{srv.port} (gRPC: Open Inference "
         f"Protocol + guard.v1, health{', reflection' if s.reflection_on else ''}; "

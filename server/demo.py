@@ -6,6 +6,11 @@ SIGTERM at the end), sends real in-distribution images (Fashion-MNIST test), rea
 out-of-distribution images (scikit-learn's handwritten digits, resized to 28x28) and noise
 through a stock Triton client (``tritonclient.grpc``, Open Inference Protocol), and prints what
 the guard decided for each.
+
+``guard demo --upstream`` runs the same scenario with the model on a real Triton Inference
+Server: the artifact is exported (``guard export triton``) into a temporary model repository,
+served by PyTriton's ``tritonserver`` from the Triton env (``make triton``), and ``guard serve
+--upstream`` forwards every batch there (:mod:`server.upstream`).
 """
 
 from __future__ import annotations
@@ -20,15 +25,19 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 import numpy as np
 
 from guard.artifact import read_manifest
 from guard.errors import ArtifactError, GuardError
 from guard.types import FLAG_ADVERSARIAL, FLAG_AMBIGUOUS, FLAG_OOD  # the "flags" output's bits
+
+if TYPE_CHECKING:
+    from .upstream.launcher import TritonHost
 
 DEFAULT_ARTIFACT = "artifacts/fmnist_resnet"
 OUTPUTS = ("prediction", "logits", "margin_min", "hull_distance", "ambiguity", "abstain", "flags")
@@ -38,6 +47,9 @@ METRIC_PREFIXES = (
     "guard_images_total",
     "guard_abstentions_total",
     "guard_flags_total",
+    "guard_upstream_seconds_count",
+    "guard_upstream_seconds_sum",
+    "guard_upstream_errors_total",
 )
 
 
@@ -90,6 +102,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--metrics-port", type=int, default=0, help="Prometheus metrics port (0 = any free port)"
     )
     p.add_argument(
+        "--upstream",
+        action="store_true",
+        help="run the model on a real Triton Inference Server (the Triton env: `make triton`) "
+        "with Guard in front of it as a proxy (guard serve --upstream)",
+    )
+    p.add_argument(
         "--keep-serving",
         action="store_true",
         help="leave the server running after the report until Ctrl-C",
@@ -126,20 +144,72 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    if getattr(args, "upstream", False):
+        from .upstream.launcher import check_triton_env
+
+        check_triton_env()  # before any long work: say how to build it
     artifact = Path(args.artifact)
     t0 = time.perf_counter()
     ensure_artifact(artifact)
     manifest = read_manifest(artifact)  # checked here: a clearer error than the server's
     sources = load_sources(args.n_fmnist, args.n_digits, args.n_noise, args.n_constant, args.seed)
+    model_name = artifact.resolve().name
+    with contextlib.ExitStack() as stack:
+        extra: list[str] = []
+        if getattr(args, "upstream", False):
+            triton = stack.enter_context(upstream_triton(artifact, model_name))
+            extra = ["--upstream", triton.target, "--upstream-model", model_name]
+        return serve_and_query(args, artifact, manifest, sources, model_name, extra, t0)
+    raise AssertionError("unreachable")  # the with block returns
 
+
+@contextlib.contextmanager
+def upstream_triton(artifact: Path, model_name: str) -> Iterator[TritonHost]:
+    """The artifact exported (``guard export triton``) into a temporary model repository and
+    served by a real Triton Inference Server (the Triton env); stopped at the end."""
+    from guard.artifact import load_artifact
+    from guard.model.triton import export_triton
+
+    from .upstream.launcher import TritonHost
+
+    with tempfile.TemporaryDirectory(prefix="guard-demo-triton-") as tmp:
+        guard = load_artifact(artifact, device="cpu")
+        if guard.model_ is None or guard.reference_inputs_ is None:
+            raise DemoError(f"{artifact} has no model to export")
+        done = export_triton(guard.model_, Path(tmp) / "repo", model_name, guard.reference_inputs_)
+        print(f"exported {artifact} for Triton: {done.config} + {done.model}")
+        t = time.perf_counter()
+        log = Path(tmp) / "triton.log"
+        triton = TritonHost(done.directory.parent, [model_name], log=log).launch()
+        try:
+            triton.wait()
+            print(
+                f"Triton Inference Server (PyTriton's tritonserver) serving {model_name!r} on "
+                f"{triton.target} (gRPC), started in {time.perf_counter() - t:.1f} s; Guard "
+                f"forwards every batch there and adds the geometry"
+            )
+            yield triton
+        finally:
+            triton.stop()
+
+
+def serve_and_query(
+    args: argparse.Namespace,
+    artifact: Path,
+    manifest: dict,
+    sources: list[Source],
+    model_name: str,
+    extra: list[str],
+    t0: float,
+) -> int:
+    """Start ``guard serve`` (with ``extra`` flags), query it, stop it; the exit code."""
     import tritonclient.grpc as grpcclient  # after the fit: keeps `guard demo --help` fast
     from tritonclient.utils import InferenceServerException
 
     host = args.host
     port = args.port or free_port(host)
     metrics_port = args.metrics_port or free_port(host, avoid=port)
-    model_name = artifact.resolve().name
-    with ServerProcess(artifact, host, port, metrics_port, model_name) as srv:
+    with ServerProcess(artifact, host, port, metrics_port, model_name, extra) as srv:
         client = grpcclient.InferenceServerClient(url=f"{connect_host(host)}:{port}")
         srv.wait_ready(client)
         try:
@@ -368,7 +438,13 @@ class ServerProcess:
     """``python -m server`` as a subprocess, its output in a temporary log file."""
 
     def __init__(
-        self, artifact: Path, host: str, port: int, metrics_port: int, model_name: str
+        self,
+        artifact: Path,
+        host: str,
+        port: int,
+        metrics_port: int,
+        model_name: str,
+        extra: list[str] | None = None,
     ) -> None:
         self.cmd = [
             sys.executable,
@@ -386,6 +462,7 @@ class ServerProcess:
             str(metrics_port),
             "--http-port",
             "0",  # the demo speaks gRPC; HTTP on any free port, never a taken 8000
+            *(extra or []),
         ]
         self.proc: subprocess.Popen | None = None
         self.startup_s = 0.0

@@ -44,6 +44,25 @@ class Unauthenticated(GuardError):
     """The request carries no valid credentials (bearer token); the message never quotes them."""
 
 
+class UpstreamError(GuardError):
+    """Upstream mode: forwarding a batch to the model server failed. It fails every request of
+    the batch (the batcher does not retry them one by one: the cause is not one request's)."""
+
+
+class UpstreamUnavailable(UpstreamError):
+    """The upstream model server is down, unreachable, overloaded or has no such model; the
+    message carries its own status and text."""
+
+
+class UpstreamTimeout(UpstreamError):
+    """The upstream did not answer within ``upstream_timeout_s``."""
+
+
+class UpstreamMismatch(UpstreamError):
+    """The model behind the proxy is not the one the artifact was fitted on: its logits are not
+    ``W·features + b``, or its outputs on the reference inputs differ from the stored ones."""
+
+
 class Code(enum.Enum):
     """Transport-neutral status: ``(gRPC status name, HTTP status)``."""
 
@@ -55,6 +74,7 @@ class Code(enum.Enum):
     RESOURCE_EXHAUSTED = ("RESOURCE_EXHAUSTED", 429)
     INTERNAL = ("INTERNAL", 500)
     UNAVAILABLE = ("UNAVAILABLE", 503)
+    DEADLINE_EXCEEDED = ("DEADLINE_EXCEEDED", 504)
 
     @property
     def grpc_name(self) -> str:
@@ -74,6 +94,10 @@ class Code(enum.Enum):
 # Most specific first: the first matching class decides the code.
 STATUS: tuple[tuple[type[BaseException], Code], ...] = (
     (Unauthenticated, Code.UNAUTHENTICATED),
+    (UpstreamUnavailable, Code.UNAVAILABLE),
+    (UpstreamTimeout, Code.DEADLINE_EXCEEDED),
+    (UpstreamMismatch, Code.FAILED_PRECONDITION),
+    (UpstreamError, Code.UNAVAILABLE),
     (InputError, Code.INVALID_ARGUMENT),
     (GeometryError, Code.INVALID_ARGUMENT),  # the numerics' own ValueError: bad input as well
     (ModelNotFound, Code.NOT_FOUND),

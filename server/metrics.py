@@ -18,6 +18,7 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 from prometheus_client import (
     CollectorRegistry,
     Counter,
+    Gauge,
     Histogram,
     PlatformCollector,
     ProcessCollector,
@@ -88,6 +89,28 @@ class Metrics:
         )
         self.batch_size = Histogram(
             "guard_batch_size", "Images per merged batch", buckets=_BATCH, registry=r
+        )
+        self.in_flight = Gauge(
+            "guard_in_flight_requests",
+            "Inference requests in the data plane (waiting for a batch or running), all "
+            "transports: the load signal of the autoscaler (deploy/k8s)",
+            registry=r,
+        )
+        # upstream mode (``guard serve --upstream``): the forwarded ModelInfer calls
+        self.upstream_seconds = Histogram(
+            "guard_upstream_seconds",
+            "Upstream ModelInfer round trip per forwarded batch (failed calls included)",
+            buckets=_LATENCY,
+            registry=r,
+        )
+        self.upstream_errors = Counter(
+            "guard_upstream_errors",
+            "Batches that failed because of the upstream, by gRPC status name: the upstream "
+            "call's own status (UNAVAILABLE, DEADLINE_EXCEEDED, ...), FAILED_PRECONDITION when "
+            "its answer is not the artifact's model; batches refused without being forwarded "
+            "while it is down or wrong count with the status they get",
+            ["code"],
+            registry=r,
         )
         self._http: WSGIServer | None = None
 

@@ -72,6 +72,22 @@ class Settings:
     ServerLive, ServerReady) needs ``authorization: Bearer <token>``. Re-read when it changes."""
     reflection: bool | None = None
     """gRPC server reflection; unset = on, unless TLS or token auth is on."""
+    upstream: str | None = None
+    """Upstream mode: ``HOST:PORT`` of the Open Inference Protocol gRPC endpoint (Triton, KServe,
+    MLServer) that serves the model (exported by ``guard export triton``); Guard forwards each
+    merged batch there instead of running the model itself. Unset = in-process mode."""
+    upstream_model: str | None = None
+    """The model's name on the upstream; default: the served model name."""
+    upstream_timeout_s: float = 10.0
+    """Deadline of one forwarded batch; past it the batch's requests get DEADLINE_EXCEEDED."""
+    upstream_poll_s: float = 1.0
+    """How often the upstream's readiness (ServerReady + ModelReady) is polled; health follows
+    it, and a model that comes back is verified again before it serves."""
+    upstream_rtol: float = 1e-3
+    """Tolerance (relative to the largest magnitude) of the checks that the upstream serves the
+    artifact's model: its logits equal ``W·features + b`` in every batch, and its logits and
+    features on the artifact's reference inputs equal the stored ones (at start and whenever it
+    comes back). Loosen for a GPU upstream with TF32 on."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "log_level", str(self.log_level).upper())  # frozen: set once
@@ -110,6 +126,12 @@ class Settings:
                 f"log_level must be one of {', '.join(LOG_LEVELS)} (any case), got "
                 f"{self.log_level.lower()!r}"
             )
+        if self.upstream is not None:
+            _check_target(self.upstream)
+        if not (self.upstream_timeout_s > 0 and self.upstream_poll_s > 0):
+            raise InputError("upstream_timeout_s and upstream_poll_s must be > 0")
+        if not 0 < self.upstream_rtol < 1:
+            raise InputError(f"upstream_rtol must lie in (0, 1), got {self.upstream_rtol}")
         load_tls(self)  # both or neither, readable, the key matches the certificate
         token_auth(self)  # readable, at least one token
 
@@ -124,6 +146,13 @@ class Settings:
     def metrics_bind(self) -> str:
         """The address the metrics endpoint binds (``metrics_host``, else ``host``)."""
         return self.metrics_host or self.host
+
+
+def _check_target(target: str) -> None:
+    """``HOST:PORT`` (``[v6]:PORT`` for an IPv6 address) with a port in 1..65535."""
+    host, sep, port = target.rpartition(":")
+    if not (sep and host and port.isdigit() and 0 < int(port) < 65536):
+        raise InputError(f"upstream must be HOST:PORT (e.g. triton:8001), got {target!r}")
 
 
 def _parse(name: str, type_name: str, raw: str) -> object:

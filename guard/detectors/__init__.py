@@ -16,9 +16,10 @@ name               score (higher = more OOD); peer defaults
 ``fdbd``           ``-mean_{j != i} |z_i - z_j| / ||w_i - w_j|| / ||x - mean||`` (Liu & Qin 2024)
 ``ambiguity``      ``d_hull - d_min``: the paper's raw ambiguity (eq. 26) negated
 ``hull``           the certified distance to the training hull (eq. 20-25), upper bound
+``sphere_hull``    the same on the L2-normalised features and training features (:mod:`.sphere`)
 =================  =========================================================================
 
-The last two read the guard's geometry from :class:`Evidence`; ``feature_norm`` (``-||x||``) is
+The last three read the guard's geometry from :class:`Evidence`; ``feature_norm`` (``-||x||``) is
 a component of the combined score only. :class:`CombinedScore` (:mod:`.combined`) combines
 detectors on held-out in-distribution data into one score with a split-conformal p-value
 (:mod:`.conformal`).
@@ -47,6 +48,7 @@ from .geometric import Ambiguity, HullDistance
 from .knn import KNN
 from .mahalanobis import Mahalanobis
 from .msp import MSP
+from .sphere import SphereHullDistance, to_sphere
 from .vim import ViM
 
 __all__ = [
@@ -66,17 +68,30 @@ __all__ = [
     "FeatureNorm",
     "HullDistance",
     "Mahalanobis",
+    "SphereHullDistance",
     "ViM",
     "component",
     "lower_threshold",
     "make",
     "p_value",
+    "to_sphere",
     "upper_threshold",
 ]
 
 #: Peer name -> factory of the detector with the published method's defaults.
 REGISTRY: dict[str, Callable[..., Detector]] = {
-    cls.name: cls for cls in (MSP, Energy, Mahalanobis, KNN, ViM, FDBD, Ambiguity, HullDistance)
+    cls.name: cls
+    for cls in (
+        MSP,
+        Energy,
+        Mahalanobis,
+        KNN,
+        ViM,
+        FDBD,
+        Ambiguity,
+        HullDistance,
+        SphereHullDistance,
+    )
 }
 
 

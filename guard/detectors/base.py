@@ -27,7 +27,7 @@ __all__ = ["Detector", "Evidence"]
 D = TypeVar("D", bound="Detector")
 
 #: Rank of each Evidence field: (N, f) / (N, n) matrices and (N,) vectors.
-_NDIM = {"features": 2, "logits": 2, "margins": 2, "hull": 1, "d_min": 1}
+_NDIM = {"features": 2, "logits": 2, "margins": 2, "hull": 1, "d_min": 1, "sphere": 1}
 
 
 @dataclass(frozen=True)
@@ -43,6 +43,8 @@ class Evidence:
         hull: (N,) certified upper bound of the distance to the training hull
             (``Scores.hull_upper``).
         d_min: (N,) distance to the nearest decision boundary (``Scores.d_min``).
+        sphere: (N,) certified upper bound of the distance of the L2-normalised features to
+            the hull of the L2-normalised training features (``Scores.sphere_upper``).
     """
 
     features: np.ndarray | None = None
@@ -50,6 +52,7 @@ class Evidence:
     margins: np.ndarray | None = None
     hull: np.ndarray | None = None
     d_min: np.ndarray | None = None
+    sphere: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         rows = set()
@@ -81,6 +84,7 @@ class Evidence:
             margins=scores.margins,
             hull=scores.hull_upper,
             d_min=scores.d_min,
+            sphere=scores.sphere_upper,
         )
 
     def take(self, idx: np.ndarray) -> Evidence:

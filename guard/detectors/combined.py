@@ -7,6 +7,8 @@ combined score, which differ from the peers' published defaults for ``fdbd`` and
 =================  =========================================================================
 name               detector
 =================  =========================================================================
+``sphere_hull``    :class:`~.sphere.SphereHullDistance`: certified distance of ``x/||x||`` to
+                   the hull of the L2-normalised training features
 ``hull``           :class:`~.geometric.HullDistance`: certified distance to the training hull
 ``fdbd``           :class:`~.fdbd.FDBD` ``(margins="exact", centre="median")``: the exact
                    margins of the guard over the distance to the coordinate-wise median
@@ -30,7 +32,14 @@ Fit (in-distribution data only; nothing is ever fitted on OOD inputs):
    (:class:`~.transform.NormalTransform`).
 4. ``combine`` turns the vector of normal scores ``t`` into one score:
 
-   * ``"min_variance"`` (default): ``w . (t - m) / sqrt(w' C w)`` where ``m``, ``C`` are the mean
+   * ``"stouffer"`` (default): ``sum_k (t_k - m_k) / k``, standardised on the fit part: fixed
+     equal weights. Nothing fitted on in-distribution data can move weight onto a component, so
+     a component that detects nothing (it looks the same on ID and OOD inputs) dilutes the
+     score, but never takes most of the weight of one that detects.
+   * ``"fisher"``: ``sum_k -log(1 - Phi(t_k))``, Fisher's combination of the components'
+     ID-calibrated tail probabilities, also with fixed equal weights (one component far in its
+     tail weighs more than under Stouffer).
+   * ``"min_variance"``: ``w . (t - m) / sqrt(w' C w)`` where ``m``, ``C`` are the mean
      and covariance of ``t`` on the fit part and ``w`` minimises the ID variance ``w' C w`` over
      the simplex (``w >= 0``, ``sum w = 1``; :func:`guard.geometry.qp.min_norm_point`). Every
      component counts with a nonnegative weight (the score is monotone in each), and strongly
@@ -40,9 +49,10 @@ Fit (in-distribution data only; nothing is ever fitted on OOD inputs):
      powerful linear test under a Gaussian ID model of ``t``. Caveat: it favours components
      weakly correlated with the others whether or not they detect anything, so add only
      components that are OOD scores in their own right (``feature_norm`` and ``energy`` are weak
-     here and lower the results when added).
-   * ``"stouffer"``: equal weights. ``"fisher"``: ``sum_k -log(1 - Phi(t_k))``. ``"max"``:
-     ``max_k t_k`` (a min-p rule).
+     here and lower the results when added). It was the default until the multi-model OOD suite
+     (``scripts/eval_ood_suite.py``) showed the failure: on a model it was not designed on it gave
+     most of the weight to components that detected little.
+   * ``"max"``: ``max_k t_k`` (a min-p rule).
 5. The combined scores of the p-value part, which the combination was not fitted on, are stored
    sorted; the p-value of a new score is its split-conformal p-value against them
    (:func:`~.conformal.p_value`): abstaining where ``p <= a`` keeps the false-abstain rate of
@@ -74,6 +84,7 @@ from .geometric import Ambiguity, HullDistance
 from .knn import KNN
 from .mahalanobis import Mahalanobis
 from .msp import MSP
+from .sphere import SphereHullDistance
 from .transform import NormalTransform
 from .vim import ViM
 
@@ -82,11 +93,25 @@ __all__ = ["COMBINE", "COMPONENTS", "DEFAULT_COMPONENTS", "MIN_CALIB", "Combined
 log = logging.getLogger(__name__)
 
 #: Components known by name (see the module docstring).
-COMPONENTS = ("hull", "fdbd", "mahalanobis", "vim", "energy", "knn", "feature_norm")
+COMPONENTS = (
+    "sphere_hull",
+    "hull",
+    "fdbd",
+    "mahalanobis",
+    "vim",
+    "energy",
+    "knn",
+    "feature_norm",
+)
 #: Combination rules.
-COMBINE = ("min_variance", "stouffer", "fisher", "max")
-#: The default: two geometry components of the guard and one cheap feature statistic.
-DEFAULT_COMPONENTS = ("hull", "fdbd", "mahalanobis")
+COMBINE = ("stouffer", "fisher", "min_variance", "max")
+#: The default, chosen on the multi-model OOD suite by its worst case against the best peer over
+#: every (model, OOD set) pair (``reports/ood_suite/suite.md``): the hull distance of the
+#: normalised features, the raw hull distance and the exact-margin fDBD (geometry the guard
+#: computes anyway), and ViM (one feature statistic, O(f^2) per input).
+DEFAULT_COMPONENTS = ("sphere_hull", "hull", "fdbd", "vim")
+#: The default combination rule (fixed equal weights; see the module docstring).
+DEFAULT_COMBINE = "stouffer"
 #: Fewest held-out in-distribution calibration inputs ``fit`` accepts (half fit the
 #: combination, half give the p-values).
 MIN_CALIB = 100
@@ -94,7 +119,18 @@ _FORMAT = 2  # of to_arrays (format 1 was written before the detectors package: 
 #: Every detector class by name: what :meth:`CombinedScore.from_arrays` can rebuild.
 CLASSES: dict[str, type[Detector]] = {
     cls.name: cls
-    for cls in (HullDistance, FDBD, Mahalanobis, ViM, Energy, KNN, FeatureNorm, MSP, Ambiguity)
+    for cls in (
+        SphereHullDistance,
+        HullDistance,
+        FDBD,
+        Mahalanobis,
+        ViM,
+        Energy,
+        KNN,
+        FeatureNorm,
+        MSP,
+        Ambiguity,
+    )
 }
 
 
@@ -129,7 +165,7 @@ class CombinedScore:
     def __init__(
         self,
         components: Sequence[str | Detector] = DEFAULT_COMPONENTS,
-        combine: str = "min_variance",
+        combine: str = DEFAULT_COMBINE,
         seed: int = 0,
         *,
         fit_fraction: float = 0.5,

@@ -29,7 +29,18 @@ from .metrics import aupr, auroc, fpr_at_95_tpr, realised_rate
 log = logging.getLogger(__name__)
 
 COMBINED = "combined"  # the guard's CombinedScore: not a peer, fitted with the calibration split
-METHODS = ["msp", "energy", "mahalanobis", "knn", "vim", "fdbd", "ambiguity", "hull", COMBINED]
+METHODS = [
+    "msp",
+    "energy",
+    "mahalanobis",
+    "knn",
+    "vim",
+    "fdbd",
+    "ambiguity",
+    "hull",
+    "sphere_hull",
+    COMBINED,
+]
 LABELS = {
     "msp": "MSP",
     "energy": "Energy",
@@ -39,9 +50,12 @@ LABELS = {
     "fdbd": "fDBD",
     "ambiguity": "raw ambiguity (d_hull - d_min)",
     "hull": "hull distance",
+    "sphere_hull": "sphere hull distance",
     COMBINED: "**guard (combined)**",
 }
-_GEOMETRY = {"margins", "hull", "d_min"}  # Evidence fields only the guard computes
+_GEOMETRY = {"margins", "hull", "d_min", "sphere"}  # Evidence fields only the guard computes
+#: The published detectors the guard is compared with (the rest of METHODS is its own geometry).
+PEERS = ("msp", "energy", "mahalanobis", "knn", "vim", "fdbd")
 
 
 @dataclass(frozen=True)
@@ -366,8 +380,11 @@ def report(
 
 
 def versus_table(res: dict, methods: list[str], sets: list[str]) -> str:
-    """The combined score against the best peer on every set, per metric."""
-    peers = [m for m in methods if m != COMBINED]
+    """The combined score against the best peer on every set, per metric (the peers: the
+    published detectors, not the guard's own geometric quantities)."""
+    peers = [m for m in methods if m in PEERS]
+    if not peers:
+        return "(no peer among the methods: nothing to compare the combined score with)"
     lines = [
         "**guard (combined) vs the best peer on each set** (AUROC higher, FPR@95 lower is "
         "better; Δ = combined − best peer)",

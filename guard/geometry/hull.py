@@ -60,6 +60,8 @@ from .floats import U64 as _U64
 from .floats import blocks as _blocks
 from .hull_pca import PcaBound, PcaMax
 from .hull_types import HullConfig, HullDistances
+from .native import blas as native_blas
+from .native import use as native_use
 from .progress import progress_bar
 from .qp import min_norm_point_warm
 
@@ -279,6 +281,32 @@ class ConvexHullIndex:
             self.explained_variance = self._pca.explained_variance
         self._scan = RowProducts(self._pca.C if self._pca is not None else self.points, device)
         self.device = self._scan.device
+        # the compiled core runs the exact scan's column generation (the PCA scan: numpy)
+        core = native_use(config.engine) if self._pca is None else None
+        self.engine = "numpy" if core is None else "native"
+        self._core = (
+            None
+            if core is None
+            else core.HullCore(
+                self.points,
+                self._sub,
+                self._sub32,
+                self._sub_sq,
+                {
+                    "k0": min(self._k, 16, len(self._sub)),
+                    "tol": config.tol,
+                    "atol": self._atol,
+                    "max_norm": self.max_norm,
+                    "max_rounds": config.max_rounds,
+                    "add_per_round": config.add_per_round,
+                    "pool_size": self._pool_size,
+                    "max_working": self._max_working,
+                    "max_inner": _MAX_INNER,
+                    "time_budget_s": -1.0 if config.time_budget_s is None else config.time_budget_s,
+                },
+                native_blas(),
+            )
+        )
 
     @property
     def dim(self) -> int:
@@ -371,6 +399,8 @@ class ConvexHullIndex:
             raise GeometryError(f"expected queries (N, {self.dim}), got {Q.shape}")
         if not np.all(np.isfinite(Q)):
             raise GeometryError("queries contain NaN or Inf")
+        if self._core is not None:
+            return self._query_native(Q, top_support, progress)
         n_q = Q.shape[0]
         upper = np.zeros(n_q)
         lower = np.zeros(n_q)
@@ -395,6 +425,59 @@ class ConvexHullIndex:
                     sup_alpha[qi, : len(idx)] = alpha
                 bar.update(hi - lo)
         return HullDistances(upper, lower, proj, sup_idx, sup_alpha, rounds, converged, qp, frac)
+
+    def _query_native(self, Q: np.ndarray, top_support: int, progress: bool) -> HullDistances:
+        """:meth:`query` by the compiled core (:mod:`guard.geometry.native`): one call per block
+        of queries, each full round one GEMM over all training points for the block's open
+        queries."""
+        n_q, d = Q.shape
+        out = {
+            "upper": np.zeros(n_q),
+            "lower": np.zeros(n_q),
+            "projection": Q.copy(),
+            "support_idx": np.full((n_q, top_support), -1, dtype=np.int64),
+            "support_alpha": np.zeros((n_q, top_support)),
+            "rounds": np.zeros(n_q, dtype=np.int64),
+            "converged": np.ones(n_q, dtype=bool),
+            "qp_solves": np.zeros(n_q, dtype=np.int64),
+            "exact_fraction": np.zeros(n_q),
+        }
+        known = self._training_points(Q)
+        hit = known >= 0
+        if top_support > 0:
+            out["support_idx"][hit, 0] = known[hit]
+            out["support_alpha"][hit, 0] = 1.0
+        rows = np.flatnonzero(~hit)
+        scan = None if self.device == "cpu" else self._scan  # the CPU: BLAS inside the core
+        assert self._core is not None
+        block = max(1, min(256, (64 << 20) // (4 * len(self))))
+        with progress_bar(total=n_q, desc="hull distance", enabled=progress) as bar:
+            bar.update(n_q - len(rows))
+            for lo in range(0, len(rows), block):
+                sel = rows[lo : lo + block]
+                res = self._core.query(np.ascontiguousarray(Q[sel]), scan, top_support)
+                for key, arr in out.items():
+                    arr[sel] = res[key]
+                bar.update(len(sel))
+        return HullDistances(**out)
+
+    def _training_points(self, Q: np.ndarray) -> np.ndarray:
+        """(n,) index of a training point equal to each row of ``Q`` (n, d) float64, or -1
+        (vectorised :meth:`_training_point`)."""
+        Q32 = Q.astype(np.float32)
+        found = np.full(len(Q), -1, dtype=np.int64)
+        exact = np.flatnonzero((Q32.astype(np.float64) == Q).all(axis=1))
+        if len(exact) == 0:
+            return found
+        keys = self._row_keys(Q32[exact])
+        lo = np.searchsorted(self._keys, keys, side="left")
+        hi = np.searchsorted(self._keys, keys, side="right")
+        for r in np.flatnonzero(hi > lo):  # only queries whose hash matches a training point
+            for j in self._key_order[lo[r] : hi[r]]:
+                if np.array_equal(self.points[j], Q32[exact[r]]):
+                    found[exact[r]] = j
+                    break
+        return found
 
     def _query_block(self, Q: np.ndarray) -> list[_QueryResult]:
         """One result per row of the block ``Q`` (B, d): training points at once, the others by

@@ -12,6 +12,7 @@ import numpy as np
 from .errors import GeometryError
 
 SCANS = ("auto", "exact", "pca")
+ENGINES = ("auto", "native", "numpy")
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,10 @@ class HullConfig:
             8192).
         seed: seed (>= 0) of the subsample, of the training-point hash and of the PCA fit
             sample.
+        engine: who runs the column generation of the exact scan: ``"auto"`` (the compiled
+            core, :mod:`guard.geometry.native`, when it is built, else numpy with a warning),
+            ``"native"`` (the compiled core or an error) or ``"numpy"`` (the numpy path; the
+            PCA-bounded scan always runs it). Same certified bounds either way.
     """
 
     k: int = 64
@@ -57,6 +62,7 @@ class HullConfig:
     pool_size: int = 2048
     subsample: int | None = None
     seed: int = 0
+    engine: str = "auto"
 
     def __post_init__(self) -> None:
         self._integer("k", 1)
@@ -72,6 +78,8 @@ class HullConfig:
         self._real("pca_residual", "in (0, 1)", lambda x: 0 < x < 1)
         if not isinstance(self.scan, str) or self.scan not in SCANS:
             raise GeometryError(f"HullConfig.scan must be one of {SCANS}, got {self.scan!r}")
+        if not isinstance(self.engine, str) or self.engine not in ENGINES:
+            raise GeometryError(f"HullConfig.engine must be one of {ENGINES}, got {self.engine!r}")
 
     # Settings are stored as plain Python int / float (numpy scalars are accepted), so a config
     # compares and serializes the same whatever built it.

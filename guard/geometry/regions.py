@@ -21,6 +21,9 @@ import numpy as np
 from .accel import RowProducts
 from .errors import GeometryError
 from .floats import U32 as _U32
+from .native import ENGINES
+from .native import blas as native_blas
+from .native import use as native_use
 
 
 @dataclass(frozen=True)
@@ -50,9 +53,14 @@ class UnionOfBalls:
             other class borders gets a huge stand-in) are handled apart, in float64.
         device: where the scan runs (:class:`guard.accel.RowProducts`; auto: a CUDA GPU
             through torch when present, else the CPU).
+        engine: on the CPU, ``"auto"`` runs the compiled scan (:mod:`guard.geometry.native`:
+            the same float32 arithmetic and bounds, fused per block of balls) when it is built,
+            ``"native"`` requires it, ``"numpy"`` runs the numpy scan. Same answers.
     """
 
-    def __init__(self, points: np.ndarray, radii: np.ndarray, device: str = "auto") -> None:
+    def __init__(
+        self, points: np.ndarray, radii: np.ndarray, device: str = "auto", engine: str = "auto"
+    ) -> None:
         radii = np.asarray(radii, dtype=np.float64)
         if points.ndim != 2 or radii.shape != (points.shape[0],) or not np.all(np.isfinite(radii)):
             raise GeometryError(f"expected {points.shape[0]} finite radii, got shape {radii.shape}")
@@ -73,6 +81,25 @@ class UnionOfBalls:
         self._r2_32 = self._r2.astype(np.float32)
         self._off32 = offset.astype(np.float32)
         self._scan = RowProducts(self.points, device)
+        if engine not in ENGINES:
+            raise GeometryError(f"engine must be one of {ENGINES}, got {engine!r}")
+        core = native_use(engine) if self._scan.device == "cpu" else None
+        self.engine = "numpy" if core is None else "native"
+        self._core = None
+        if core is not None:
+            self._core = core.UnionCore(
+                np.ascontiguousarray(self.points),
+                np.ascontiguousarray(self.radii),
+                np.ascontiguousarray(self._r2),
+                self._r32,
+                self._r2_32,
+                self._off32,
+                self.huge.astype(np.int64),
+                self.big,
+                self.r_max,
+                self.max_norm,
+                native_blas(),
+            )
 
     def query(self, queries: np.ndarray, *, chunk: int = 32) -> Regions:
         """Membership of ``queries`` (M, d): exact counts, memberships and best slacks."""
@@ -87,6 +114,8 @@ class UnionOfBalls:
         best = np.full(m, -1, dtype=np.int64)
         if N == 0 or m == 0:
             return Regions(in_union, n_balls, slack_out, best)
+        if self._core is not None:
+            return Regions(*self._core.query(Q))
         gamma = d * _U32 / (1 - d * _U32)  # float32 dot products: |error| <= gamma |q| |x|
         r2 = self._r2
         for lo in range(0, m, chunk):

@@ -22,9 +22,15 @@ import onnxruntime as ort
 from ..errors import InputError, ModelError
 from ..geometry.progress import progress_bar
 from .external import embed_external_data
-from .head import find_affine_head, split_affine_head
+from .head import AffineHead, find_affine_head, split_affine_head
 
-__all__ = ["OnnxClassifier", "available_providers", "sha256_bytes", "split_affine_head"]
+__all__ = [
+    "OnnxClassifier",
+    "add_head_outputs",
+    "available_providers",
+    "sha256_bytes",
+    "split_affine_head",
+]
 
 
 #: protobuf's limit on one serialized message: a model with external data must fit in it.
@@ -52,6 +58,18 @@ def _self_contained(proto: onnx.ModelProto, path: Path | None, raw: bytes) -> by
             f"one ONNX protobuf can hold (2 GiB); guard stores and hashes the model as one file"
         )
     return proto.SerializeToString()
+
+
+def add_head_outputs(proto: onnx.ModelProto, head: AffineHead, elem: int) -> None:
+    """The graph surgery that exposes the head (in place): append the nodes that compute the
+    features (a convolution head's spatial mean) and make the logits and the features tensors
+    graph outputs of element type ``elem``. ``fit`` runs this graph; ``guard export triton``
+    ships it (:mod:`.triton`)."""
+    proto.graph.node.extend(head.feature_nodes)
+    known = {o.name for o in proto.graph.output}
+    for name in (head.logits, head.features):
+        if name not in known:
+            proto.graph.output.append(onnx.helper.make_tensor_value_info(name, elem, None))
 
 
 class OnnxClassifier:
@@ -107,11 +125,7 @@ class OnnxClassifier:
             raise ModelError(
                 f"expected a float32 model input, got {onnx.TensorProto.DataType.Name(elem)}"
             )
-        proto.graph.node.extend(self.head.feature_nodes)  # a conv head: the spatial mean
-        known = {o.name for o in proto.graph.output}
-        for name in (self.logits_name, self.features_name):
-            if name not in known:
-                proto.graph.output.append(onnx.helper.make_tensor_value_info(name, elem or 1, None))
+        add_head_outputs(proto, self.head, elem or onnx.TensorProto.FLOAT)
         self.providers = providers or available_providers()
         try:
             self.session = ort.InferenceSession(proto.SerializeToString(), providers=self.providers)

@@ -10,7 +10,9 @@ event loop).
   request's chunks that have not run yet never run.
 * Errors stay with their request: an image that fails in the model fails its own request only
   (see :class:`~.pipeline.BatchRun`), and a batch that fails as a whole is rerun request by
-  request, so that only the request that caused it fails.
+  request, so that only the request that caused it fails. An :class:`~server.errors.UpstreamError`
+  (the upstream model server failed, timed out or is the wrong model) is no request's fault: it
+  fails every request of the batch at once, with no rerun (a timeout is not waited for twice).
 * Hot swap: :meth:`swap` replaces the run function between batches, and only when no request
   is part-way through its chunks (until then no new request starts), so every request is
   answered by exactly one of them.
@@ -32,8 +34,8 @@ import numpy as np
 
 from guard.errors import InputError
 
-from ..errors import NotReady, Overloaded
-from .pipeline import BatchResult, BatchRun
+from ..errors import NotReady, Overloaded, UpstreamError
+from .pipeline import BatchResult, BatchRun, Pipeline
 
 log = logging.getLogger(__name__)
 
@@ -216,10 +218,14 @@ class Batcher:
             return
         x = live[0].images if len(live) == 1 else np.concatenate([c.images for c in live])
         try:
-            run = await self.run_in_worker(run_fn, x)
+            if isinstance(run_fn, Pipeline):  # its model run may await (upstream mode)
+                run = await run_fn.arun(x, self.run_in_worker)
+            else:
+                run = await self.run_in_worker(run_fn, x)
         except Exception as exc:  # noqa: BLE001 - it belongs to the request that caused it
-            if len(live) == 1:
-                _fail(live[0].request, exc)
+            if len(live) == 1 or isinstance(exc, UpstreamError):
+                for c in live:
+                    _fail(c.request, exc)
                 return
             log.warning(
                 "a batch of %d requests failed (%s: %s); rerunning them one at a time",

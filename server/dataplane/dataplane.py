@@ -26,10 +26,11 @@ import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 
-from guard import __version__
+from guard import Guard, __version__
 from guard.errors import InputError
 
 from ..errors import LoadRefused, ModelNotFound, NotReady
@@ -37,7 +38,7 @@ from ..metrics import Metrics
 from .batcher import Batcher
 from .model import ServedModel
 from .outputs import output_tensors, requested_outputs
-from .pipeline import BatchResult, Pipeline
+from .pipeline import BatchResult, BatchRun, Pipeline
 from .types import (
     InferenceRequest,
     InferenceResponse,
@@ -49,6 +50,20 @@ from .types import (
 )
 
 log = logging.getLogger(__name__)
+
+
+class PipelineFactory(Protocol):
+    """Makes the pipeline that runs a served guard's batches (:class:`Pipeline` or a subclass)."""
+
+    def __call__(
+        self, guard: Guard, metrics: Metrics, *, geometry: bool = True, version: int = 1
+    ) -> Pipeline: ...
+
+
+async def _in_thread(fn: Callable[[np.ndarray], BatchRun], x: np.ndarray) -> BatchRun:
+    """A pipeline's worker for a reload's self-check: a thread of its own (the batcher's worker
+    keeps serving the old model meanwhile)."""
+    return await asyncio.to_thread(fn, x)
 
 
 @dataclass(frozen=True)
@@ -72,11 +87,16 @@ class DataPlane:
         max_delay_s: float = 0.002,
         max_queue: int = 256,
         max_images_per_request: int = 1024,
+        pipelines: PipelineFactory = Pipeline,
     ) -> None:
+        """``pipelines(guard, metrics, geometry=..., version=...)`` makes the pipeline of a
+        served model: :class:`Pipeline` runs the model in-process; upstream mode passes one that
+        forwards to the model server (:mod:`server.upstream`)."""
         self.model = model
         self.metrics = metrics
         self.max_images_per_request = max_images_per_request
-        self.pipeline = Pipeline(model.guard, metrics, geometry=model.geometry)
+        self.pipelines = pipelines
+        self.pipeline = pipelines(model.guard, metrics, geometry=model.geometry, version=1)
         self.batcher = Batcher(
             self.pipeline,
             max_batch_size=max_batch_size,
@@ -93,12 +113,20 @@ class DataPlane:
         self._load_lock = asyncio.Lock()
 
     # ---------------------------------------------------------------- lifecycle and health
-    async def start(self) -> None:
-        """Start the batcher and run the self-check; ready afterwards."""
+    async def start(self, check: bool = True) -> None:
+        """Start the batcher and run the self-check (``check``); ready afterwards. Without
+        ``check`` (upstream mode: the upstream may not be up yet) the caller runs
+        :meth:`self_check` and sets :attr:`ready`."""
         self.batcher.start()
-        check = Pipeline(self.model.guard, Metrics(), geometry=self.model.geometry)
-        self.model.check_result(await self.batcher.run_in_worker(check, self.model.blank_images()))
-        self.ready = True
+        if check:
+            await self.self_check()
+            self.ready = True
+
+    async def self_check(self) -> None:
+        """Run the served model's self-check (:meth:`.Pipeline.verify`) in the batcher's
+        worker, with metrics of its own (never scraped); raises when it fails."""
+        check = self.pipelines(self.model.guard, Metrics(), geometry=self.model.geometry)
+        self.model.check_result(await check.verify(self.batcher.run_in_worker))
         log.info("model %r passed its self-check", self.model.name)
 
     async def stop(self) -> None:
@@ -146,8 +174,8 @@ class DataPlane:
             try:
                 # beside the old model, off the event loop and off the batcher's worker
                 new = await asyncio.to_thread(loader, artifact)
-                check = Pipeline(new.guard, Metrics(), geometry=new.geometry)
-                new.check_result(await asyncio.to_thread(check, new.blank_images()))
+                check = self.pipelines(new.guard, Metrics(), geometry=new.geometry)
+                new.check_result(await check.verify(_in_thread))
             except Exception as exc:  # noqa: BLE001 - any failure refuses the artifact
                 self.metrics.reloads.labels(outcome="refused").inc()
                 log.error(
@@ -162,9 +190,11 @@ class DataPlane:
                     f"{old.version}"
                 ) from exc
             new.version = old.version + 1
-            await self.batcher.swap(
-                Pipeline(new.guard, self.metrics, geometry=new.geometry, version=new.version)
+            pipeline = self.pipelines(
+                new.guard, self.metrics, geometry=new.geometry, version=new.version
             )
+            await self.batcher.swap(pipeline)
+            self.pipeline = pipeline
             self.model = new
             self.loaded = True
         self.metrics.reloads.labels(outcome="ok").inc()
@@ -182,8 +212,10 @@ class DataPlane:
         """Queue validated images ``x`` (B, ...) for the next batches; their results.
 
         Cancelling the caller (a gRPC cancel or deadline) stops the images not yet run.
+        Counted in ``guard_in_flight_requests`` until it returns.
         """
-        return await self.batcher.submit(x)
+        with self.metrics.in_flight.track_inprogress():
+            return await self.batcher.submit(x)
 
     # ---------------------------------------------------------------- Open Inference Protocol
     def server_metadata(self) -> ServerMetadata:

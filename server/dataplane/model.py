@@ -16,7 +16,7 @@ from guard.model import OnnxClassifier
 from ..errors import ModelNotFound, echo
 from .decode import expected_shape, to_images
 from .outputs import OUTPUTS, available
-from .pipeline import BatchRun
+from .pipeline import BatchRun, blank_images
 from .types import ModelInfo, ModelMetadata, RequestTensor, TensorMetadata
 
 log = logging.getLogger(__name__)
@@ -115,14 +115,13 @@ class ServedModel:
 
     def blank_images(self, n: int = 1) -> np.ndarray:
         """``n`` all-zero images of the model's input shape (for the self-check)."""
-        shape = [n] + [d or 1 for d in self.model.input_shape[1:]]
-        return np.zeros(shape, dtype=np.float32)
+        return blank_images(self.guard, n)
 
     def check_result(self, run: BatchRun) -> None:
-        """The self-check: one blank image went through the model and the geometry with finite
-        numbers."""
+        """The self-check: its images (one blank image; upstream mode: the reference inputs)
+        went through the model and the geometry with finite numbers."""
         result = run.result
-        if run.errors or result is None or len(result) != 1:
+        if run.errors or result is None or len(result) < 1:
             raise RuntimeError(f"self-check inference failed: {'; '.join(run.errors)}")
         if not np.all(np.isfinite(result.logits)):
             raise RuntimeError("self-check inference failed: non-finite logits")

@@ -94,6 +94,21 @@ OUTPUTS: dict[str, OutputSpec] = {
         True,
         "margin_min - hull_distance (negative = ambiguous)",
     ),
+    "sphere_distance": OutputSpec(
+        "FP32",
+        _scalar,
+        _score("sphere_upper"),
+        True,
+        "distance of x/||x|| to the hull of the normalised training features (certified upper "
+        "bound)",
+    ),
+    "sphere_lower": OutputSpec(
+        "FP32",
+        _scalar,
+        _score("sphere_lower"),
+        True,
+        "certified lower bound of sphere_distance",
+    ),
     "ood_score": OutputSpec(
         "FP32",
         _scalar,
@@ -129,7 +144,10 @@ OUTPUTS: dict[str, OutputSpec] = {
         "FP32", _support, _score("support_alpha"), True, "their convex weights"
     ),
 }
-DEFAULT_OUTPUTS = [n for n in OUTPUTS if n not in ("margins", "support_indices", "support_weights")]
+#: Outputs sent only when asked for: the large ones, and the spherical hull distance (added after
+#: clients had pinned the default set).
+ON_REQUEST = ("margins", "support_indices", "support_weights", "sphere_distance", "sphere_lower")
+DEFAULT_OUTPUTS = [n for n in OUTPUTS if n not in ON_REQUEST]
 
 
 def available(geometry: bool) -> list[str]:

@@ -4,13 +4,19 @@ The numbers all come from ``guard``; this module times the two stages, records t
 distributions for monitoring, and keeps each image's failure to itself: an image whose logits or
 features are not finite (a finite input that overflows inside the model) gets its own error in
 :class:`BatchRun`, and the rest of the batch is scored as usual.
+
+The batcher runs a batch with :meth:`Pipeline.arun`: in-process, the model run and the geometry
+both run in the batcher's worker thread; a subclass may get the logits and features elsewhere
+(upstream mode, :mod:`server.upstream.pipeline`: a model server, awaited on the event loop) and
+hand them to :meth:`Pipeline.score` in the worker. :meth:`Pipeline.verify` is the self-check
+before a model serves.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -23,6 +29,8 @@ from guard.types import FLAG_AMBIGUOUS, FLAG_NAMES, FLAG_OOD, Decisions, Scores
 from ..metrics import Metrics
 
 _T = TypeVar("_T", Scores, Decisions)
+#: How a pipeline reaches the batcher's worker thread: ``await in_worker(fn, x)`` = ``fn(x)`` there.
+InWorker = Callable[[Callable[[np.ndarray], "BatchRun"], np.ndarray], Awaitable["BatchRun"]]
 
 
 def _slice(obj: _T, sl: slice) -> _T:
@@ -135,11 +143,30 @@ class Pipeline:
         self.version = version
 
     def __call__(self, x: np.ndarray) -> BatchRun:
-        m = self.metrics
+        """The whole batch in this thread: the in-process model run, then :meth:`score`."""
         t0 = time.perf_counter()
         logits, feats = self.guard.require_model().run(x, batch_size=max(len(x), 1))
+        self.metrics.model_seconds.observe(time.perf_counter() - t0)
+        return self.score(x, logits, feats)
+
+    async def arun(self, x: np.ndarray, in_worker: InWorker) -> BatchRun:
+        """Run one merged batch (what the batcher awaits); in-process: all in the worker."""
+        return await in_worker(self, x)
+
+    def check_inputs(self) -> np.ndarray:
+        """The self-check's inputs: one all-zero image of the model's input shape."""
+        return blank_images(self.guard, 1)
+
+    async def verify(self, in_worker: InWorker) -> BatchRun:
+        """The self-check run (on :meth:`check_inputs`) before this pipeline serves; raises when
+        the model is unusable (e.g. upstream mode: not the artifact's model)."""
+        return await self.arun(self.check_inputs(), in_worker)
+
+    def score(self, x: np.ndarray, logits: np.ndarray, feats: np.ndarray) -> BatchRun:
+        """The geometry and the decisions of images ``x`` (B, ...) from the model's ``logits``
+        (B, n) and ``feats`` (B, f); images whose outputs are not finite fail alone."""
+        m = self.metrics
         t1 = time.perf_counter()
-        m.model_seconds.observe(t1 - t0)
         m.batch_size.observe(len(x))
         # checked per image: a finite input may still overflow inside the model, and that is
         # the error of its own request only
@@ -184,3 +211,9 @@ class Pipeline:
         for reason, mask in (("ood", ood), ("ambiguous", ambiguous_only)):
             if mask.any():
                 m.abstentions.labels(reason=reason).inc(int(np.count_nonzero(mask)))
+
+
+def blank_images(guard: Guard, n: int = 1) -> np.ndarray:
+    """``n`` all-zero images of ``guard``'s model input shape (a dynamic dimension: 1)."""
+    shape = [n] + [d or 1 for d in guard.require_model().input_shape[1:]]
+    return np.zeros(shape, dtype=np.float32)

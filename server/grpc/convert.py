@@ -151,6 +151,8 @@ def classify_response(c: ClassifyResult) -> gpb.ClassifyResponse:
         res.nearest_class = int(s.nearest_class[i])
         res.hull_distance = float(s.hull_upper[i])
         res.hull_lower = float(s.hull_lower[i])
+        res.sphere_distance = float(s.sphere_upper[i])
+        res.sphere_lower = float(s.sphere_lower[i])
         res.ambiguity = float(s.ambiguity[i])
         res.in_union = bool(s.in_union[i])
         res.n_balls = int(s.n_balls[i])

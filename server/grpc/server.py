@@ -297,6 +297,11 @@ class GrpcServer:
     async def set_serving(self) -> None:
         await self._set_health(health_pb2.HealthCheckResponse.SERVING)
 
+    async def set_not_serving(self) -> None:
+        """Health NOT_SERVING (e.g. the upstream model server is down) until
+        :meth:`set_serving`; ignored once the stop began."""
+        await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
+
     async def _set_health(self, status: int) -> None:
         for name in ("",) + SERVICES:
             await self._health.set(name, status)

@@ -162,7 +162,7 @@ def test_load_with_the_same_model(
 def test_manifest_fields(guard: Guard, saved: Path, built: ob.Built) -> None:
     m = read_manifest(saved)
     assert m == json.loads((saved / "manifest.json").read_text())
-    assert m["schema_version"] == SCHEMA_VERSION == 3
+    assert m["schema_version"] == SCHEMA_VERSION == 4
     assert m["guard_version"] == __version__
     assert m["model"]["sha256"] == hashlib.sha256(built.data).hexdigest()
     assert m["model"]["file"] == "model.onnx"

@@ -17,7 +17,11 @@ from tests.reference import solvers as reference
 # Options: each full-round scan; a small subsample and pool force several full rounds. Every key
 # but "device" is a HullConfig field.
 CONFIGS: dict[str, dict] = {
-    "pool-exact": dict(scan="exact"),
+    "pool-exact": dict(scan="exact"),  # the compiled core where it is built (engine "auto")
+    "pool-exact-numpy": dict(scan="exact", engine="numpy"),
+    "pool-exact-numpy-small-pool": dict(
+        scan="exact", engine="numpy", subsample=100, pool_size=64, add_per_round=8
+    ),
     "pool-pca": dict(scan="pca", pca_k=3),
     "pool-pca-small-pool": dict(scan="pca", pca_k=5, subsample=100, pool_size=64, add_per_round=8),
     "pool-exact-small-pool": dict(scan="exact", subsample=100, pool_size=64, add_per_round=8),
@@ -329,6 +333,7 @@ def test_training_point_lookup_handles_negative_zero() -> None:
         ("subsample", 0, "integer >= 1 or None"),
         ("seed", -1, "integer >= 0"),
         ("tol", "0.1", "in (0, 1)"),
+        ("engine", "gpu", "one of"),
     ],
 )
 def test_config_rejects_bad_settings(field: str, value: object, expected: str) -> None:
@@ -351,7 +356,8 @@ def test_config_defaults_and_plain_types() -> None:
         c.pool_size,
         c.subsample,
         c.seed,
-    ) == (64, 1e-3, 1e-7, 100, 64, None, "exact", None, 0.01, 2048, None, 0)
+        c.engine,
+    ) == (64, 1e-3, 1e-7, 100, 64, None, "exact", None, 0.01, 2048, None, 0, "auto")
     n = HullConfig(k=np.int64(8), tol=np.float32(0.25), max_rounds=np.int32(3), atol=0)
     assert type(n.k) is int and type(n.tol) is float and type(n.atol) is float
     assert n == HullConfig(k=8, tol=0.25, max_rounds=3, atol=0.0)  # float32 0.25 is exact

@@ -146,3 +146,29 @@ def test_d_min_only_with_many_classes_refines_lazily():
     np.testing.assert_allclose(lazy.d_min, full.d_min, rtol=1e-12)
     np.testing.assert_array_equal(lazy.nearest_class, full.nearest_class)
     assert np.isnan(lazy.margins).sum() > np.isnan(full.margins).sum()  # most pairs pruned
+
+
+@pytest.mark.parametrize("nonneg", [True, False])
+@pytest.mark.parametrize("n,f,seed", [(40, 24, 0), (60, 96, 1), (100, 16, 2)])
+def test_lazy_d_min_matches_full_and_reference(n: int, f: int, seed: int, nonneg: bool):
+    """The lazy path (closed forms from the logits, steps 1-2 per visited pair) gives the full
+    path's d_min, its flip point is feasible, and the nearest margin equals Clarabel's."""
+    X, W, b = _relu_case(seed, n=n, f=f, N=10, sparsity=0.3)
+    if not nonneg:
+        X = X - 0.5  # signed features
+    full = compute_margins(X, W, b, nonneg)
+    lazy = compute_margins(X, W, b, nonneg, d_min_only=True)
+    np.testing.assert_allclose(lazy.d_min, full.d_min, rtol=1e-10, atol=1e-12)
+    np.testing.assert_array_equal(lazy.nearest_class, full.nearest_class)
+    for r in range(len(X)):
+        i, j = int(lazy.pred[r]), int(lazy.nearest_class[r])
+        ref = reference.margin(X[r], W, b, i, j, nonneg)
+        assert lazy.d_min[r] == pytest.approx(ref, rel=1e-6, abs=1e-6)
+        y = lazy.flip_point[r]
+        z = W @ y + b
+        assert abs(z[i] - z[j]) < 1e-8 * (1 + abs(z).max())
+        assert (z[i] >= z - 1e-8 * (1 + abs(z).max())).all()
+        if nonneg:
+            assert (y >= -1e-10).all()
+        # the closed forms of the lazy path equal the full path's
+        np.testing.assert_allclose(lazy.closed_form[r], full.closed_form[r], rtol=1e-9)

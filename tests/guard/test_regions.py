@@ -54,8 +54,11 @@ def test_zero_radius_balls_contain_nothing():
     assert not r.in_union.any() and (r.slack == 0).all()
 
 
-def _check_exact(T, radii, Q, device="cpu"):
-    r = UnionOfBalls(T, radii, device=device).query(Q, chunk=7)
+def _check_exact(T, radii, Q, device="cpu", engine="auto"):
+    u = UnionOfBalls(T, radii, device=device, engine=engine)
+    if device == "cpu" and engine == "auto":
+        assert u.engine == "native"  # (the compiled scan is built where the tests run)
+    r = u.query(Q, chunk=7)
     inside, count, slack, best = _brute(T, radii, Q)
     np.testing.assert_array_equal(r.in_union, inside)
     np.testing.assert_array_equal(r.n_balls, count)
@@ -69,6 +72,7 @@ def test_matrix_scan_matches_brute_force_and_the_range_search(seed, d):
     T, radii, Q = _cloud(seed, d, n=700)
     r = _check_exact(T, radii, Q)
     _check_exact(T, radii, Q, device="torch")  # the GPU code path, on the CPU
+    _check_exact(T, radii, Q, engine="numpy")
     index = faiss.IndexFlatL2(d)
     index.add(T)
     r0 = union_membership(index, radii, Q, k=4)
@@ -92,10 +96,28 @@ def test_matrix_scan_on_boundaries_large_offsets_and_huge_radii():
     radii[:12] = (
         np.linalg.norm(Q[:12].astype(np.float64) - T[:12].astype(np.float64), axis=1) + side
     )
-    r = _check_exact(T, radii, Q)
-    np.testing.assert_array_equal(r.n_balls[:12] > 0, side > 0)
+    for engine in ("native", "numpy"):
+        r = _check_exact(T, radii, Q, engine=engine)
+        np.testing.assert_array_equal(r.n_balls[:12] > 0, side > 0)
     _check_exact(T, radii, Q, device="torch")
     radii2 = radii.copy()
     radii2[[3, 200]] = 1e18
-    r = _check_exact(T, radii2, Q)
-    assert r.in_union.all() and set(r.best_ball.tolist()) <= {3, 200}
+    for engine in ("native", "numpy"):
+        r = _check_exact(T, radii2, Q, engine=engine)
+        assert r.in_union.all() and set(r.best_ball.tolist()) <= {3, 200}
+
+
+@pytest.mark.parametrize("nq", [1, 63, 200])
+def test_compiled_scan_equals_numpy_scan_at_every_batch_size(nq):
+    """Blocks of balls and chunks of queries of every size: the same exact answers."""
+    rng = np.random.default_rng(nq)
+    T = np.maximum(rng.normal(size=(70000, 8)), 0).astype(np.float32)
+    radii = rng.gamma(1.0, 0.5, size=len(T))
+    Q = np.maximum(rng.normal(size=(nq, 8)), 0).astype(np.float32)
+    a = UnionOfBalls(T, radii, engine="native").query(Q)
+    b = UnionOfBalls(T, radii, engine="numpy").query(Q)
+    np.testing.assert_array_equal(a.in_union, b.in_union)
+    np.testing.assert_array_equal(a.n_balls, b.n_balls)
+    np.testing.assert_array_equal(a.best_ball, b.best_ball)
+    # (the float64 distance of the best ball, summed in another order: the last bit may differ)
+    np.testing.assert_allclose(a.slack, b.slack, rtol=1e-14, atol=0)

@@ -232,6 +232,8 @@ def expected(guard: Guard, x: np.ndarray) -> dict[str, np.ndarray]:
         "union_slack": s.union_slack,
         "ood_score": s.ood_score,
         "p_value": s.p_value,
+        "sphere_distance": s.sphere_upper,
+        "sphere_lower": s.sphere_lower,
     }
 
 
@@ -245,6 +247,8 @@ FLOAT_OUTPUTS = (
     "support_weights",
     "ood_score",
     "p_value",
+    "sphere_distance",
+    "sphere_lower",
 )
 
 

@@ -20,8 +20,11 @@ from guard.detectors import (
     CombinedScore,
     Evidence,
     HullDistance,
-    Mahalanobis,
+    SphereHullDistance,
+    ViM,
+    to_sphere,
 )
+from guard.detectors.combined import DEFAULT_COMBINE, DEFAULT_COMPONENTS
 from guard.errors import InputError, NotFittedError
 from guard.geometry.margins import compute_margins
 
@@ -54,14 +57,17 @@ def _closed_form_margins(F, W, b):
 
 
 def _cheap(F, W, b):
-    """Evidence without the guard: a stand-in hull distance, hyperplane-distance margins."""
+    """Evidence without the guard: stand-in hull distances (raw and on the sphere),
+    hyperplane-distance margins."""
     M = _closed_form_margins(F, W, b)
+    u = np.ones(F.shape[1]) / np.sqrt(F.shape[1])
     return Evidence(
         features=F,
         logits=F @ W.T + b,
         hull=np.linalg.norm(F - 2.0, axis=1),
         d_min=np.nanmin(M, axis=1),
         margins=M,
+        sphere=np.linalg.norm(to_sphere(F) - u, axis=1),
     )
 
 
@@ -164,7 +170,8 @@ def test_min_variance_weights():
     rng = np.random.default_rng(9)
     F, y = _draw(rng, centres, 300)
     Fc, _ = _draw(rng, centres, 400)
-    sc = CombinedScore(("hull", "fdbd", "mahalanobis")).fit(F, y, W, b, _cheap(Fc, W, b))
+    comps = ("hull", "fdbd", "mahalanobis")
+    sc = CombinedScore(comps, "min_variance").fit(F, y, W, b, _cheap(Fc, W, b))
     C = sc.cov_
     w = np.linalg.solve(C, np.ones(3))
     if np.all(w > 0):
@@ -229,6 +236,8 @@ def test_fit_refuses_too_little_calibration_data_and_bad_arguments():
         CombinedScore().fit(F, y, W, b, replace(cal, margins=cal.margins[:, :2]))
     with pytest.raises(InputError, match="reads Evidence.hull"):
         CombinedScore().fit(F, y, W, b, replace(cal, hull=None))
+    with pytest.raises(InputError, match="reads Evidence.sphere"):
+        CombinedScore().fit(F, y, W, b, replace(cal, sphere=None))
     with pytest.raises(InputError, match="an Evidence"):
         CombinedScore().fit(F, y, W, b, {"features": Fc})
     with pytest.raises(InputError):
@@ -278,13 +287,19 @@ def test_every_component_against_a_direct_numpy_computation():
     M = m.margins.copy()
     M[0, np.flatnonzero(~np.isnan(M[0]))[0]] = np.inf  # unreachable
     q = Evidence(
-        features=Q, logits=Q @ W.T + b, hull=rng.gamma(2.0, size=len(Q)), d_min=m.d_min, margins=M
+        features=Q,
+        logits=Q @ W.T + b,
+        hull=rng.gamma(2.0, size=len(Q)),
+        d_min=m.d_min,
+        margins=M,
+        sphere=rng.gamma(1.0, 0.1, size=len(Q)),
     )
     sc = CombinedScore(ALL, seed=4).fit(F, y, W, b, _cheap(Fc, W, b))
     got = sc.component_scores(q)
     n, f = W.shape
 
     np.testing.assert_array_equal(got["hull"], q.hull)
+    np.testing.assert_array_equal(got["sphere_hull"], q.sphere)
 
     med = np.median(F, axis=0)
     Z = Q @ W.T + b
@@ -362,7 +377,9 @@ def test_components_by_name_are_the_detectors_with_the_combined_scores_choices(t
     F, y = _draw(rng, centres, 300)
     Fc, _ = _draw(rng, centres, 200)
     Fq, _ = _draw(rng, centres, 40)
-    given = [HullDistance(), FDBD(margins="exact", centre="median"), Mahalanobis()]
+    assert DEFAULT_COMPONENTS == ("sphere_hull", "hull", "fdbd", "vim")
+    assert DEFAULT_COMBINE == "stouffer"
+    given = [SphereHullDistance(), HullDistance(), FDBD(margins="exact", centre="median"), ViM()]
     a = CombinedScore().fit(F, y, W, b, _cheap(Fc, W, b))
     b_ = CombinedScore(given).fit(F, y, W, b, _cheap(Fc, W, b))
     for x, z in zip(a.score(_cheap(Fq, W, b)), b_.score(_cheap(Fq, W, b))):

@@ -64,6 +64,7 @@ def test_registry_names_and_make():
         "fdbd",
         "ambiguity",
         "hull",
+        "sphere_hull",
     }
     for name, factory in det.REGISTRY.items():
         assert factory().name == name

@@ -48,7 +48,7 @@ class Decision(_message.Message):
     def __init__(self, abstain: _Optional[bool] = ..., adversarial: _Optional[bool] = ..., flags: _Optional[int] = ..., reasons: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Result(_message.Message):
-    __slots__ = ("prediction", "class_name", "logits", "margins", "margin_min", "nearest_class", "hull_distance", "hull_lower", "ambiguity", "in_union", "n_balls", "union_slack", "support", "decision", "ood_score", "p_value")
+    __slots__ = ("prediction", "class_name", "logits", "margins", "margin_min", "nearest_class", "hull_distance", "hull_lower", "ambiguity", "in_union", "n_balls", "union_slack", "support", "decision", "ood_score", "p_value", "sphere_distance", "sphere_lower")
     PREDICTION_FIELD_NUMBER: _ClassVar[int]
     CLASS_NAME_FIELD_NUMBER: _ClassVar[int]
     LOGITS_FIELD_NUMBER: _ClassVar[int]
@@ -65,6 +65,8 @@ class Result(_message.Message):
     DECISION_FIELD_NUMBER: _ClassVar[int]
     OOD_SCORE_FIELD_NUMBER: _ClassVar[int]
     P_VALUE_FIELD_NUMBER: _ClassVar[int]
+    SPHERE_DISTANCE_FIELD_NUMBER: _ClassVar[int]
+    SPHERE_LOWER_FIELD_NUMBER: _ClassVar[int]
     prediction: int
     class_name: str
     logits: _containers.RepeatedScalarFieldContainer[float]
@@ -81,7 +83,9 @@ class Result(_message.Message):
     decision: Decision
     ood_score: float
     p_value: float
-    def __init__(self, prediction: _Optional[int] = ..., class_name: _Optional[str] = ..., logits: _Optional[_Iterable[float]] = ..., margins: _Optional[_Iterable[float]] = ..., margin_min: _Optional[float] = ..., nearest_class: _Optional[int] = ..., hull_distance: _Optional[float] = ..., hull_lower: _Optional[float] = ..., ambiguity: _Optional[float] = ..., in_union: _Optional[bool] = ..., n_balls: _Optional[int] = ..., union_slack: _Optional[float] = ..., support: _Optional[_Iterable[_Union[SupportPoint, _Mapping]]] = ..., decision: _Optional[_Union[Decision, _Mapping]] = ..., ood_score: _Optional[float] = ..., p_value: _Optional[float] = ...) -> None: ...
+    sphere_distance: float
+    sphere_lower: float
+    def __init__(self, prediction: _Optional[int] = ..., class_name: _Optional[str] = ..., logits: _Optional[_Iterable[float]] = ..., margins: _Optional[_Iterable[float]] = ..., margin_min: _Optional[float] = ..., nearest_class: _Optional[int] = ..., hull_distance: _Optional[float] = ..., hull_lower: _Optional[float] = ..., ambiguity: _Optional[float] = ..., in_union: _Optional[bool] = ..., n_balls: _Optional[int] = ..., union_slack: _Optional[float] = ..., support: _Optional[_Iterable[_Union[SupportPoint, _Mapping]]] = ..., decision: _Optional[_Union[Decision, _Mapping]] = ..., ood_score: _Optional[float] = ..., p_value: _Optional[float] = ..., sphere_distance: _Optional[float] = ..., sphere_lower: _Optional[float] = ...) -> None: ...
 
 class ClassifyResponse(_message.Message):
     __slots__ = ("model_name", "results")

@@ -1,0 +1,153 @@
+"""Benchmark: what the guard's default abstention score costs per image, next to the rest of the
+geometry and to the peers, measured in the same run.
+
+    python bench/ood.py [--quick] [--out-dir bench/results]
+
+Single-threaded. Data: the default artifact (54,000 Fashion-MNIST training features, fitted first
+if missing); queries: the features of Fashion-MNIST test images and handwritten digits, scored
+in one batch. Per image (median [min, max] over repeats):
+
+* the default score's own work: the certified hull distance of the L2-normalised features
+  (``sphere``: normalising + :class:`~guard.geometry.hull.ConvexHullIndex` query) and the
+  combination of its components given the geometry (``combine``);
+* what the guard computes anyway and the default score reads: the raw hull distance and the
+  exact margins; the union of learned regions;
+* everything: ``Guard.score_features`` (geometry, default score, p-value);
+* the peers' scores on the same features: deep-kNN (k = 50 over all training features), ViM,
+  Mahalanobis, fDBD, Energy, MSP; and the previous default's combination given the geometry.
+"""
+
+from __future__ import annotations
+
+import os
+
+for _v in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_v, "1")
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import faiss
+
+from bench.common import stats, write_results
+from guard.detectors import MIN_CALIB, REGISTRY, CombinedScore, Evidence, to_sphere
+from guard.evaluation import sets as evalsets
+from guard.geometry.margins import compute_margins
+
+faiss.omp_set_num_threads(1)
+
+PEERS = ("knn", "vim", "mahalanobis", "fdbd", "energy", "msp")
+
+
+def _ms_per_image(fn, n: int, repeats: int) -> dict[str, float]:
+    fn()  # warm-up
+    out = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        out.append((time.perf_counter() - t0) * 1e3 / n)
+    return stats(out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="fewer queries and repeats")
+    ap.add_argument("--artifact", default="artifacts/fmnist_resnet")
+    ap.add_argument("--out-dir", default="bench/results")
+    args = ap.parse_args(argv)
+    from guard.defaults import default_guard
+
+    guard = default_guard(Path(args.artifact), progress=False, device="cpu")
+    if guard.ood_ is None:
+        raise SystemExit(f"{args.artifact} has no abstention score (fitted with ood=False)")
+    n = 32 if args.quick else 128
+    repeats = 3 if args.quick else 5
+    x = np.concatenate([evalsets.fmnist_test(n // 2, seed=0)[0], evalsets.digits(n // 2)])
+    logits, F = guard.require_model().run(x)
+    s = guard.score_features(F, logits)
+    ev = Evidence.from_scores(s, F)
+    Ft, y = guard.train_features_, guard.train_labels_
+    # for timing only: the previous default fitted on the queries' own geometry (repeated up to
+    # the score's minimum of calibration inputs); its numbers are not used
+    calib = ev.take(np.arange(max(MIN_CALIB, n)) % n)
+    previous = CombinedScore(("hull", "fdbd", "mahalanobis"), "min_variance").fit(
+        Ft, y, guard.W_, guard.b_, calib
+    )
+    peers = {p: REGISTRY[p]().fit(Ft, y, guard.W_, guard.b_) for p in PEERS}
+    t = {
+        "sphere hull (normalise + certified query)": _ms_per_image(
+            lambda: guard.sphere_.query(to_sphere(F), top_support=0), n, repeats
+        ),
+        "default score: combine, given the geometry": _ms_per_image(
+            lambda: guard.ood_.score(ev), n, repeats
+        ),
+        "raw hull (certified query)": _ms_per_image(
+            lambda: guard.hull_.query(F, top_support=guard.top_support), n, repeats
+        ),
+        "exact margins": _ms_per_image(
+            lambda: compute_margins(F, guard.W_, guard.b_, guard.nonneg_), n, repeats
+        ),
+        "union of learned regions": _ms_per_image(lambda: guard.regions_.query(F), n, repeats),
+        "Guard.score_features (everything)": _ms_per_image(
+            lambda: guard.score_features(F, logits), n, repeats
+        ),
+        "previous default: combine, given the geometry": _ms_per_image(
+            lambda: previous.score(ev), n, repeats
+        ),
+    }
+    for p, det in peers.items():
+        t[f"peer {p}"] = _ms_per_image(lambda det=det: det.score(ev), n, repeats)
+    default_cost = (
+        t["sphere hull (normalise + certified query)"]["median"]
+        + t["default score: combine, given the geometry"]["median"]
+    )
+    raw = t["raw hull (certified query)"]["median"]
+    sphere = t["sphere hull (normalise + certified query)"]["median"]
+    total = t["Guard.score_features (everything)"]["median"]
+    knn = t["peer knn"]["median"]
+    rows = [
+        {"what": k, "ms per image": v, "share of score_features": v["median"] / total}
+        for k, v in t.items()
+    ]
+    summary = {
+        "default score's own cost (sphere query + combine), ms/image": f"{default_cost:.3f}",
+        "sphere query / raw hull query (same run)": f"{sphere / raw:.2f}x",
+        "default score's own cost / score_features": f"{default_cost / total:.2f}",
+        "default score's own cost / deep-kNN (k=50, all points)": f"{default_cost / knn:.2f}x",
+    }
+    for r in rows:
+        print(r, flush=True)
+    print(summary)
+    write_results(
+        "ood",
+        rows,
+        args.out_dir,
+        title="Cost per image of the default abstention score (and the rest of the geometry)",
+        summary=summary,
+        config={
+            "quick": args.quick,
+            "queries": n,
+            "batch": n,
+            "N": len(Ft),
+            "d": int(Ft.shape[1]),
+            "default components": list(guard.ood_.names),
+            "default combine": guard.ood_.combine,
+        },
+        notes=[
+            "one batch of all queries per call, one thread; ms per image = call time / queries.",
+            "The default score reads the raw hull distance and the exact margins, which the "
+            "guard computes anyway (its outputs); its own work is the sphere query and the "
+            "combination.",
+        ],
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

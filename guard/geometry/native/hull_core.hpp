@@ -1,0 +1,523 @@
+// Column generation of the certified hull distance for a block of queries (the compiled twin of
+// guard.geometry.hull's numpy path; the algorithm and its certificate are described there).
+//
+// Per query: inner rounds (Wolfe's QP on the working set, violators from a pool) need no
+// certificate; a full round bounds max_t g.t over all N training points from one float32
+// product per point (a BLAS GEMM serving every open query of the block at once, or the caller's
+// scan, e.g. on a GPU), re-evaluating in float64 every point whose float32 value could be the
+// maximum. Queries drop out of the block's GEMMs as they converge.
+#pragma once
+
+#include <chrono>
+#include <functional>
+#include <numeric>
+
+#include "kernels.hpp"
+#include "wolfe.hpp"
+
+namespace guard {
+
+// Seconds spent per phase (accumulated over calls; read by the benchmarks).
+struct HullTimes {
+    double start = 0, qp = 0, pool = 0, sub_gemm = 0, scan_gemm = 0, scan_stream = 0, finish = 0;
+};
+
+struct Tic {
+    std::chrono::steady_clock::time_point t = std::chrono::steady_clock::now();
+    double lap() {
+        const auto n = std::chrono::steady_clock::now();
+        const double s = std::chrono::duration<double>(n - t).count();
+        t = n;
+        return s;
+    }
+};
+
+struct HullParams {
+    int k0 = 16;            // first working set: nearest points of the subsample
+    double tol = 1e-3;      // relative gap
+    double atol = 1e-7;     // absolute distance counted as inside (already scaled)
+    double max_norm = 0;    // largest training-point norm
+    int max_rounds = 100;   // full rounds per query
+    int add_per_round = 64;
+    int pool_size = 2048;
+    int max_working = 256;
+    int max_inner = 50;
+    double time_budget_s = -1;  // <= 0: none
+};
+
+struct HullQuery {
+    std::vector<double> q;      // d
+    std::vector<int64_t> ws;    // training indices of the working set
+    std::vector<double> P;      // ws points - q (m x d), float64
+    std::vector<double> Pn;     // their squared norms
+    Wolfe qp;
+    bool pool_is_sub = true;
+    std::vector<int64_t> pool;  // training indices (when not the subsample), ascending
+    std::vector<float> pool32;  // their rows, gathered once per full round
+    std::vector<double> p, g;   // hull point, q - p
+    double up = INFINITY, lower = 0.0;
+    int n_qp = 0, rounds = 0;
+    int64_t evals = 0;
+    bool converged = false, finished = false, inner_done = false;
+};
+
+struct HullStream {
+    double err = 0;                  // rounding bound of a float32 product
+    float top = -INFINITY;           // running float32 maximum
+    float cut = -INFINITY;           // candidates' cut for the running maximum
+    std::vector<int64_t> cand;       // indices that reached `cut` when seen
+    std::vector<float> cand_v;       // their values
+    float pool_cut = -INFINITY;      // estimated value of the pool_size-th largest
+    int64_t n_pool = 0;              // points above pool_cut so far:
+    std::vector<int64_t> pool;       // their indices, ascending (first n_pool entries)
+    std::vector<float> pool_v;       // their values
+    std::vector<float> pool32;       // their rows
+};
+
+// Grow v to at least n elements (geometrically: buffers reused between blocks are initialised
+// once, not on every fill).
+template <typename T>
+inline T* room(std::vector<T>& v, size_t n) {
+    if (v.size() < n) v.resize(std::max(n, 2 * v.size()));
+    return v.data();
+}
+
+// Scratch memory reused between blocks (first-touch page faults of a fresh B x N buffer per
+// block cost as much as the scan).
+struct HullWorkspace {
+    std::vector<uint8_t> mark;  // N: membership in a working set
+    std::vector<float> buf;     // B x N: a full round's products
+    std::vector<float> sub;     // B x S: products with the subsample
+    std::vector<HullQuery> qs;  // per-query states (their buffers keep their capacity)
+    std::vector<HullStream> streams;
+    HullTimes times;
+};
+
+// The whole block. T: N x d float32 training points; sub (S) indices of the subsample and its
+// rows sub32 (S x d) with squared norms sub_sq.
+class HullBlock {
+  public:
+    using Scan = std::function<void(const float* G, int B, float* V)>;  // V (B x N) = G T^T
+
+    HullBlock(const float* T, int64_t N, int d, const int64_t* sub, const float* sub32,
+              const float* sub_sq, int64_t S, const HullParams& prm, const Blas& sgemm, Scan scan,
+              HullWorkspace& ws)
+        : T_(T), N_(N), d_(d), sub_(sub), sub32_(sub32), sub_sq_(sub_sq), S_(S), prm_(prm),
+          qs(ws.qs), sgemm_(sgemm), scan_(std::move(scan)), mark_(ws.mark), buf_(ws.buf), V_(ws.sub), streams_(ws.streams), tm_(ws.times) {
+        mark_.assign(N, 0);
+    }
+
+    std::vector<HullQuery>& qs;
+
+    void run(const double* Q, int B) {
+        const auto start = std::chrono::steady_clock::now();
+        if (static_cast<int>(qs.size()) < B) qs.resize(B);
+        for (int b = 0; b < B; ++b) {
+            HullQuery& st = qs[b];
+            st.ws.clear();
+            st.P.clear();
+            st.Pn.clear();
+            st.pool.clear();
+            st.pool_is_sub = true;
+            st.up = INFINITY;
+            st.lower = 0.0;
+            st.n_qp = st.rounds = 0;
+            st.evals = 0;
+            st.converged = st.finished = st.inner_done = false;
+        }
+        Tic tic;
+        start_sets(Q, B);
+        tm_.start += tic.lap();
+        std::vector<int> active(B);
+        std::iota(active.begin(), active.end(), 0);
+        for (int n_full = 1; !active.empty(); ++n_full) {
+            inner(active);
+            bool out_of_budget = n_full >= prm_.max_rounds;
+            if (prm_.time_budget_s > 0) {
+                const double el = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+                out_of_budget = out_of_budget || el > prm_.time_budget_s;
+            }
+            std::vector<int> todo;
+            for (int a : active) {
+                HullQuery& st = qs[a];
+                if (st.up <= prm_.atol) {  // inside the hull: no full round needed
+                    finish(st, 0.0, n_full - 1, true);
+                } else {
+                    todo.push_back(a);
+                }
+            }
+            if (todo.empty()) break;
+            full_round(todo, n_full, out_of_budget);
+            active.clear();
+            for (int a : todo)
+                if (!qs[a].finished) active.push_back(a);
+        }
+    }
+
+  private:
+    const float* T_;
+    int64_t N_;
+    int d_;
+    const int64_t* sub_;
+    const float* sub32_;
+    const float* sub_sq_;
+    int64_t S_;
+    HullParams prm_;
+    Blas sgemm_;
+    Scan scan_;
+    std::vector<uint8_t>& mark_;  // scratch: membership in a working set (all 0 between uses)
+    std::vector<float>& buf_;
+    std::vector<float>& V_;
+
+    const float* row(int64_t t) const { return T_ + t * d_; }
+
+    void finish(HullQuery& st, double lower, int rounds, bool converged) {
+        st.lower = lower;
+        st.rounds = rounds;
+        st.converged = converged;
+        st.finished = true;
+    }
+
+    // First working set: the k0 nearest points of the subsample (one GEMM for the block).
+    void start_sets(const double* Q, int B) {
+        const int k0 = static_cast<int>(std::min<int64_t>(prm_.k0, S_));
+        std::vector<float> Q32(static_cast<size_t>(B) * d_);
+        for (size_t i = 0; i < Q32.size(); ++i) Q32[i] = static_cast<float>(Q[i]);
+        std::vector<float>& D = V_;
+        if (D.size() < static_cast<size_t>(B) * S_) D.resize(static_cast<size_t>(B) * S_);
+        rows_times_rows(sgemm_, sub32_, static_cast<int>(S_), Q32.data(), B, d_, D.data());
+        std::vector<int64_t> order(S_);
+        for (int b = 0; b < B; ++b) {
+            HullQuery& st = qs[b];
+            st.q.assign(Q + static_cast<int64_t>(b) * d_, Q + static_cast<int64_t>(b + 1) * d_);
+            st.qp.reset(d_);
+            float* col = D.data() + static_cast<int64_t>(b) * S_;
+            for (int64_t s = 0; s < S_; ++s) col[s] = sub_sq_[s] - 2.0f * col[s];
+            std::iota(order.begin(), order.end(), 0);
+            if (k0 < S_)
+                std::nth_element(order.begin(), order.begin() + k0, order.end(),
+                                 [col](int64_t x, int64_t y) { return col[x] < col[y] || (col[x] == col[y] && x < y); });
+            std::vector<int64_t> first(order.begin(), order.begin() + k0);
+            std::sort(first.begin(), first.end());
+            for (int64_t s : first) append(st, sub_[s]);
+        }
+    }
+
+    void append(HullQuery& st, int64_t t) {
+        st.ws.push_back(t);
+        const size_t off = st.P.size();
+        st.P.resize(off + d_);
+        const float* r = row(t);
+        double n2 = 0.0;
+        for (int k = 0; k < d_; ++k) {
+            const double v = static_cast<double>(r[k]) - st.q[k];
+            st.P[off + k] = v;
+            n2 += v * v;
+        }
+        st.Pn.push_back(n2);
+    }
+
+    // QP on the working set, then p = sum lam t (float64 of the float32 rows), g = q - p.
+    void solve(HullQuery& st) {
+        const int m = static_cast<int>(st.ws.size());
+        st.qp.solve(st.P.data(), st.Pn.data(), m);
+        if (st.qp.corral.empty()) {  // cannot happen; restart rather than report a wrong point
+            st.qp.reset(d_);
+            st.qp.solve(st.P.data(), st.Pn.data(), m);
+        }
+        ++st.n_qp;
+        double total = 0.0;
+        for (double l : st.qp.lam) total += l;
+        st.p.assign(d_, 0.0);
+        for (size_t c = 0; c < st.qp.corral.size(); ++c)
+            axpy_f(st.qp.lam[c] / total, row(st.ws[st.qp.corral[c]]), st.p.data(), d_);
+        st.g.resize(d_);
+        for (int k = 0; k < d_; ++k) st.g[k] = st.q[k] - st.p[k];
+        st.up = norm(st.g.data(), d_);
+    }
+
+    // Add the (at most add_per_round) largest violators idx (training indices, values vals)
+    // not yet in the working set; false when there is none.
+    bool add(HullQuery& st, const std::vector<int64_t>& idx, const std::vector<float>& vals) {
+        for (int64_t t : st.ws) mark_[t] = 1;
+        std::vector<int> fresh;
+        for (size_t i = 0; i < idx.size(); ++i)
+            if (!mark_[idx[i]]) fresh.push_back(static_cast<int>(i));
+        for (int64_t t : st.ws) mark_[t] = 0;
+        if (fresh.empty()) return false;
+        const size_t m = static_cast<size_t>(prm_.add_per_round);
+        if (fresh.size() > m) {
+            std::nth_element(fresh.begin(), fresh.begin() + m, fresh.end(), [&](int a, int b) {
+                return vals[a] > vals[b] || (vals[a] == vals[b] && idx[a] < idx[b]);
+            });
+            fresh.resize(m);
+        }
+        std::sort(fresh.begin(), fresh.end(), [&](int a, int b) { return idx[a] < idx[b]; });
+        if (static_cast<int>(st.ws.size()) >= prm_.max_working) {
+            // past the cap keep only the current support (it holds the optimum's support)
+            std::vector<int> pos(st.ws.size(), -1);
+            std::vector<int64_t> ws;
+            std::vector<double> P, Pn;
+            std::vector<char> keep(st.ws.size(), 0);
+            for (int c : st.qp.corral) keep[c] = 1;
+            for (size_t i = 0; i < st.ws.size(); ++i)
+                if (keep[i]) {
+                    pos[i] = static_cast<int>(ws.size());
+                    ws.push_back(st.ws[i]);
+                    P.insert(P.end(), st.P.begin() + i * d_, st.P.begin() + (i + 1) * d_);
+                    Pn.push_back(st.Pn[i]);
+                }
+            st.ws.swap(ws);
+            st.P.swap(P);
+            st.Pn.swap(Pn);
+            st.qp.renumber(pos);
+        }
+        for (int i : fresh) append(st, idx[i]);
+        return true;
+    }
+
+    // Inner rounds of every active query, in lock step so that the queries still searching the
+    // shared subsample share one GEMM per step.
+    void inner(const std::vector<int>& active) {
+        std::vector<int> open;
+        for (int a : active) {
+            qs[a].inner_done = false;
+            open.push_back(a);
+        }
+        std::vector<float> G32, g32(d_), pv;
+        std::vector<int64_t> idx;
+        std::vector<float> vals;
+        std::vector<double> thr(qs.size());
+        for (int it = 0; it < prm_.max_inner && !open.empty(); ++it) {
+            std::vector<int> on_sub, own;
+            for (int a : open) {
+                HullQuery& st = qs[a];
+                Tic t1;
+                solve(st);
+                tm_.qp += t1.lap();
+                if (st.up <= 1e-6 * prm_.atol || it == prm_.max_inner - 1) {
+                    st.inner_done = true;
+                    continue;
+                }
+                // aim at half the tolerance so that the full round usually certifies at once;
+                // below float32 resolution every point that might violate is a candidate
+                thr[a] = dot(st.g.data(), st.q.data(), d_) - (1.0 - 0.5 * prm_.tol) * st.up * st.up -
+                         2.0 * d_ * U32 * st.up * prm_.max_norm;
+                (st.pool_is_sub ? on_sub : own).push_back(a);
+            }
+            Tic t2;
+            if (!on_sub.empty()) {
+                const int nb = static_cast<int>(on_sub.size());
+                G32.resize(static_cast<size_t>(nb) * d_);
+                for (int i = 0; i < nb; ++i)
+                    for (int k = 0; k < d_; ++k) G32[static_cast<size_t>(i) * d_ + k] = static_cast<float>(qs[on_sub[i]].g[k]);
+                if (V_.size() < static_cast<size_t>(nb) * S_) V_.resize(static_cast<size_t>(nb) * S_);
+                rows_times_rows(sgemm_, sub32_, static_cast<int>(S_), G32.data(), nb, d_, V_.data());
+                for (int i = 0; i < nb; ++i) {
+                    HullQuery& st = qs[on_sub[i]];
+                    const float* v = V_.data() + static_cast<int64_t>(i) * S_;
+                    idx.clear();
+                    vals.clear();
+                    for (int64_t s = 0; s < S_; ++s)
+                        if (v[s] > thr[on_sub[i]]) idx.push_back(sub_[s]), vals.push_back(v[s]);
+                    if (idx.empty() || !add(st, idx, vals)) st.inner_done = true;
+                }
+            }
+            for (int a : own) {
+                HullQuery& st = qs[a];
+                for (int k = 0; k < d_; ++k) g32[k] = static_cast<float>(st.g[k]);
+                idx.clear();
+                vals.clear();
+                pv.resize(st.pool.size());
+                rows_dot(st.pool32.data(), static_cast<int64_t>(st.pool.size()), d_, g32.data(), pv.data());
+                for (size_t s = 0; s < st.pool.size(); ++s)
+                    if (pv[s] > thr[a]) idx.push_back(st.pool[s]), vals.push_back(pv[s]);
+                if (idx.empty() || !add(st, idx, vals)) st.inner_done = true;
+            }
+            tm_.pool += t2.lap();
+            std::vector<int> still;
+            for (int a : open)
+                if (!qs[a].inner_done) still.push_back(a);
+            open.swap(still);
+        }
+    }
+
+    // ---------------------------------------------------------------- full rounds, streamed
+    // A full round reads the N training rows in blocks: one GEMM per block for every open query
+    // (its products stay in cache), then per query a running float32 maximum with the points
+    // that could still hold the true maximum (certificate), and the points above an estimated
+    // pool cut (the next pool, copied while their rows are in cache).
+    std::vector<HullStream>& streams_;
+    HullTimes& tm_;
+    std::vector<int64_t> hits_;
+
+    static float round_down32(double x) {
+        float y = static_cast<float>(x);
+        if (static_cast<double>(y) > x) y = std::nextafter(y, -INFINITY);
+        return y;
+    }
+
+    float cut_for(const HullStream& s) const {
+        // only points within 2 err (+ the float32 rounding of the comparison) of the float32
+        // maximum can hold the true maximum
+        const double top = static_cast<double>(s.top);
+        return round_down32(top - 2.0 * s.err - 4.0 * U32 * std::abs(top));
+    }
+
+    // The products v (n values of rows base..base+n-1) of one query.
+    void stream_block(HullStream& s, const float* v, int64_t base, int64_t n) {
+        const float bm = max_of(v, n);
+        if (bm > s.top) {
+            s.top = bm;
+            s.cut = cut_for(s);
+        }
+        room(hits_, n);
+        if (bm >= s.cut) {
+            const int64_t k = at_least(v, n, s.cut, hits_.data());
+            for (int64_t i = 0; i < k; ++i) s.cand.push_back(base + hits_[i]), s.cand_v.push_back(v[hits_[i]]);
+        }
+        if (bm >= s.pool_cut) {
+            const int64_t k = at_least(v, n, s.pool_cut, hits_.data());
+            const int64_t had = s.n_pool;
+            int64_t* pi = room(s.pool, had + k) + had;
+            float* pv = room(s.pool_v, had + k) + had;
+            float* dst = room(s.pool32, (had + k) * d_) + had * d_;
+            for (int64_t i = 0; i < k; ++i) {
+                const int64_t j = hits_[i];
+                pi[i] = base + j;
+                pv[i] = v[j];
+                std::memcpy(dst + i * d_, row(base + j), sizeof(float) * d_);
+            }
+            s.n_pool = had + k;
+        }
+    }
+
+    // Certified max_t g.t (exact maximum + float64 rounding slack) once every block was seen.
+    double certified_max(HullStream& s, const double* g) {
+        const float cut = cut_for(s);
+        double best = -INFINITY;
+        for (size_t j = 0; j < s.cand.size(); ++j)
+            if (s.cand_v[j] >= cut) best = std::max(best, dot_fd(row(s.cand[j]), g, d_));
+        const double slack = d_ * U64 / (1 - d_ * U64) * norm(g, d_) * prm_.max_norm;
+        return best + slack;
+    }
+
+    void full_round(const std::vector<int>& todo, int n_full, bool out_of_budget) {
+        const int nb = static_cast<int>(todo.size());
+        std::vector<float> G32(static_cast<size_t>(nb) * d_);
+        for (int i = 0; i < nb; ++i)
+            for (int k = 0; k < d_; ++k)
+                G32[static_cast<size_t>(i) * d_ + k] = static_cast<float>(qs[todo[i]].g[k]);
+        streams_.resize(std::max<size_t>(streams_.size(), nb));
+        const double gamma = d_ * U32 / (1 - d_ * U32);
+        // pool cut per query from the subsample, a uniform random sample of the points (the
+        // whole set when small): its r-th largest value estimates the pool_size-th largest
+        Tic t0;
+        const int64_t r = std::max<int64_t>(1, (static_cast<int64_t>(prm_.pool_size) * S_) / N_);
+        if (V_.size() < static_cast<size_t>(nb) * S_) V_.resize(static_cast<size_t>(nb) * S_);
+        if (prm_.pool_size < N_)
+            rows_times_rows(sgemm_, sub32_, static_cast<int>(S_), G32.data(), nb, d_, V_.data());
+        tm_.sub_gemm += t0.lap();
+        std::vector<float> w;
+        for (int i = 0; i < nb; ++i) {
+            HullStream& s = streams_[i];
+            const double* g = qs[todo[i]].g.data();
+            double n32 = 0.0, diff = 0.0;
+            for (int k = 0; k < d_; ++k) {
+                const double a = static_cast<double>(G32[static_cast<size_t>(i) * d_ + k]);
+                n32 += a * a;
+                diff += (g[k] - a) * (g[k] - a);
+            }
+            // |fl32(g32.t) - g.t| <= (gamma ||g32|| + ||g - g32||) ||t|| <= err (Higham 3.5)
+            s.err = (gamma * std::sqrt(n32) + std::sqrt(diff)) * prm_.max_norm;
+            s.top = s.cut = -INFINITY;
+            s.cand.clear();
+            s.cand_v.clear();
+            s.n_pool = 0;
+            if (prm_.pool_size >= N_ || r > S_) {
+                s.pool_cut = -INFINITY;
+            } else {
+                w.assign(V_.begin() + static_cast<int64_t>(i) * S_, V_.begin() + static_cast<int64_t>(i + 1) * S_);
+                std::nth_element(w.begin(), w.begin() + (S_ - r), w.end());
+                s.pool_cut = w[S_ - r];
+            }
+        }
+        Tic t3;
+        if (scan_) {  // the caller's scan (e.g. on a GPU): all products at once, then streamed
+            if (buf_.size() < static_cast<size_t>(nb) * N_) buf_.resize(static_cast<size_t>(nb) * N_);
+            scan_(G32.data(), nb, buf_.data());
+            constexpr int64_t BL = 4096;
+            for (int64_t lo = 0; lo < N_; lo += BL) {
+                const int64_t n = std::min(BL, N_ - lo);
+                for (int i = 0; i < nb; ++i)
+                    stream_block(streams_[i], buf_.data() + static_cast<int64_t>(i) * N_ + lo, lo, n);
+            }
+        } else {
+            // blocks of rows whose products for all open queries fit in ~256 KB
+            const int64_t BL = std::max<int64_t>(512, (int64_t{1} << 16) / nb);
+            if (buf_.size() < static_cast<size_t>(nb) * BL) buf_.resize(static_cast<size_t>(nb) * BL);
+            for (int64_t lo = 0; lo < N_; lo += BL) {
+                const int64_t n = std::min(BL, N_ - lo);
+                rows_times_rows(sgemm_, T_ + lo * d_, static_cast<int>(n), G32.data(), nb, d_, buf_.data());
+                tm_.scan_gemm += t3.lap();
+                for (int i = 0; i < nb; ++i) stream_block(streams_[i], buf_.data() + static_cast<int64_t>(i) * n, lo, n);
+                tm_.scan_stream += t3.lap();
+            }
+        }
+        tm_.scan_stream += t3.lap();
+        std::vector<int64_t> idx;
+        std::vector<float> vals;
+        std::vector<int> order;
+        Tic t4;
+        struct Lap {
+            Tic& t;
+            double& acc;
+            ~Lap() { acc += t.lap(); }
+        } lap{t4, tm_.finish};
+        for (int i = 0; i < nb; ++i) {
+            HullQuery& st = qs[todo[i]];
+            HullStream& s = streams_[i];
+            st.evals += N_;
+            const double M = certified_max(s, st.g.data());
+            const double gq = dot(st.g.data(), st.q.data(), d_);
+            const double low = std::min(std::max((gq - M) / st.up, 0.0), st.up);
+            if (st.up - low <= prm_.tol * st.up) {
+                finish(st, low, n_full, true);
+                continue;
+            }
+            // the next pool: the points above the estimated cut (the largest pool_size of them
+            // when the estimate let through many more)
+            int64_t np = s.n_pool;
+            st.pool_is_sub = false;
+            if (np > 2 * static_cast<int64_t>(prm_.pool_size)) {
+                order.resize(np);
+                std::iota(order.begin(), order.end(), 0);
+                const auto& pv = s.pool_v;
+                std::nth_element(order.begin(), order.begin() + prm_.pool_size, order.end(),
+                                 [&pv](int a, int b) { return pv[a] > pv[b] || (pv[a] == pv[b] && a < b); });
+                order.resize(prm_.pool_size);
+                std::sort(order.begin(), order.end());
+                // compact in place (order is ascending, so no entry is overwritten before use)
+                for (size_t j = 0; j < order.size(); ++j) {
+                    const size_t o = static_cast<size_t>(order[j]);
+                    s.pool[j] = s.pool[o];
+                    s.pool_v[j] = s.pool_v[o];
+                    if (o != j) std::memcpy(&s.pool32[j * d_], &s.pool32[o * d_], sizeof(float) * d_);
+                }
+                np = static_cast<int64_t>(order.size());
+            }
+            st.pool.assign(s.pool.begin(), s.pool.begin() + np);
+            st.pool32.swap(s.pool32);  // (both buffers keep their capacity)
+            const float* pool_v = s.pool_v.data();
+            const double gp = dot(st.g.data(), st.p.data(), d_);
+            idx.clear();
+            vals.clear();
+            for (size_t j = 0; j < st.pool.size(); ++j)
+                if (static_cast<double>(pool_v[j]) > gp) idx.push_back(st.pool[j]), vals.push_back(pool_v[j]);
+            const bool added = add(st, idx, vals);
+            if (!added || out_of_budget) finish(st, low, n_full, false);
+        }
+    }
+};
+
+}  // namespace guard

@@ -1,0 +1,262 @@
+// Python bindings of the compiled geometry cores (guard.geometry._native); the Python side is
+// guard/geometry/native.py. Every entry point takes whole blocks of queries and releases the GIL
+// while it computes (it takes it back only to call a scan the caller supplied, e.g. a GPU one).
+#include <pybind11/functional.h>
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+
+#include <mutex>
+
+#include "hull_core.hpp"
+#include "union_core.hpp"
+
+namespace py = pybind11;
+using namespace guard;
+
+template <typename T>
+using carray = py::array_t<T, py::array::c_style>;
+
+namespace {
+
+template <typename F>
+F blas_fn(const py::capsule& cap) {
+    void* ptr = PyCapsule_GetPointer(cap.ptr(), PyCapsule_GetName(cap.ptr()));
+    if (!ptr) throw py::error_already_set();
+    return reinterpret_cast<F>(ptr);
+}
+
+template <typename T>
+void need_2d(const carray<T>& a, const char* name, int64_t cols = -1) {
+    if (a.ndim() != 2 || (cols >= 0 && a.shape(1) != cols))
+        throw std::invalid_argument(std::string(name) + ": expected a 2-d C-contiguous array");
+}
+
+// One index's compiled core: holds references to its arrays (kept alive by this object) and
+// scratch memory reused between calls (one caller at a time; a concurrent caller gets its own).
+class HullCore {
+  public:
+    HullCore(carray<float> T, carray<int64_t> sub, carray<float> sub32, carray<float> sub_sq,
+             py::dict prm_in, py::dict blas)
+        : T_(T), sub_(sub), sub32_(sub32), sub_sq_(sub_sq) {
+        sgemm_.sgemm = blas_fn<sgemm_t>(blas["sgemm"].cast<py::capsule>());
+        sgemm_.sgemv = blas_fn<sgemv_t>(blas["sgemv"].cast<py::capsule>());
+        need_2d(T, "T");
+        d_ = static_cast<int>(T.shape(1));
+        need_2d(sub32, "sub32", d_);
+        if (sub32.shape(0) != sub.shape(0) || sub_sq.shape(0) != sub.shape(0))
+            throw std::invalid_argument("subsample sizes differ");
+        prm_.k0 = prm_in["k0"].cast<int>();
+        prm_.tol = prm_in["tol"].cast<double>();
+        prm_.atol = prm_in["atol"].cast<double>();
+        prm_.max_norm = prm_in["max_norm"].cast<double>();
+        prm_.max_rounds = prm_in["max_rounds"].cast<int>();
+        prm_.add_per_round = prm_in["add_per_round"].cast<int>();
+        prm_.pool_size = prm_in["pool_size"].cast<int>();
+        prm_.max_working = prm_in["max_working"].cast<int>();
+        prm_.max_inner = prm_in["max_inner"].cast<int>();
+        prm_.time_budget_s = prm_in["time_budget_s"].cast<double>();
+    }
+
+    py::dict query(carray<double> Q, py::object scan, int top_support) {
+        const int64_t N = T_.shape(0);
+        const int d = d_;
+        need_2d(Q, "Q", d);
+        HullBlock::Scan fn;
+        if (!scan.is_none()) {
+            fn = [scan, N, d](const float* G, int B, float* V) {
+                py::gil_scoped_acquire gil;
+                carray<float> g({static_cast<py::ssize_t>(B), static_cast<py::ssize_t>(d)});
+                std::memcpy(g.mutable_data(), G, sizeof(float) * B * d);
+                carray<float> v = scan(g).cast<carray<float>>();
+                if (v.ndim() != 2 || v.shape(0) != B || v.shape(1) != N)
+                    throw std::runtime_error("scan returned an array of the wrong shape");
+                std::memcpy(V, v.data(), sizeof(float) * B * N);
+            };
+        }
+        const int B = static_cast<int>(Q.shape(0));
+        std::unique_lock<std::mutex> lock(busy_, std::try_to_lock);
+        HullWorkspace own;
+        HullBlock block(T_.data(), N, d, sub_.data(), sub32_.data(), sub_sq_.data(),
+                        sub_.shape(0), prm_, sgemm_, fn, lock.owns_lock() ? work_ : own);
+        {
+            py::gil_scoped_release nogil;
+            block.run(Q.data(), B);
+        }
+        return results(block, B, N, top_support);
+    }
+
+    py::dict times() const {
+        const HullTimes& t = work_.times;
+        py::dict out;
+        out["start"] = t.start;
+        out["qp"] = t.qp;
+        out["pool"] = t.pool;
+        out["sub_gemm"] = t.sub_gemm;
+        out["scan_gemm"] = t.scan_gemm;
+        out["scan_stream"] = t.scan_stream;
+        out["finish"] = t.finish;
+        return out;
+    }
+
+  private:
+    carray<float> T_;
+    carray<int64_t> sub_;
+    carray<float> sub32_, sub_sq_;
+    Blas sgemm_;
+    int d_;
+    HullParams prm_;
+    HullWorkspace work_;
+    std::mutex busy_;
+
+    py::dict results(const HullBlock& block, int B, int64_t N, int top_support) {
+        const int d = d_;
+        carray<double> upper(B), lower(B), proj({B, d}), sup_alpha({B, top_support});
+        carray<int64_t> rounds(B), qp(B), sup_idx({B, top_support});
+        carray<bool> converged(B);
+        carray<double> frac(B);
+        auto up = upper.mutable_unchecked<1>();
+        auto lo = lower.mutable_unchecked<1>();
+        auto pr = proj.mutable_unchecked<2>();
+        auto sa = sup_alpha.mutable_unchecked<2>();
+        auto si = sup_idx.mutable_unchecked<2>();
+        auto ro = rounds.mutable_unchecked<1>();
+        auto nq = qp.mutable_unchecked<1>();
+        auto co = converged.mutable_unchecked<1>();
+        auto fr = frac.mutable_unchecked<1>();
+        for (int b = 0; b < B; ++b) {
+            const HullQuery& st = block.qs[b];
+            up(b) = st.up;
+            lo(b) = st.lower;
+            for (int k = 0; k < d; ++k) pr(b, k) = st.p[k];
+            ro(b) = st.rounds;
+            nq(b) = st.n_qp;
+            co(b) = st.converged;
+            fr(b) = static_cast<double>(st.evals) /
+                    static_cast<double>(std::max<int64_t>(N * st.rounds, 1));
+            // the largest weights first (ties: lower training index)
+            const auto& c = st.qp.corral;
+            double total = 0.0;
+            for (double l : st.qp.lam) total += l;
+            std::vector<int> order(c.size());
+            std::iota(order.begin(), order.end(), 0);
+            std::sort(order.begin(), order.end(), [&](int x, int y) {
+                const double lx = st.qp.lam[x], ly = st.qp.lam[y];
+                return lx > ly || (lx == ly && st.ws[c[x]] < st.ws[c[y]]);
+            });
+            for (int j = 0; j < top_support; ++j) {
+                if (j < static_cast<int>(order.size()) && st.qp.lam[order[j]] > 0) {
+                    si(b, j) = st.ws[c[order[j]]];
+                    sa(b, j) = st.qp.lam[order[j]] / total;
+                } else {
+                    si(b, j) = -1;
+                    sa(b, j) = 0.0;
+                }
+            }
+        }
+        py::dict out;
+        out["upper"] = upper;
+        out["lower"] = lower;
+        out["projection"] = proj;
+        out["support_idx"] = sup_idx;
+        out["support_alpha"] = sup_alpha;
+        out["rounds"] = rounds;
+        out["converged"] = converged;
+        out["qp_solves"] = qp;
+        out["exact_fraction"] = frac;
+        return out;
+    }
+};
+
+// The union of learned regions (guard.geometry.regions.UnionOfBalls): holds references to its
+// arrays; query() is exact (see union_core.hpp).
+class UnionCore {
+  public:
+    UnionCore(carray<float> T, carray<double> r, carray<double> r2, carray<float> r32,
+              carray<float> r2_32, carray<float> off32, carray<int64_t> huge, double big,
+              double r_max, double max_norm, py::dict blas)
+        : T_(T), r_(r), r2_(r2), r32_(r32), r2_32_(r2_32), off32_(off32), huge_(huge) {
+        need_2d(T, "points");
+        const int64_t N = T.shape(0);
+        for (const py::ssize_t n : {r.shape(0), r2.shape(0), r32.shape(0), r2_32.shape(0), off32.shape(0)})
+            if (n != N) throw std::invalid_argument("one radius per point expected");
+        u_.T = T.data();
+        u_.N = N;
+        u_.d = static_cast<int>(T.shape(1));
+        u_.r = r.data();
+        u_.r2 = r2.data();
+        u_.r32 = r32.data();
+        u_.r2_32 = r2_32.data();
+        u_.off32 = off32.data();
+        u_.huge = huge.data();
+        u_.n_huge = huge.shape(0);
+        u_.big = big;
+        u_.r_max = r_max;
+        u_.max_norm = max_norm;
+        blas_.sgemm = blas_fn<sgemm_t>(blas["sgemm"].cast<py::capsule>());
+        blas_.sgemv = blas_fn<sgemv_t>(blas["sgemv"].cast<py::capsule>());
+    }
+
+    py::tuple query(carray<float> Q) {
+        need_2d(Q, "queries", u_.d);
+        const int64_t M = Q.shape(0);
+        carray<bool> in_union(M);
+        carray<int64_t> n_balls(M), best(M);
+        carray<double> slack(M);
+        UnionOut out{in_union.mutable_data(), n_balls.mutable_data(), slack.mutable_data(),
+                     best.mutable_data()};
+        {
+            py::gil_scoped_release nogil;
+            UnionScan scan(u_, blas_);
+            scan.run(Q.data(), M, out);
+        }
+        return py::make_tuple(in_union, n_balls, slack, best);
+    }
+
+  private:
+    carray<float> T_;
+    carray<double> r_, r2_;
+    carray<float> r32_, r2_32_, off32_;
+    carray<int64_t> huge_;
+    UnionData u_;
+    Blas blas_;
+};
+
+// Wolfe's min-norm point of conv(rows of P) (m x d): (weights (m,), major cycles). For tests.
+py::tuple min_norm_point(carray<double> P) {
+    need_2d(P, "P");
+    const int m = static_cast<int>(P.shape(0)), d = static_cast<int>(P.shape(1));
+    if (m < 1) throw std::invalid_argument("P: expected at least one point");
+    std::vector<double> Pn(m);
+    for (int i = 0; i < m; ++i) Pn[i] = dot(P.data() + static_cast<int64_t>(i) * d, P.data() + static_cast<int64_t>(i) * d, d);
+    Wolfe w;
+    w.reset(d);
+    const int major = w.solve(P.data(), Pn.data(), m);
+    carray<double> a(m);
+    std::fill(a.mutable_data(), a.mutable_data() + m, 0.0);
+    double total = 0.0;
+    for (double l : w.lam) total += l;
+    for (size_t c = 0; c < w.corral.size(); ++c) a.mutable_data()[w.corral[c]] = w.lam[c] / total;
+    return py::make_tuple(a, major);
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_native, m) {
+    m.doc() = "Compiled cores of guard.geometry (see guard/geometry/native.py).";
+    py::class_<HullCore>(m, "HullCore")
+        .def(py::init<carray<float>, carray<int64_t>, carray<float>, carray<float>, py::dict,
+                      py::dict>(),
+             py::arg("T"), py::arg("sub"), py::arg("sub32"), py::arg("sub_sq"), py::arg("params"),
+             py::arg("blas"))
+        .def("query", &HullCore::query, py::arg("Q"), py::arg("scan"), py::arg("top_support"))
+        .def("times", &HullCore::times,
+             "seconds per phase, summed over the calls that used this core's own scratch");
+    m.def("min_norm_point", &min_norm_point, py::arg("P"));
+    py::class_<UnionCore>(m, "UnionCore")
+        .def(py::init<carray<float>, carray<double>, carray<double>, carray<float>, carray<float>,
+                      carray<float>, carray<int64_t>, double, double, double, py::dict>(),
+             py::arg("points"), py::arg("radii"), py::arg("r2"), py::arg("r32"), py::arg("r2_32"),
+             py::arg("off32"), py::arg("huge"), py::arg("big"), py::arg("r_max"),
+             py::arg("max_norm"), py::arg("blas"))
+        .def("query", &UnionCore::query, py::arg("queries"));
+}
