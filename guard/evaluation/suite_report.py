@@ -15,20 +15,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from guard.evaluation.ood import COMBINED, LABELS
+
 __all__ = ["Verdict", "pairs", "render", "verdicts"]
 
 #: AUROC a default may lose to the best peer on a pair (the issue's acceptance tolerance).
 TOLERANCE = 0.002
 
+#: The single-model report's method names, with "raw" where raw and spherical sit side by side.
 _LABELS = {
-    "msp": "MSP",
-    "energy": "Energy",
-    "mahalanobis": "Mahalanobis",
-    "knn": "deep-kNN (k=50)",
-    "vim": "ViM",
-    "fdbd": "fDBD",
+    **{k: v for k, v in LABELS.items() if k != COMBINED},
     "hull": "raw hull distance",
-    "sphere_hull": "sphere hull distance",
     "ambiguity": "raw ambiguity",
 }
 
