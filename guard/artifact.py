@@ -39,8 +39,6 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import json
-import shutil
-import tempfile
 import zipfile
 import zlib
 from pathlib import Path
@@ -48,6 +46,7 @@ from typing import Any
 
 import numpy as np
 
+from .atomic import atomic_directory
 from .errors import ArtifactError, GuardError, InputError, ModelError
 from .estimator import Guard, GuardState
 from .geometry.errors import GeometryError
@@ -107,9 +106,7 @@ def save_artifact(guard: Guard, out: str | Path, *, overwrite: bool = False) -> 
     out = Path(out)
     if out.exists() and not overwrite:
         raise ArtifactError(f"{out} already exists (pass overwrite=True / --overwrite to replace)")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    try:
+    with atomic_directory(out) as tmp:
         files: dict[str, str] = {}
         for name, arr in state.arrays.items():
             np.save(tmp / f"{name}.npy", arr, allow_pickle=False)
@@ -152,12 +149,6 @@ def save_artifact(guard: Guard, out: str | Path, *, overwrite: bool = False) -> 
             digest[name] = _sha256_file(tmp / name)
         body = {"algorithm": "sha256", "files": dict(sorted(digest.items()))}
         (tmp / DIGEST).write_text(json.dumps(body, indent=2) + "\n")
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out
 
 

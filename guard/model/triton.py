@@ -19,8 +19,6 @@ onnxruntime computes them here, at two batch sizes (the batch axis really is dyn
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +26,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
+from ..atomic import atomic_directory
 from ..errors import InputError, ModelError
 from .onnx import OnnxClassifier, add_head_outputs
 
@@ -296,16 +295,8 @@ def export_triton(
         raise ModelError(f"the exported model fails onnx.checker: {exc}") from None
     _checked_outputs(proto, model, x, (logits, features))  # the shapes written agree too
     config = triton_config(name, input_tensor, outputs, max_batch_size, max_queue_delay_us)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{name}.tmp-", dir=out.parent))
-    try:
+    with atomic_directory(out) as tmp:
         (tmp / "1").mkdir()
         (tmp / "1" / "model.onnx").write_bytes(proto.SerializeToString())
         (tmp / "config.pbtxt").write_text(config)
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return TritonExport(out, name, input_tensor, outputs, logits, features, max_batch_size)

@@ -27,7 +27,7 @@ import pytest
 
 from guard.artifact import load_artifact
 
-from .conftest import MODEL_NAME, make_readable
+from .conftest import MODEL_NAME
 from .helpers import fmnist_test_images, free_port, wait_for
 from .podman import IMAGE, Podman
 
@@ -209,7 +209,6 @@ def test_sigterm_lets_the_request_in_flight_finish_and_exits_0(
     """The artifact baked into an image FROM this one; SIGTERM while a request runs."""
     context = tmp_path / "baked"
     shutil.copytree(small_artifact, context / "artifact")
-    make_readable(context)
     (context / "Containerfile").write_text(f"FROM {image}\nCOPY artifact/ /models/guard/\n")
     baked = "localhost/guard:test-baked"
     podman(  # --format docker: an OCI image would drop the inherited HEALTHCHECK
