@@ -2,7 +2,9 @@
 sections 4-5, eq. 15-19) and the paper's section 7.1 for one image (``guard explain``).
 
 * :mod:`.targets`: where the features must land (a point, a ball, its perimeter); numpy only.
-* :mod:`.solver`: :func:`invert`, the augmented-Lagrangian pre-image solver (torch inside).
+* :mod:`.solver`: :func:`invert`, the augmented-Lagrangian pre-image solver (torch inside); the
+  problem of one start and its settings in :mod:`.problem`, the method of multipliers in
+  :mod:`.augmented`.
 * :mod:`.explain`: :func:`explain`, the flip-point, hull, perimeter and morph pre-images of one
   input; :mod:`.render` and :mod:`.figures` write them; :mod:`.projection` draws paths.
 * :mod:`.cli`: the ``guard explain`` command.
