@@ -67,10 +67,25 @@ class Candidate:
 
 #: The guard's default abstention score (what ``Guard.fit`` fits).
 DEFAULT = Candidate("guard default", tuple(DEFAULT_COMPONENTS), DEFAULT_COMBINE)
-#: Candidates compared on the suite (the default among them, and the previous default).
+#: Candidates compared on the suite (the default among them, the previous default and the original
+#: one, before the suite existed).
 CANDIDATES: tuple[Candidate, ...] = (
     DEFAULT,
-    Candidate("previous default", ("hull", "fdbd", "mahalanobis"), "min_variance"),
+    Candidate("previous default", ("sphere_hull", "hull", "fdbd", "vim"), "stouffer"),
+    Candidate("original default", ("hull", "fdbd", "mahalanobis"), "min_variance"),
+    Candidate(
+        "sphere, raw hull, ViM (Stouffer) or fDBD",
+        ("sphere_hull", "hull", "vim", "fdbd"),
+        "stouffer_or",
+    ),
+    Candidate(
+        "sphere, ViM, Mahalanobis (Stouffer)", ("sphere_hull", "vim", "mahalanobis"), "stouffer"
+    ),
+    Candidate(
+        "sphere, ViM, Mahalanobis, fDBD (Stouffer)",
+        ("sphere_hull", "vim", "mahalanobis", "fdbd"),
+        "stouffer",
+    ),
     Candidate("sphere hull", ("sphere_hull",), "stouffer"),
     Candidate("sphere + raw hull", ("sphere_hull", "hull"), "stouffer"),
     Candidate("sphere + kNN", ("sphere_hull", "knn"), "stouffer"),

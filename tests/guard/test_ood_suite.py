@@ -5,6 +5,7 @@ every (model, OOD set) pair, conformal false-abstain rates)."""
 from __future__ import annotations
 
 import json
+from dataclasses import fields
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +15,7 @@ from guard import Guard
 from guard.datasets import DEFAULT_FASHION_MNIST_ROOT
 from guard.detectors import DEFAULT_COMPONENTS, Evidence
 from guard.detectors.combined import DEFAULT_COMBINE
-from guard.evaluation import suite
+from guard.evaluation import suite, suite_cache
 from guard.evaluation.suite_data import MODELS, Sizes, rgb32
 from guard.evaluation.suite_report import TOLERANCE, best_peer, pairs, render, verdicts
 from tests.tools import missing
@@ -100,6 +101,35 @@ def test_evaluate_rows_are_measured(small: suite.ModelEval) -> None:
         lo, hi = res[c.name].abstain_range
         assert 0 <= lo <= hi <= 1
         assert abs(sum(res[c.name].weights) - 1) < 1e-9
+
+
+def test_cache_round_trips_the_geometry(small: suite.ModelEval, tmp_path: Path) -> None:
+    """A cached model's geometry loads back exactly, under a key of the model file and sizes,
+    and the suite's results from it are those of the prepared geometry."""
+    sizes = Sizes(n_train=1000, n_id=150, n_ood=120, seed=0)
+    path = suite_cache.cache_path(tmp_path, small.model, sizes)
+    assert path != suite_cache.cache_path(tmp_path, small.model, Sizes(1000, 150, 120, seed=1))
+    suite_cache.save_eval(small, path)
+    back = suite_cache.prepared(small.model, sizes, tmp_path)  # read, not recomputed
+    for name in ("train_features", "train_labels", "W", "b"):
+        np.testing.assert_array_equal(getattr(back, name), getattr(small, name))
+    assert list(back.ood) == list(small.ood) and back.seed == small.seed
+    for a, b in [(back.calib, small.calib), (back.id, small.id)] + [
+        (back.ood[k], small.ood[k]) for k in small.ood
+    ]:
+        for f in fields(Evidence):
+            x, y = getattr(a, f.name), getattr(b, f.name)
+            assert (x is None) == (y is None)
+            if x is not None:
+                assert x.dtype == y.dtype
+                np.testing.assert_array_equal(x, y)
+    few = suite.CANDIDATES[:2]
+    r0 = suite.evaluate(small, methods=("vim",), candidates=few)
+    r1 = suite.evaluate(back, methods=("vim",), candidates=few)
+    assert r0 == r1
+    other = next(m for m in MODELS if m.name == "mnist")
+    with pytest.raises(ValueError, match="not a cached geometry of mnist"):
+        suite_cache.load_eval(path, other)
 
 
 def _fake(deltas: dict[str, float], fa: float = 0.05) -> dict:

@@ -4,6 +4,7 @@ computation."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 
 import numpy as np
@@ -20,6 +21,7 @@ from guard.detectors import (
     CombinedScore,
     Evidence,
     HullDistance,
+    Mahalanobis,
     SphereHullDistance,
     ViM,
     to_sphere,
@@ -130,8 +132,12 @@ def test_far_points_score_higher_than_training_points_with_the_real_geometry():
     cal, train = _geometry(g, Fc), _geometry(g, F[:200])
     far = _geometry(g, F[:50] * 6.0 + 20.0)  # far outside the training hull
     assert np.all(train.hull < 1e-3 * np.abs(F).max())  # training points: in the hull
-    for combine in COMBINE:
-        sc = CombinedScore(combine=combine).fit(F, y, W, b, cal)
+    # every rule with the hulls, fDBD and ViM, and the default score (min-variance weights
+    # fitted without the raw hull can favour components that miss these points)
+    cases = [CombinedScore(("sphere_hull", "hull", "fdbd", "vim"), c) for c in COMBINE]
+    for sc in [*cases, CombinedScore()]:
+        combine = sc.combine
+        sc.fit(F, y, W, b, cal)
         s_train, p_train = sc.score(train)
         s_far, p_far = sc.score(far)
         assert s_far.min() > s_train.max(), combine
@@ -235,7 +241,7 @@ def test_fit_refuses_too_little_calibration_data_and_bad_arguments():
     with pytest.raises(InputError, match="margins of shape"):
         CombinedScore().fit(F, y, W, b, replace(cal, margins=cal.margins[:, :2]))
     with pytest.raises(InputError, match="reads Evidence.hull"):
-        CombinedScore().fit(F, y, W, b, replace(cal, hull=None))
+        CombinedScore(ALL).fit(F, y, W, b, replace(cal, hull=None))
     with pytest.raises(InputError, match="reads Evidence.sphere"):
         CombinedScore().fit(F, y, W, b, replace(cal, sphere=None))
     with pytest.raises(InputError, match="an Evidence"):
@@ -251,6 +257,10 @@ def test_fit_refuses_too_little_calibration_data_and_bad_arguments():
         dict(components=("hull", "hull")),
         dict(components=(HullDistance(), "hull")),
         dict(fit_fraction=1.0),
+        dict(components=("hull", "fdbd"), combine="stouffer", groups=[["hull"], ["fdbd"]]),
+        dict(components=("hull", "fdbd"), combine="stouffer_or", groups=[["hull"]]),
+        dict(components=("hull", "fdbd"), combine="stouffer_or", groups=[["hull", "fdbd"], []]),
+        dict(components=("hull", "fdbd"), combine="stouffer_or", groups=[["hull", "hull", "fdbd"]]),
     ):
         with pytest.raises(InputError):
             CombinedScore(**bad)
@@ -270,7 +280,7 @@ def test_fit_refuses_too_little_calibration_data_and_bad_arguments():
     )
     assert s.shape == (4,)
     with pytest.raises(InputError, match="NaN or Inf"):
-        sc.score(replace(cal, hull=np.full(len(Fc), np.nan)))
+        sc.score(replace(cal, sphere=np.full(len(Fc), np.nan)))
 
 
 # ------------------------------------------------------------------ components, brute force
@@ -377,9 +387,9 @@ def test_components_by_name_are_the_detectors_with_the_combined_scores_choices(t
     F, y = _draw(rng, centres, 300)
     Fc, _ = _draw(rng, centres, 200)
     Fq, _ = _draw(rng, centres, 40)
-    assert DEFAULT_COMPONENTS == ("sphere_hull", "hull", "fdbd", "vim")
-    assert DEFAULT_COMBINE == "stouffer"
-    given = [SphereHullDistance(), HullDistance(), FDBD(margins="exact", centre="median"), ViM()]
+    assert DEFAULT_COMPONENTS == ("sphere_hull", "vim", "mahalanobis", "fdbd")
+    assert DEFAULT_COMBINE == "stouffer_or"
+    given = [SphereHullDistance(), ViM(), Mahalanobis(), FDBD(margins="exact", centre="median")]
     a = CombinedScore().fit(F, y, W, b, _cheap(Fc, W, b))
     b_ = CombinedScore(given).fit(F, y, W, b, _cheap(Fc, W, b))
     for x, z in zip(a.score(_cheap(Fq, W, b)), b_.score(_cheap(Fq, W, b))):
@@ -391,3 +401,49 @@ def test_components_by_name_are_the_detectors_with_the_combined_scores_choices(t
         back = CombinedScore.from_arrays(dict(z))
     assert back.components[0] == "hull" and back.components[1].k == 3
     np.testing.assert_array_equal(back.score(_cheap(Fq, W, b))[0], own.score(_cheap(Fq, W, b))[0])
+
+
+# ------------------------------------------------------------------ stouffer_or
+def test_stouffer_or_is_the_soft_maximum_of_the_groups_stouffer_statistics(tmp_path):
+    """Against a direct computation from the fitted normal transforms: the default groups (fDBD
+    alone, the rest together), explicit groups, their persistence, and format-2 arrays (written
+    before the groups existed) still read."""
+    centres, W, b = _centres(20, n=4, f=10)
+    rng = np.random.default_rng(21)
+    F, y = _draw(rng, centres, 400)
+    Fc, _ = _draw(rng, centres, 200)
+    Fq, _ = _draw(rng, centres, 50)
+    Fq[:5] *= 4.0
+    q = _cheap(Fq, W, b)
+    comps = ("sphere_hull", "fdbd", "hull", "vim")
+    sc = CombinedScore(comps, "stouffer_or", seed=2).fit(F, y, W, b, _cheap(Fc, W, b))
+    assert sc.groups_ == ((0, 2, 3), (1,))
+    T = np.stack([t(r) for t, r in zip(sc.transforms_, sc.component_scores(q).values())], 1)
+    z_rest = (T[:, 0] + T[:, 2] + T[:, 3]) / np.sqrt(3.0)
+    want = np.log(np.exp(z_rest) + np.exp(T[:, 1]))
+    s, p = sc.score(q)
+    np.testing.assert_allclose(s, want, rtol=1e-12, atol=1e-12)
+    ref = np.sort(sc._combine(sc._normal(sc._raw(_cheap(Fc, W, b)))))
+    assert sc.calib_scores_.size == 100 and np.all(np.isin(sc.calib_scores_, ref))
+    # explicit groups, and their round trip
+    groups = (("hull", "fdbd"), ("sphere_hull",), ("vim",))
+    g = CombinedScore(comps, "stouffer_or", seed=2, groups=groups).fit(F, y, W, b, _cheap(Fc, W, b))
+    assert g.groups_ == ((2, 1), (0,), (3,))
+    want = np.log(np.exp((T[:, 2] + T[:, 1]) / np.sqrt(2.0)) + np.exp(T[:, 0]) + np.exp(T[:, 3]))
+    np.testing.assert_allclose(g.score(q)[0], want, rtol=1e-12, atol=1e-12)
+    np.savez(tmp_path / "g.npz", **g.to_arrays())
+    with np.load(tmp_path / "g.npz", allow_pickle=False) as z:
+        back = CombinedScore.from_arrays(dict(z))
+    assert back.groups == groups and back.groups_ == g.groups_
+    np.testing.assert_array_equal(back.score(q)[0], g.score(q)[0])
+    # without fDBD the default grouping is one group: its Stouffer statistic, nothing else
+    one = CombinedScore(("hull", "vim"), "stouffer_or").fit(F, y, W, b, _cheap(Fc, W, b))
+    assert one.groups_ == ((0, 1),)
+    # format 2 (before the groups): still read, and the same score
+    old = CombinedScore(("hull", "fdbd"), "stouffer").fit(F, y, W, b, _cheap(Fc, W, b))
+    arrays = old.to_arrays()
+    cfg = json.loads(str(arrays["config"]))
+    del cfg["groups"]
+    cfg["format"] = 2
+    arrays["config"] = np.array(json.dumps(cfg))
+    np.testing.assert_array_equal(CombinedScore.from_arrays(arrays).score(q)[0], old.score(q)[0])
