@@ -38,7 +38,11 @@ class HullConfig:
             fewest leaving at most ``pca_residual`` of the variance).
         pca_residual: residual variance fraction targeted by the automatic ``pca_k``, in (0, 1).
         pool_size: points a full round hands to the inner rounds (>= 1; at least
-            ``add_per_round`` are handed).
+            ``add_per_round`` are handed; up to twice as many when the estimated cut lets
+            them through). Smaller pools make the inner rounds cheaper and full rounds a
+            little more frequent; 1,024 costs less than 2,048 on the Fashion-MNIST models'
+            raw and spherical hulls (``python bench/geometry.py``, "pool size") and on 1M
+            synthetic points.
         subsample: size (>= 1, clipped to N) of the random subsample the first inner rounds
             search (``None``: ``N / 16`` clipped to [2048, 16384], all points when N is below
             8192).
@@ -59,7 +63,7 @@ class HullConfig:
     scan: str = "exact"
     pca_k: int | None = None
     pca_residual: float = 0.01
-    pool_size: int = 2048
+    pool_size: int = 1024
     subsample: int | None = None
     seed: int = 0
     engine: str = "auto"

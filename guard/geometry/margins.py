@@ -23,7 +23,10 @@ A boundary that cannot be reached (e.g. class j never borders class i inside x >
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 
@@ -178,9 +181,13 @@ def compute_margins(
         raise GeometryError("features contain NaN or Inf")
     N, f = X.shape
     n = W.shape[0]
+    # With many classes and only d_min wanted, most pairs are pruned by their closed form:
+    # refine the survivors one at a time instead of all pairs up front (the foot points of all
+    # pairs and their n logits each would cost n^2 f per sample: 2 GFLOP at 1,000 x 2,048).
+    lazy = d_min_only and n > 32
     # logits once (per chunk of rows in the lazy path, which reuses them for the closed forms)
     pred = np.empty(N, dtype=np.int64)
-    for lo in range(0, N, 4096):
+    for lo in range(0, 0 if lazy else N, 4096):
         pred[lo : lo + 4096] = np.argmax(X[lo : lo + 4096] @ W.T + b, axis=1)
     margins = np.full((N, n), np.nan)
     closed = np.full((N, n), np.nan)
@@ -189,53 +196,173 @@ def compute_margins(
     flip = np.full((N, f), np.nan)
     gap = np.zeros(N)
     n_qp = np.zeros(N, dtype=np.int64)
-    # With many classes and only d_min wanted, most pairs are pruned by their closed form:
-    # refine the survivors one at a time instead of all pairs up front (the foot points of all
-    # pairs and their n logits each would cost n^2 f per sample: 2 GFLOP at 1,000 x 2,048).
-    lazy = d_min_only and n > 32
-    chunk = max(1, chunk_bytes // (8 * n * (n if lazy else f + n)))
+    # (the lazy path holds about eight (rows, n) float64 arrays per chunk; the full one a foot
+    # point and its n logits per pair)
+    chunk = max(1, chunk_bytes // (8 * n * (8 if lazy else f + n)))
+    problems = _pair_problems(W, b, nonneg)  # each pair's QP data, built once
     with progress_bar(N, "margins", enabled=progress) as bar:
         for lo in range(0, N, chunk):
             sl = slice(lo, min(lo + chunk, N))
+            screen = None
             if lazy:  # closed forms only; each visited pair is refined in _row_margins
-                cf = _closed_forms(X[sl], W, b, pred[sl])
+                z = X[sl] @ W.T + b
+                pred[sl] = np.argmax(z, axis=1)
+                cf, screen = _closed_forms(W, b, z, pred[sl])
                 lower, point, exact, pgap = cf.copy(), None, np.zeros(cf.shape, bool), None
             else:
                 cf, lower, point, exact, pgap = relaxed_margins(X[sl], W, b, pred[sl], nonneg)
             closed[sl] = cf
+            job = _Chunk(
+                X[sl], W, b, pred[sl], lower, point, exact, pgap, nonneg, d_min_only, problems,
+                screen, (margins[sl], d_min[sl], nearest[sl], flip[sl], gap[sl], n_qp[sl]),
+            )  # fmt: skip
+            if not lazy:
+                for r in range(cf.shape[0]):
+                    job.row(r)
+                    bar.update(1)
+                continue
+            # Lazy: a point that passes the rivals' check is taken as feasible and checked
+            # against all of W afterwards, for the chunk's points together (one product with W
+            # instead of one per point); the rows where one of them fails are redone with the
+            # full check at once.
+            claims: list[tuple[int, np.ndarray]] = []
             for r in range(cf.shape[0]):
-                row = lo + r
-                d_min[row], nearest[row], pt, gap[row], n_qp[row] = _row_margins(
-                    X[row],
-                    W,
-                    b,
-                    int(pred[row]),
-                    lower[r],
-                    None if point is None else point[r],
-                    exact[r],
-                    np.zeros(n) if pgap is None else pgap[r],
-                    lazy,
-                    nonneg,
-                    d_min_only,
-                    margins[row],
-                )
-                if pt is not None:
-                    flip[row] = pt
-                bar.update(1)
+                job.row(r, partial(_claim, claims, r))
+            if claims:
+                who = np.array([r for r, _ in claims])
+                ok = _satisfies_eq8(np.stack([y for _, y in claims]), W, b, pred[sl][who])
+                for r in np.unique(who[~ok]):
+                    lower[r], exact[r] = cf[r], False
+                    margins[lo + r] = np.nan
+                    flip[lo + r] = np.nan
+                    job.row(int(r))
+            bar.update(cf.shape[0])
     return Margins(pred, margins, closed, d_min, nearest, flip, gap, n_qp)
 
 
-def _closed_forms(X: np.ndarray, W: np.ndarray, b: np.ndarray, pred: np.ndarray) -> np.ndarray:
+def _claim(claims: list[tuple[int, np.ndarray]], r: int, y: np.ndarray) -> None:
+    """Record that row r took point y as feasible (checked later, with the chunk's others)."""
+    claims.append((r, y))
+
+
+@dataclass(frozen=True, eq=False)
+class _Chunk:
+    """A chunk of rows of :func:`compute_margins`: its inputs (X, pred and the per-pair arrays
+    of steps 1-2 are the chunk's rows) and where its results go (``out``: views of margins,
+    d_min, nearest class, flip point, gap and QP count)."""
+
+    X: np.ndarray
+    W: np.ndarray
+    b: np.ndarray
+    pred: np.ndarray
+    lower: np.ndarray
+    point: np.ndarray | None  # None: lazy (closed forms only)
+    exact: np.ndarray
+    pgap: np.ndarray | None
+    nonneg: bool
+    d_min_only: bool
+    problems: dict
+    screen: _Screen | None
+    out: tuple[np.ndarray, ...]
+
+    def row(self, r: int, defer: Callable[[np.ndarray], None] | None = None) -> None:
+        """Row r's margins (:func:`_row_margins`), written to ``out``."""
+        margins, d_min, nearest, flip, gap, n_qp = self.out
+        n = self.W.shape[0]
+        d_min[r], nearest[r], pt, gap[r], n_qp[r] = _row_margins(
+            self.X[r],
+            self.W,
+            self.b,
+            int(self.pred[r]),
+            self.lower[r],
+            None if self.point is None else self.point[r],
+            self.exact[r],
+            np.zeros(n) if self.pgap is None else self.pgap[r],
+            self.point is None,
+            self.nonneg,
+            self.d_min_only,
+            margins[r],
+            self.problems,
+            self.screen,
+            defer,
+        )
+        if pt is not None:
+            flip[r] = pt
+
+
+# Pair QPs (qp.PairProblem) of the last few heads, by a digest of (W, b, nonneg): building one
+# costs several times DAQP's solve, and a guard scores every batch against the same head.
+_PROBLEMS: dict[bytes, dict] = {}
+_PROBLEM_HEADS = 4  # heads kept
+_PROBLEM_BYTES = 64 << 20  # cache a head only if all its n (n - 1) pairs fit in this
+
+
+def _pair_problems(W: np.ndarray, b: np.ndarray, nonneg: bool) -> dict:
+    """The dict of pair QPs to use for (W, b, nonneg): a cached one when the head is small
+    enough for all its pairs to be kept, else a fresh one (this call's own)."""
+    n, f = W.shape
+    if n * n * n * f * 8 > _PROBLEM_BYTES:
+        return {}
+    h = hashlib.blake2b(digest_size=16)
+    h.update(np.ascontiguousarray(W).tobytes())
+    h.update(np.ascontiguousarray(b).tobytes())
+    h.update(bytes([nonneg]) + repr(W.shape).encode())
+    key = h.digest()
+    found = _PROBLEMS.get(key)
+    if found is None:
+        for old in list(_PROBLEMS)[: max(len(_PROBLEMS) - _PROBLEM_HEADS + 1, 0)]:
+            _PROBLEMS.pop(old, None)  # the oldest heads (pop: safe if another thread did)
+        found = _PROBLEMS[key] = {}
+    return found
+
+
+@dataclass(frozen=True)
+class _Screen:
+    """Bounds that let a feasibility check (eq. 8) reject a point from a few rival classes:
+    ``1 + w_max ||y|| + b_max >= 1 + max_k |w_k.y + b_k|``, the scale of the full check's
+    tolerance, so a rival violating by more than the tolerance at this scale fails the full
+    check too."""
+
+    w_max: float  # largest row norm of W
+    b_max: float  # largest |b_k|
+
+    def keeps_top(
+        self, y: np.ndarray, W: np.ndarray, b: np.ndarray, i: int, rivals: np.ndarray
+    ) -> bool:
+        """:func:`_satisfies_eq8` for one point ``y`` (f,) and class ``i``, the ``rivals``
+        (the classes likeliest to beat i) tried first: most points that fail, fail there,
+        without the product with all of W."""
+        return self.rivals_ok(y, W, b, i, rivals) and bool(_satisfies_eq8(y, W, b, np.array(i)))
+
+    def rivals_ok(
+        self, y: np.ndarray, W: np.ndarray, b: np.ndarray, i: int, rivals: np.ndarray
+    ) -> bool:
+        """False when one of the ``rivals`` already makes ``y`` fail :func:`_satisfies_eq8`."""
+        if len(rivals) == 0:
+            return True
+        zi = float(W[i] @ y) + float(b[i])
+        zr = W[rivals] @ y + b[rivals]
+        scale = (1.0 + self.w_max * float(np.sqrt(y @ y)) + self.b_max) * (1.0 + 1e-12)
+        return not bool((zi - zr < -_FEAS_TOL * scale).any())
+
+
+_RIVALS = 16  # rival classes a feasibility check tries first (by their closed-form bound)
+
+
+def _closed_forms(
+    W: np.ndarray, b: np.ndarray, z: np.ndarray, pred: np.ndarray
+) -> tuple[np.ndarray, _Screen]:
     """Step 1 only: (N, n) hyperplane distances ``(z_i - z_j) / ||w_i - w_j||`` (NaN at pred),
-    from the logits and one product ``W[pred] W^T`` (O(n f) per row, no foot points)."""
-    N = X.shape[0]
+    from the logits ``z`` (N, n) (with b) and one product ``W[pred] W^T`` (O(n f) per row, no foot
+    points); and the :class:`_Screen` of (W, b)."""
+    N = z.shape[0]
     rows = np.arange(N)
-    # one product for both: [X; W[pred]] W^T (W is read once)
-    both = np.vstack([X, W[pred]]) @ W.T
-    z = both[:N] + b
+    # (a product of its own: for a row or two, numpy's [X; W[pred]] W^T in one GEMM took 3 to
+    # 5 times as long as two matrix-vector products)
+    G = W[pred] @ W.T
     s = z[rows, pred][:, None] - z  # >= 0 since i = argmax
     wn = np.einsum("kf,kf->k", W, W)
-    norm2 = wn[pred][:, None] + wn[None, :] - 2.0 * both[N:]
+    norm2 = wn[pred][:, None] + wn[None, :] - 2.0 * G
     # the expanded norm loses accuracy when w_i ~ w_j: recompute those pairs directly
     close = norm2 <= 1e-6 * (wn[pred][:, None] + wn[None, :])
     if close.any():
@@ -246,23 +373,31 @@ def _closed_forms(X: np.ndarray, W: np.ndarray, b: np.ndarray, pred: np.ndarray)
     with np.errstate(divide="ignore", invalid="ignore"):
         closed = np.where(norm2 > 0, s / np.sqrt(norm2), np.where(s == 0, 0.0, np.inf))
     closed[rows, pred] = np.nan
-    return closed
+    return closed, _Screen(float(np.sqrt(wn.max())), float(np.abs(b).max()))
 
 
 def _foot_point(
-    x: np.ndarray, W: np.ndarray, b: np.ndarray, i: int, j: int, nonneg: bool
+    x: np.ndarray,
+    W: np.ndarray,
+    b: np.ndarray,
+    i: int,
+    j: int,
+    nonneg: bool,
+    keeps_top: Callable[[np.ndarray], bool] | None = None,
 ) -> tuple[float, np.ndarray, bool]:
     """Step 1 for one pair: (hyperplane distance, foot point, whether it satisfies every
-    constraint, i.e. the distance is the exact margin)."""
+    constraint, i.e. the distance is the exact margin). ``keeps_top``: the check of eq. 8 for
+    the foot point (default :func:`_satisfies_eq8`); it runs only when the cheap ``y >= 0``
+    check passed."""
     a = W[i] - W[j]
     s = float(a @ x) + float(b[i] - b[j])
     n2 = float(a @ a)
     if n2 == 0:
         return (0.0 if s == 0 else np.inf), x.copy(), s == 0
     y = x - (s / n2) * a
-    ok = bool(_satisfies_eq8(y, W, b, np.array(i)))
-    if nonneg:
-        ok = ok and bool((y >= -_FEAS_TOL * (1.0 + np.abs(x).max())).all())
+    ok = not nonneg or bool((y >= -_FEAS_TOL * (1.0 + np.abs(x).max())).all())
+    if ok:
+        ok = keeps_top(y) if keeps_top is not None else bool(_satisfies_eq8(y, W, b, np.array(i)))
     return abs(s) / np.sqrt(n2), y, ok
 
 
@@ -279,11 +414,30 @@ def _row_margins(
     nonneg: bool,
     d_min_only: bool,
     out: np.ndarray,
+    problems: dict | None = None,
+    screen: _Screen | None = None,
+    defer: Callable[[np.ndarray], None] | None = None,
 ) -> tuple[float, int, np.ndarray | None, float, int]:
     """Margins of one row (written into ``out``); returns (d_min, j*, flip point, gap, #QPs).
     ``lazy``: ``lower`` holds closed forms only (``point`` None); steps 1-2 run for the visited
-    pairs only."""
+    pairs only. ``problems``: the caller's cache of pair QPs
+    (:func:`guard.geometry.qp.pair_margin`). ``screen``: feasibility checks try the classes
+    with the smallest closed forms first (:class:`_Screen`); with ``defer``, a point that passes
+    them counts as feasible and is handed to ``defer`` for the caller to check against all of
+    W."""
     order = np.argsort(np.where(np.isnan(lower), np.inf, lower), kind="stable")
+    keeps_top: Callable[[np.ndarray], bool] | None = None
+    if screen is not None:
+        rivals = order[order != i][:_RIVALS]
+
+        def keeps_top(y: np.ndarray) -> bool:
+            if defer is None:
+                return screen.keeps_top(y, W, b, i, rivals)
+            if not screen.rivals_ok(y, W, b, i, rivals):
+                return False
+            defer(y)
+            return True
+
     best, best_j, best_pt, gap, n_qp = np.inf, -1, None, 0.0, 0
     points: dict[int, np.ndarray] | np.ndarray = {} if point is None else point
     for j in map(int, order):
@@ -292,7 +446,7 @@ def _row_margins(
         if d_min_only and lower[j] >= best:
             break  # every remaining lower bound is already >= the best exact margin
         if lazy and not exact[j] and np.isfinite(lower[j]):  # step 1's foot point, this pair
-            _, y0, ok = _foot_point(x, W, b, i, j, nonneg)
+            _, y0, ok = _foot_point(x, W, b, i, j, nonneg, keeps_top)
             if ok:
                 exact[j], points[j] = True, y0
         refine = lazy and nonneg
@@ -305,7 +459,11 @@ def _row_margins(
                 lower[j] = max(float(low[0]), float(lower[j]))
                 if d_min_only and lower[j] >= best:
                     continue
-                if _satisfies_eq8(y[0], W, b, np.array(i)):
+                if (
+                    keeps_top(y[0])
+                    if keeps_top is not None
+                    else _satisfies_eq8(y[0], W, b, np.array(i))
+                ):
                     exact[j], points[j] = True, y[0]
                     lower[j] = max(float(np.linalg.norm(y[0] - x)), float(lower[j]))
                     pgap[j] = max(float(np.linalg.norm(y[0] - x)) - float(low[0]), 0.0)
@@ -314,7 +472,7 @@ def _row_margins(
             pt = points.get(j) if isinstance(points, dict) else points[j]
             gap = max(gap, float(pgap[j]))
         else:
-            d, pt, g = pair_margin(x, W, b, i, j, nonneg)
+            d, pt, g = pair_margin(x, W, b, i, j, nonneg, problems)
             n_qp += 1
             gap = max(gap, g)
             # The exact value is never below a lower bound; solver rounding may put it a hair

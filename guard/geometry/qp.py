@@ -13,6 +13,9 @@ All of the project's small exact QPs live here.
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
+
 import daqp
 import numpy as np
 from scipy.optimize import nnls
@@ -67,23 +70,53 @@ def pair_margin_nnls(x, W, b, i, j, nonneg):
     return d, x + u, max(d - lower, 0.0)
 
 
-def pair_margin(x, W, b, i, j, nonneg):
+@dataclass(frozen=True, eq=False)
+class PairProblem:
+    """What the i|j margin QP needs besides the sample ``x``: its rows ``A`` (m, f) and offsets
+    ``c`` (:func:`_class_rows`), DAQP's bounds and senses, and which upper bounds are finite.
+    The same for every sample, so :func:`compute_margins <guard.geometry.margins.compute_margins>`
+    builds it once per visited pair (building it costs several times DAQP's own solve)."""
+
+    A: np.ndarray
+    c: np.ndarray
+    lower_b: np.ndarray
+    upper_b: np.ndarray
+    sense: np.ndarray
+    finite_ub: np.ndarray
+    eye: np.ndarray
+
+    @classmethod
+    def build(cls, W: np.ndarray, b: np.ndarray, i: int, j: int, nonneg: bool) -> PairProblem:
+        f = W.shape[1]
+        A, c = _class_rows(W, b, i, j)
+        m = A.shape[0]
+        if nonneg:
+            lower_b = np.concatenate([np.zeros(f), -c])
+            upper_b = np.concatenate([np.full(f, _INF), -c[:1], np.full(m - 1, _INF)])
+            sense = np.zeros(f + m, dtype=np.int32)
+            sense[f] = _EQ
+        else:
+            lower_b, upper_b = -c, np.concatenate([-c[:1], np.full(m - 1, _INF)])
+            sense = np.zeros(m, dtype=np.int32)
+            sense[0] = _EQ
+        eye = (_EYE.get(f) or _EYE.setdefault(f, (np.eye(f), np.zeros(f))))[0]
+        return cls(A, c, lower_b, upper_b, sense, upper_b < _INF, eye)
+
+
+def pair_margin(x, W, b, i, j, nonneg, problems=None):
     """Exact i|j margin of ``x`` (float64 arrays). Returns ``(distance, flip point, gap)``;
-    ``(inf, None, 0)`` when the boundary cannot be reached."""
+    ``(inf, None, 0)`` when the boundary cannot be reached. ``problems``: a dict the caller
+    keeps while W, b and nonneg stay the same, caching each pair's :class:`PairProblem`."""
     f = len(x)
-    A, c = _class_rows(W, b, i, j)
-    m = A.shape[0]
-    if nonneg:
-        lower_b = np.concatenate([np.zeros(f), -c])
-        upper_b = np.concatenate([np.full(f, _INF), -c[:1], np.full(m - 1, _INF)])
-        sense = np.zeros(f + m, dtype=np.int32)
-        sense[f] = _EQ
-    else:
-        lower_b, upper_b = -c, np.concatenate([-c[:1], np.full(m - 1, _INF)])
-        sense = np.zeros(m, dtype=np.int32)
-        sense[0] = _EQ
+    key = (i, j)
+    pb = None if problems is None else problems.get(key)
+    if pb is None:
+        pb = PairProblem.build(W, b, i, j, nonneg)
+        if problems is not None:
+            problems[key] = pb
+    A = pb.A
     y, _, flag, info = daqp.solve(
-        np.eye(f), -x, A, upper_b, lower_b, sense, primal_tol=1e-10, dual_tol=1e-12
+        pb.eye, -x, A, pb.upper_b, pb.lower_b, pb.sense, primal_tol=1e-10, dual_tol=1e-12
     )
     if flag != 1:  # not optimal (infeasible, or numerical trouble): the reference decides
         return pair_margin_nnls(x, W, b, i, j, nonneg)
@@ -92,12 +125,11 @@ def pair_margin(x, W, b, i, j, nonneg):
     # Dual bound from DAQP's multipliers (lam > 0: upper side active, < 0: lower side) for the
     # rows M = [I; A] (bounds, then classes): theta = -1/2 ||M^T lam||^2 + lam.(M x)
     # - sum(lam+ ub - lam- lb); a lower bound of ||y* - x||^2 / 2 for any such lam.
-    finite_ub = upper_b < _INF
-    lp = np.where(finite_ub, np.maximum(lam, 0.0), 0.0)
+    lp = np.where(pb.finite_ub, np.maximum(lam, 0.0), 0.0)
     ln = np.maximum(-lam, 0.0)
     lam = lp - ln
-    lb = np.where(ln > 0, lower_b, 0.0)
-    ub = np.where(lp > 0, upper_b, 0.0)
+    lb = np.where(ln > 0, pb.lower_b, 0.0)
+    ub = np.where(lp > 0, pb.upper_b, 0.0)
     if nonneg:
         g = lam[:f] + A.T @ lam[f:]
         lam_mx = lam[:f] @ x + lam[f:] @ (A @ x)
@@ -105,8 +137,9 @@ def pair_margin(x, W, b, i, j, nonneg):
         g = A.T @ lam
         lam_mx = lam @ (A @ x)
     theta = -0.5 * (g @ g) + lam_mx - (lp @ ub - ln @ lb)
-    d = float(np.linalg.norm(y - x))
-    return d, y, max(d - float(np.sqrt(max(2.0 * theta, 0.0))), 0.0)
+    u = y - x
+    d = math.sqrt(float(u @ u))
+    return d, y, max(d - math.sqrt(max(2.0 * float(theta), 0.0)), 0.0)
 
 
 def min_norm_point(P: np.ndarray) -> np.ndarray:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from guard.geometry import margins as margins_module
 from guard.geometry.margins import compute_margins, exact_pair_margin, lipschitz_constant
 from tests.reference import solvers as reference
 
@@ -148,11 +149,17 @@ def test_d_min_only_with_many_classes_refines_lazily():
     assert np.isnan(lazy.margins).sum() > np.isnan(full.margins).sum()  # most pairs pruned
 
 
+@pytest.mark.parametrize("rivals", [16, 1, 0])
 @pytest.mark.parametrize("nonneg", [True, False])
 @pytest.mark.parametrize("n,f,seed", [(40, 24, 0), (60, 96, 1), (100, 16, 2)])
-def test_lazy_d_min_matches_full_and_reference(n: int, f: int, seed: int, nonneg: bool):
+def test_lazy_d_min_matches_full_and_reference(
+    monkeypatch, n: int, f: int, seed: int, nonneg: bool, rivals: int
+):
     """The lazy path (closed forms from the logits, steps 1-2 per visited pair) gives the full
-    path's d_min, its flip point is feasible, and the nearest margin equals Clarabel's."""
+    path's d_min, its flip point is feasible, and the nearest margin equals Clarabel's. With
+    fewer rival classes screened first (none: every candidate point is taken as feasible until
+    the chunk's joint check), more rows are redone after that check; same answers."""
+    monkeypatch.setattr(margins_module, "_RIVALS", rivals)
     X, W, b = _relu_case(seed, n=n, f=f, N=10, sparsity=0.3)
     if not nonneg:
         X = X - 0.5  # signed features
@@ -172,3 +179,47 @@ def test_lazy_d_min_matches_full_and_reference(n: int, f: int, seed: int, nonneg
             assert (y >= -1e-10).all()
         # the closed forms of the lazy path equal the full path's
         np.testing.assert_allclose(lazy.closed_form[r], full.closed_form[r], rtol=1e-9)
+
+
+def test_rival_screen_never_rejects_a_feasible_point():
+    """The screen's rejection (a rival class beats the predicted one by more than the
+    tolerance at an upper bound of the full check's scale) implies the full check of eq. 8
+    fails; points it lets through are decided by the full check."""
+    rng = np.random.default_rng(0)
+    n, f = 50, 20
+    W, b = rng.normal(size=(n, f)), rng.normal(size=n)
+    screen = margins_module._Screen(
+        float(np.sqrt((W * W).sum(axis=1).max())), float(np.abs(b).max())
+    )
+    rejected = 0
+    for _ in range(400):
+        y = rng.normal(size=f) * rng.uniform(0.01, 10)
+        z = W @ y + b
+        i = int(np.argmax(z)) if rng.random() < 0.5 else int(rng.integers(n))
+        # near-ties with i at the tolerance's edge as well as clear losers and winners
+        rivals = np.argsort(-z)[:5]
+        rivals = rivals[rivals != i]
+        full = bool(margins_module._satisfies_eq8(y, W, b, np.array(i)))
+        assert screen.keeps_top(y, W, b, i, rivals) == full
+        if not screen.rivals_ok(y, W, b, i, rivals):
+            rejected += 1
+            assert not full
+    assert rejected > 50
+
+
+def test_pair_qp_cache_follows_the_head():
+    """Pair QPs are cached per head (by a digest of W, b, nonneg): the same answers from a
+    warm cache, and a head changed in place gets its own (no stale rows)."""
+    X, W, b = _relu_case(21, n=6, f=12, N=20)
+    first = compute_margins(X, W, b, True)
+    again = compute_margins(X, W, b, True)
+    np.testing.assert_array_equal(first.margins, again.margins)
+    W2 = W.copy()
+    W2[1] += 0.5
+    changed = compute_margins(X, W2, b, True)
+    margins_module._PROBLEMS.clear()
+    fresh = compute_margins(X, W2, b, True)  # built anew
+    np.testing.assert_array_equal(changed.margins, fresh.margins)
+    W[1] += 0.5  # in place: the digest differs, so does the cache entry
+    np.testing.assert_array_equal(compute_margins(X, W, b, True).margins, fresh.margins)
+    _check_against_reference(X, W, b, True)

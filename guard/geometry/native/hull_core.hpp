@@ -39,7 +39,7 @@ struct HullParams {
     double max_norm = 0;    // largest training-point norm
     int max_rounds = 100;   // full rounds per query
     int add_per_round = 64;
-    int pool_size = 2048;
+    int pool_size = 1024;
     int max_working = 256;
     int max_inner = 50;
     double time_budget_s = -1;  // <= 0: none
@@ -53,7 +53,6 @@ struct HullQuery {
     Wolfe qp;
     bool pool_is_sub = true;
     std::vector<int64_t> pool;  // training indices (when not the subsample), ascending
-    std::vector<float> pool32;  // their rows, gathered once per full round
     std::vector<double> p, g;   // hull point, q - p
     double up = INFINITY, lower = 0.0;
     int n_qp = 0, rounds = 0;
@@ -71,16 +70,7 @@ struct HullStream {
     int64_t n_pool = 0;              // points above pool_cut so far:
     std::vector<int64_t> pool;       // their indices, ascending (first n_pool entries)
     std::vector<float> pool_v;       // their values
-    std::vector<float> pool32;       // their rows
 };
-
-// Grow v to at least n elements (geometrically: buffers reused between blocks are initialised
-// once, not on every fill).
-template <typename T>
-inline T* room(std::vector<T>& v, size_t n) {
-    if (v.size() < n) v.resize(std::max(n, 2 * v.size()));
-    return v.data();
-}
 
 // Scratch memory reused between blocks (first-touch page faults of a fresh B x N buffer per
 // block cost as much as the scan).
@@ -88,6 +78,8 @@ struct HullWorkspace {
     std::vector<uint8_t> mark;  // N: membership in a working set
     std::vector<float> buf;     // B x N: a full round's products
     std::vector<float> sub;     // B x S: products with the subsample
+    std::vector<float> pool32;  // one query's pool rows (inner rounds)
+    std::vector<float> pool_v;  // their products
     std::vector<HullQuery> qs;  // per-query states (their buffers keep their capacity)
     std::vector<HullStream> streams;
     HullTimes times;
@@ -102,8 +94,8 @@ class HullBlock {
     HullBlock(const float* T, int64_t N, int d, const int64_t* sub, const float* sub32,
               const float* sub_sq, int64_t S, const HullParams& prm, const Blas& sgemm, Scan scan,
               HullWorkspace& ws)
-        : T_(T), N_(N), d_(d), sub_(sub), sub32_(sub32), sub_sq_(sub_sq), S_(S), prm_(prm),
-          qs(ws.qs), sgemm_(sgemm), scan_(std::move(scan)), mark_(ws.mark), buf_(ws.buf), V_(ws.sub), streams_(ws.streams), tm_(ws.times) {
+        : qs(ws.qs), T_(T), N_(N), d_(d), sub_(sub), sub32_(sub32), sub_sq_(sub_sq), S_(S), prm_(prm),
+          sgemm_(sgemm), scan_(std::move(scan)), mark_(ws.mark), buf_(ws.buf), V_(ws.sub), pool32_(ws.pool32), pool_v_(ws.pool_v), streams_(ws.streams), tm_(ws.times) {
         mark_.assign(N, 0);
     }
 
@@ -168,6 +160,9 @@ class HullBlock {
     std::vector<uint8_t>& mark_;  // scratch: membership in a working set (all 0 between uses)
     std::vector<float>& buf_;
     std::vector<float>& V_;
+    std::vector<float>& pool32_;
+    std::vector<float>& pool_v_;
+    std::vector<int> fresh_;  // scratch of add()
 
     const float* row(int64_t t) const { return T_ + t * d_; }
 
@@ -199,19 +194,22 @@ class HullBlock {
                                  [col](int64_t x, int64_t y) { return col[x] < col[y] || (col[x] == col[y] && x < y); });
             std::vector<int64_t> first(order.begin(), order.begin() + k0);
             std::sort(first.begin(), first.end());
-            for (int64_t s : first) append(st, sub_[s]);
+            for (int64_t s : first) append(st, sub_[s], sub32_ + s * d_);
         }
     }
 
-    void append(HullQuery& st, int64_t t) {
+    // Training point t (its row r: a copy in cache where there is one) joins the working set.
+    void append(HullQuery& st, int64_t t, const float* r) {
         st.ws.push_back(t);
         const size_t off = st.P.size();
         st.P.resize(off + d_);
-        const float* r = row(t);
+        double* out = st.P.data() + off;
+        const double* q = st.q.data();
         double n2 = 0.0;
+#pragma omp simd reduction(+ : n2)
         for (int k = 0; k < d_; ++k) {
-            const double v = static_cast<double>(r[k]) - st.q[k];
-            st.P[off + k] = v;
+            const double v = static_cast<double>(r[k]) - q[k];
+            out[k] = v;
             n2 += v * v;
         }
         st.Pn.push_back(n2);
@@ -236,11 +234,14 @@ class HullBlock {
         st.up = norm(st.g.data(), d_);
     }
 
-    // Add the (at most add_per_round) largest violators idx (training indices, values vals)
-    // not yet in the working set; false when there is none.
-    bool add(HullQuery& st, const std::vector<int64_t>& idx, const std::vector<float>& vals) {
+    // Add the (at most add_per_round) largest violators idx (training indices, values vals;
+    // their rows src, or nullptr: read from T) not yet in the working set; false when there is
+    // none.
+    bool add(HullQuery& st, const std::vector<int64_t>& idx, const std::vector<float>& vals,
+             const std::vector<const float*>* src = nullptr) {
         for (int64_t t : st.ws) mark_[t] = 1;
-        std::vector<int> fresh;
+        std::vector<int>& fresh = fresh_;
+        fresh.clear();
         for (size_t i = 0; i < idx.size(); ++i)
             if (!mark_[idx[i]]) fresh.push_back(static_cast<int>(i));
         for (int64_t t : st.ws) mark_[t] = 0;
@@ -272,24 +273,32 @@ class HullBlock {
             st.Pn.swap(Pn);
             st.qp.renumber(pos);
         }
-        for (int i : fresh) append(st, idx[i]);
+        for (int i : fresh) append(st, idx[i], src ? (*src)[i] : row(idx[i]));
         return true;
     }
 
-    // Inner rounds of every active query, in lock step so that the queries still searching the
-    // shared subsample share one GEMM per step.
+    // Aim at half the tolerance so that the full round usually certifies at once; below float32
+    // resolution every point that might violate is a candidate.
+    double inner_threshold(const HullQuery& st) const {
+        return dot(st.g.data(), st.q.data(), d_) - (1.0 - 0.5 * prm_.tol) * st.up * st.up -
+               2.0 * d_ * U32 * st.up * prm_.max_norm;
+    }
+
+    // Inner rounds of every active query: those still searching the shared subsample in lock
+    // step (they share one GEMM per step), then those with a pool of their own, one at a time.
     void inner(const std::vector<int>& active) {
-        std::vector<int> open;
+        std::vector<int> open, own;
         for (int a : active) {
             qs[a].inner_done = false;
-            open.push_back(a);
+            (qs[a].pool_is_sub ? open : own).push_back(a);
         }
-        std::vector<float> G32, g32(d_), pv;
+        std::vector<float> G32;
         std::vector<int64_t> idx;
         std::vector<float> vals;
+        std::vector<const float*> src;
         std::vector<double> thr(qs.size());
         for (int it = 0; it < prm_.max_inner && !open.empty(); ++it) {
-            std::vector<int> on_sub, own;
+            std::vector<int> on_sub;
             for (int a : open) {
                 HullQuery& st = qs[a];
                 Tic t1;
@@ -299,11 +308,8 @@ class HullBlock {
                     st.inner_done = true;
                     continue;
                 }
-                // aim at half the tolerance so that the full round usually certifies at once;
-                // below float32 resolution every point that might violate is a candidate
-                thr[a] = dot(st.g.data(), st.q.data(), d_) - (1.0 - 0.5 * prm_.tol) * st.up * st.up -
-                         2.0 * d_ * U32 * st.up * prm_.max_norm;
-                (st.pool_is_sub ? on_sub : own).push_back(a);
+                thr[a] = inner_threshold(st);
+                on_sub.push_back(a);
             }
             Tic t2;
             if (!on_sub.empty()) {
@@ -318,21 +324,12 @@ class HullBlock {
                     const float* v = V_.data() + static_cast<int64_t>(i) * S_;
                     idx.clear();
                     vals.clear();
+                    src.clear();
                     for (int64_t s = 0; s < S_; ++s)
-                        if (v[s] > thr[on_sub[i]]) idx.push_back(sub_[s]), vals.push_back(v[s]);
-                    if (idx.empty() || !add(st, idx, vals)) st.inner_done = true;
+                        if (v[s] > thr[on_sub[i]])
+                            idx.push_back(sub_[s]), vals.push_back(v[s]), src.push_back(sub32_ + s * d_);
+                    if (idx.empty() || !add(st, idx, vals, &src)) st.inner_done = true;
                 }
-            }
-            for (int a : own) {
-                HullQuery& st = qs[a];
-                for (int k = 0; k < d_; ++k) g32[k] = static_cast<float>(st.g[k]);
-                idx.clear();
-                vals.clear();
-                pv.resize(st.pool.size());
-                rows_dot(st.pool32.data(), static_cast<int64_t>(st.pool.size()), d_, g32.data(), pv.data());
-                for (size_t s = 0; s < st.pool.size(); ++s)
-                    if (pv[s] > thr[a]) idx.push_back(st.pool[s]), vals.push_back(pv[s]);
-                if (idx.empty() || !add(st, idx, vals)) st.inner_done = true;
             }
             tm_.pool += t2.lap();
             std::vector<int> still;
@@ -340,13 +337,47 @@ class HullBlock {
                 if (!qs[a].inner_done) still.push_back(a);
             open.swap(still);
         }
+        for (int a : own) inner_own(qs[a], idx, vals, src);
+    }
+
+    // Inner rounds of one query on the pool its last full round found. The pool's rows are
+    // gathered once into scratch shared by all queries (it stays in cache for the query's
+    // rounds; per-query copies made while streaming cost more than the whole pool search).
+    void inner_own(HullQuery& st, std::vector<int64_t>& idx, std::vector<float>& vals,
+                   std::vector<const float*>& src) {
+        Tic t0;
+        const int64_t np = static_cast<int64_t>(st.pool.size());
+        float* rows = room(pool32_, static_cast<size_t>(np) * d_);
+        gather_rows(T_, st.pool.data(), np, d_, rows);
+        float* pv = room(pool_v_, static_cast<size_t>(np));
+        std::vector<float> g32(d_);
+        tm_.pool += t0.lap();
+        for (int it = 0; it < prm_.max_inner; ++it) {
+            solve(st);
+            tm_.qp += t0.lap();
+            if (st.up <= 1e-6 * prm_.atol || it == prm_.max_inner - 1) break;
+            const double thr = inner_threshold(st);
+            for (int k = 0; k < d_; ++k) g32[k] = static_cast<float>(st.g[k]);
+            rows_dot(rows, np, d_, g32.data(), pv);
+            idx.clear();
+            vals.clear();
+            src.clear();
+            for (int64_t s = 0; s < np; ++s)
+                if (pv[s] > thr) idx.push_back(st.pool[s]), vals.push_back(pv[s]), src.push_back(rows + s * d_);
+            const bool added = !idx.empty() && add(st, idx, vals, &src);
+            tm_.pool += t0.lap();
+            if (!added) break;
+        }
+        st.inner_done = true;
     }
 
     // ---------------------------------------------------------------- full rounds, streamed
     // A full round reads the N training rows in blocks: one GEMM per block for every open query
     // (its products stay in cache), then per query a running float32 maximum with the points
     // that could still hold the true maximum (certificate), and the points above an estimated
-    // pool cut (the next pool, copied while their rows are in cache).
+    // pool cut (the next pool: indices only; inner_own gathers its rows once per query into
+    // scratch that stays in cache: copying up to 2 pool_size rows per query while streaming
+    // wrote tens of MB per round at batch 64, more than the scan reads).
     std::vector<HullStream>& streams_;
     HullTimes& tm_;
     std::vector<int64_t> hits_;
@@ -381,12 +412,10 @@ class HullBlock {
             const int64_t had = s.n_pool;
             int64_t* pi = room(s.pool, had + k) + had;
             float* pv = room(s.pool_v, had + k) + had;
-            float* dst = room(s.pool32, (had + k) * d_) + had * d_;
             for (int64_t i = 0; i < k; ++i) {
                 const int64_t j = hits_[i];
                 pi[i] = base + j;
                 pv[i] = v[j];
-                std::memcpy(dst + i * d_, row(base + j), sizeof(float) * d_);
             }
             s.n_pool = had + k;
         }
@@ -502,12 +531,10 @@ class HullBlock {
                     const size_t o = static_cast<size_t>(order[j]);
                     s.pool[j] = s.pool[o];
                     s.pool_v[j] = s.pool_v[o];
-                    if (o != j) std::memcpy(&s.pool32[j * d_], &s.pool32[o * d_], sizeof(float) * d_);
                 }
                 np = static_cast<int64_t>(order.size());
             }
             st.pool.assign(s.pool.begin(), s.pool.begin() + np);
-            st.pool32.swap(s.pool32);  // (both buffers keep their capacity)
             const float* pool_v = s.pool_v.data();
             const double gp = dot(st.g.data(), st.p.data(), d_);
             idx.clear();

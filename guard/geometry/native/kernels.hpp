@@ -64,6 +64,14 @@ inline void rows_times_rows64(dgemm_t dgemm, const double* A, int m, const doubl
     dgemm("T", "N", &m, &n, &k, &one, A, &k, B, &k, &zero, C, &m);
 }
 
+// Grow v to at least n elements (geometrically: buffers reused between blocks are initialised
+// once, not on every fill).
+template <typename T>
+inline T* room(std::vector<T>& v, size_t n) {
+    if (v.size() < n) v.resize(std::max(n, 2 * v.size()));
+    return v.data();
+}
+
 GUARD_CLONES inline double dot(const double* a, const double* b, int n) {
     double s = 0.0;
 #pragma omp simd reduction(+ : s)
@@ -98,38 +106,115 @@ GUARD_CLONES inline void axpy_f(double a, const float* x, double* y, int n) {
 
 inline double norm(const double* a, int n) { return std::sqrt(dot(a, a, n)); }
 
+// Eight running maxima: GCC does not vectorise an `omp simd reduction(max)` of std::max (it
+// ran one value per instruction); the lane-wise `v > m ? v : m` (std::max's own semantics) is one
+// vmaxps per eight values.
 GUARD_CLONES inline float max_of(const float* v, int64_t n) {
-    float m = -INFINITY;
-#pragma omp simd reduction(max : m)
-    for (int64_t i = 0; i < n; ++i) m = std::max(m, v[i]);
-    return m;
+    float m[8];
+    for (int j = 0; j < 8; ++j) m[j] = -INFINITY;
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+#pragma omp simd
+        for (int j = 0; j < 8; ++j) m[j] = v[i + j] > m[j] ? v[i + j] : m[j];
+    float r = -INFINITY;
+    for (int j = 0; j < 8; ++j) r = m[j] > r ? m[j] : r;
+    for (; i < n; ++i) r = v[i] > r ? v[i] : r;
+    return r;
+}
+
+// Position of the lowest set bit of m (m != 0).
+inline int lowest_bit(unsigned m) {
+#if defined(__GNUC__) || defined(__clang__)
+    return __builtin_ctz(m);
+#else
+    int i = 0;
+    for (; !(m & 1u); m >>= 1) ++i;
+    return i;
+#endif
 }
 
 // Positions i (< n) with v[i] >= cut, written to out (room for n); returns how many. Groups of
-// 16 values are tested at once (vectorised), so a sparse hit pattern costs little more than
-// reading v.
+// 16 values are compared at once (vectorised) into a bit mask whose set bits are then listed, so
+// a group costs one step per hit rather than sixteen.
 GUARD_CLONES inline int64_t at_least(const float* v, int64_t n, float cut, int64_t* out) {
     int64_t k = 0, i = 0;
     for (; i + 16 <= n; i += 16) {
-        int any = 0;
-#pragma omp simd reduction(| : any)
-        for (int j = 0; j < 16; ++j) any |= (v[i + j] >= cut);
-        if (any)
-            for (int j = 0; j < 16; ++j) out[k] = i + j, k += (v[i + j] >= cut);
+        unsigned mask = 0;
+#pragma omp simd reduction(| : mask)
+        for (int j = 0; j < 16; ++j) mask |= static_cast<unsigned>(v[i + j] >= cut) << j;
+        while (mask) {
+            out[k++] = i + lowest_bit(mask);
+            mask &= mask - 1;
+        }
     }
     for (; i < n; ++i) out[k] = i, k += (v[i] >= cut);
     return k;
 }
 
-// out[r] = rows[r] . x (float32) for the n rows (n x d, row-major).
-GUARD_CLONES inline void rows_dot(const float* rows, int64_t n, int d, const float* x, float* out) {
-    for (int64_t r = 0; r < n; ++r) {
-        const float* a = rows + r * d;
-        float s = 0.0f;
-#pragma omp simd reduction(+ : s)
-        for (int k = 0; k < d; ++k) s += a[k] * x[k];
-        out[r] = s;
+// Positions i (< n) with lo <= v[i] <= hi, written to out (room for n); returns how many (as
+// at_least).
+GUARD_CLONES inline int64_t in_band(const float* v, int64_t n, float lo, float hi, int64_t* out) {
+    int64_t k = 0, i = 0;
+    for (; i + 16 <= n; i += 16) {
+        unsigned mask = 0;
+#pragma omp simd reduction(| : mask)
+        for (int j = 0; j < 16; ++j)
+            mask |= static_cast<unsigned>((v[i + j] >= lo) & (v[i + j] <= hi)) << j;
+        while (mask) {
+            out[k++] = i + lowest_bit(mask);
+            mask &= mask - 1;
+        }
     }
+    for (; i < n; ++i) out[k] = i, k += (v[i] >= lo) & (v[i] <= hi);
+    return k;
+}
+
+// out[r] = rows[r] . x (float32) for the n rows (n x d, row-major), four rows at a time so
+// that each load of x serves four rows.
+GUARD_CLONES inline void rows_dot(const float* rows, int64_t n, int d, const float* x, float* out) {
+    int64_t r = 0;
+    for (; r + 4 <= n; r += 4) {
+        const float* a0 = rows + r * d;
+        const float* a1 = a0 + d;
+        const float* a2 = a1 + d;
+        const float* a3 = a2 + d;
+        float s0 = 0.0f, s1 = 0.0f, s2 = 0.0f, s3 = 0.0f;
+#pragma omp simd reduction(+ : s0, s1, s2, s3)
+        for (int k = 0; k < d; ++k) {
+            s0 += a0[k] * x[k];
+            s1 += a1[k] * x[k];
+            s2 += a2[k] * x[k];
+            s3 += a3[k] * x[k];
+        }
+        out[r] = s0, out[r + 1] = s1, out[r + 2] = s2, out[r + 3] = s3;
+    }
+    for (; r < n; ++r) out[r] = dot_ff(rows + r * d, x, d);
+}
+
+// out (n x d) = the rows idx (n) of T (row-major, d columns).
+inline void gather_rows(const float* T, const int64_t* idx, int64_t n, int d, float* out) {
+    for (int64_t j = 0; j < n; ++j) std::memcpy(out + j * d, T + idx[j] * d, sizeof(float) * d);
+}
+
+// out[r] = P[r] . x (float64) for the m rows of P (m x d, row-major), four rows at a time.
+GUARD_CLONES inline void rows_dot64(const double* P, int m, int d, const double* x, double* out) {
+    int r = 0;
+    for (; r + 4 <= m; r += 4) {
+        const double* a0 = P + static_cast<int64_t>(r) * d;
+        const double* a1 = a0 + d;
+        const double* a2 = a1 + d;
+        const double* a3 = a2 + d;
+        double s0 = 0.0, s1 = 0.0, s2 = 0.0, s3 = 0.0;
+#pragma omp simd reduction(+ : s0, s1, s2, s3)
+        for (int k = 0; k < d; ++k) {
+            s0 += a0[k] * x[k];
+            s1 += a1[k] * x[k];
+            s2 += a2[k] * x[k];
+            s3 += a3[k] * x[k];
+        }
+        out[r] = s0, out[r + 1] = s1, out[r + 2] = s2, out[r + 3] = s3;
+    }
+    for (; r < m; ++r) out[r] = dot(P + static_cast<int64_t>(r) * d, x, d);
 }
 
 // Indices of the m largest entries of v (n), unordered; fewer when fewer exceed `floor`.

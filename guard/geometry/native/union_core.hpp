@@ -32,6 +32,28 @@ struct UnionOut {
     int64_t* best;
 };
 
+// The float32 pass of UnionScan::block over n balls: V (products q.t) becomes the slacks
+// r - |q - t|, vb the values v ~ r^2 - |q - t|^2; returns how many have v > e32 (inside for
+// sure).
+GUARD_CLONES inline int64_t ball_slacks(float* V, int64_t n, const float* off, const float* r2_32,
+                                        const float* r32, float e32, float qn, float* vb) {
+    int64_t c = 0;
+#pragma omp simd reduction(+ : c)
+    for (int64_t j = 0; j < n; ++j) {
+        float v = V[j] * 2.0f;
+        v = v + off[j];
+        v = v - qn;
+        vb[j] = v;
+        c += v > e32;
+        // slack r - |q - t| in float32 (-inf for huge balls: off32 = -inf)
+        float w = r2_32[j] - v;
+        w = w > 0.0f ? w : 0.0f;
+        w = std::sqrt(w);
+        V[j] = r32[j] - w;
+    }
+    return c;
+}
+
 class UnionScan {
   public:
     UnionScan(const UnionData& u, const Blas& blas) : u_(u), blas_(blas) {}
@@ -48,6 +70,8 @@ class UnionScan {
     UnionData u_;
     Blas blas_;
     std::vector<float> buf_;
+    std::vector<float> vbuf_;     // one query's float32 values of r^2 - |q - t|^2 (a block)
+    std::vector<int64_t> hits_;   // positions in a block
 
     double d2(const double* q, int64_t t) const {
         const float* x = u_.T + t * u_.d;
@@ -57,6 +81,23 @@ class UnionScan {
             s += e * e;
         }
         return s;
+    }
+
+    // One query's products V (n values, rows t0..t0+n-1) -> their float32 slacks (in place);
+    // returns how many of the balls hold the query. Vectorised: every row in float32 first,
+    // then the few whose float32 verdict the rounding could flip (|v| <= e32) in float64.
+    int64_t block(float* V, int64_t n, int64_t t0, float e32, float qn, const double* q) {
+        float* vb = room(vbuf_, static_cast<size_t>(n));
+        const float* off = u_.off32 + t0;
+        const float* r2_32 = u_.r2_32 + t0;
+        const float* r32 = u_.r32 + t0;
+        int64_t c = ball_slacks(V, n, off, r2_32, r32, e32, qn, vb);
+        const int64_t k = in_band(vb, n, -e32, e32, room(hits_, static_cast<size_t>(n)));
+        for (int64_t h = 0; h < k; ++h) {  // the rounding could flip these: float64
+            const int64_t t = t0 + hits_[h];
+            c += u_.r2[t] > d2(q, t);
+        }
+        return c;
     }
 
     void chunk(const float* Q, int nq, UnionOut out, int64_t base) {
@@ -90,34 +131,18 @@ class UnionScan {
             rows_times_rows(blas_, u_.T + t0 * d, static_cast<int>(n), Q, nq, d, buf_.data());
             for (int i = 0; i < nq; ++i) {
                 float* V = buf_.data() + static_cast<int64_t>(i) * n;
-                const float e32 = err32[i], qn = qn32[i];
-                int64_t c = 0;
-                float bm = -INFINITY;
-                for (int64_t j = 0; j < n; ++j) {
-                    const int64_t t = t0 + j;
-                    float v = V[j] * 2.0f;
-                    v = v + u_.off32[t];
-                    v = v - qn;
-                    bool in = v > e32;
-                    if (!in && v >= -e32)  // the rounding could flip it: float64
-                        in = u_.r2[t] > d2(&q64[static_cast<size_t>(i) * d], t);
-                    c += in;
-                    // slack r - |q - t| in float32 (-inf for huge balls: off32 = -inf)
-                    float w = u_.r2_32[t] - v;
-                    w = w > 0.0f ? w : 0.0f;
-                    w = std::sqrt(w);
-                    w = u_.r32[t] - w;
-                    V[j] = w;
-                    bm = std::max(bm, w);
-                }
+                const int64_t c = block(V, n, t0, err32[i], qn32[i], &q64[static_cast<size_t>(i) * d]);
                 count[i] += c;
+                const float bm = max_of(V, n);
                 if (bm > top[i]) {
                     top[i] = bm;
                     cut[i] = static_cast<float>(static_cast<double>(bm) - tol(i, bm));
                 }
-                if (bm >= cut[i])
-                    for (int64_t j = 0; j < n; ++j)
-                        if (V[j] >= cut[i]) cand[i].push_back(t0 + j), cand_v[i].push_back(V[j]);
+                if (bm >= cut[i]) {
+                    const int64_t k = at_least(V, n, cut[i], hits_.data());
+                    for (int64_t h = 0; h < k; ++h)
+                        cand[i].push_back(t0 + hits_[h]), cand_v[i].push_back(V[hits_[h]]);
+                }
             }
         }
         for (int i = 0; i < nq; ++i) {

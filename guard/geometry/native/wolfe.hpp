@@ -59,16 +59,17 @@ class Wolfe {
         set_x(P);
         const int max_major = 4 * (m + d) + 50;
         int major = 0;
-        std::vector<double> b, r;
+        std::vector<double>& b = b_;
+        std::vector<double>& r = r_;
         for (; major < max_major; ++major) {
             // pricing: the point most opposite to x
             const double xx = dot(x.data(), x.data(), d);
             int j = -1;
             double best = INFINITY;
-            for (int i = 0; i < m; ++i) {
-                const double v = dot(x.data(), P + static_cast<int64_t>(i) * d, d);
-                if (v < best) best = v, j = i;
-            }
+            px.resize(m);
+            rows_dot64(P, m, d, x.data(), px.data());
+            for (int i = 0; i < m; ++i)
+                if (px[i] < best) best = px[i], j = i;
             if (j < 0 || xx - best <= 1e-12 * pmax) break;  // optimal
             if (std::find(corral.begin(), corral.end(), j) != corral.end()) break;
             // j joins: new column [r; rho] of R with R^T r = 1 + P_C P_j
@@ -95,6 +96,8 @@ class Wolfe {
 
   private:
     std::vector<double> R;  // column-major n_cap x n_cap, upper triangular
+    std::vector<double> px;  // scratch: P x
+    std::vector<double> b_, r_, ones_, z_, u_;  // scratch of solve() and minor()
     int n_cap = 0;
 
     double& at(int i, int j) { return R[static_cast<size_t>(j) * n_cap + i]; }
@@ -155,7 +158,9 @@ class Wolfe {
     // Minor cycles: move to the affine minimiser of the corral, dropping points whose weight
     // would turn negative. False when no progress is possible (numerically optimal).
     bool minor(const double* P) {
-        std::vector<double> ones, z, u;
+        std::vector<double>& ones = ones_;
+        std::vector<double>& z = z_;
+        std::vector<double>& u = u_;
         for (int guard_it = 0; guard_it < 1000; ++guard_it) {
             const int n = static_cast<int>(corral.size());
             ones.assign(n, 1.0);
