@@ -72,6 +72,17 @@ def add_head_outputs(proto: onnx.ModelProto, head: AffineHead, elem: int) -> Non
             proto.graph.output.append(onnx.helper.make_tensor_value_info(name, elem, None))
 
 
+def _session_options() -> ort.SessionOptions:
+    """onnxruntime's options for the guarded model: its intra-op threads sleep when a run ends
+    instead of spin-waiting for the next one. The guard computes the geometry on the same cores
+    right after every model run, and spinning threads took half of them: served on 2 cores
+    (1 image per request, 16 in flight, the default artifact) guard-on throughput rose 1.7x
+    (75 -> 130 images/s) and guard-off 1.4x (470 -> 665) with spinning off."""
+    opts = ort.SessionOptions()
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return opts
+
+
 class OnnxClassifier:
     """An ONNX classifier run through onnxruntime with its penultimate features exposed.
 
@@ -128,7 +139,9 @@ class OnnxClassifier:
         add_head_outputs(proto, self.head, elem or onnx.TensorProto.FLOAT)
         self.providers = providers or available_providers()
         try:
-            self.session = ort.InferenceSession(proto.SerializeToString(), providers=self.providers)
+            self.session = ort.InferenceSession(
+                proto.SerializeToString(), sess_options=_session_options(), providers=self.providers
+            )
         except Exception as exc:  # noqa: BLE001
             raise ModelError(f"onnxruntime cannot load the model: {exc}") from None
 

@@ -251,3 +251,11 @@ def test_check_affine_detects_tampered_bias(x: np.ndarray) -> None:
     clf.b = clf.b + 1.0
     with pytest.raises(ModelError):
         clf.check_affine(logits, feats)
+
+
+def test_intra_op_threads_do_not_spin() -> None:
+    """The geometry runs on the same cores right after the model: onnxruntime's threads must
+    sleep when a run ends, not spin-wait (see ``guard.model.onnx._session_options``)."""
+    clf = OnnxClassifier(ob.gemm_transb1(seed=1).data)
+    opts = clf.session.get_session_options()
+    assert opts.get_session_config_entry("session.intra_op.allow_spinning") == "0"
