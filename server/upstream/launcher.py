@@ -115,7 +115,8 @@ class TritonHost:
         self._ready = ready = threading.Event()
         proc = self.proc
 
-        def read() -> None:  # READY once the models are loaded; the rest to the log
+        def read() -> None:  # READY once the models are loaded (the only line on stdout: see
+            # pytriton_host.py; tritonserver's log goes to stderr, the log file)
             assert proc.stdout is not None
             for line in proc.stdout:
                 if line.strip() == "READY":

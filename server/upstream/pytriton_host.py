@@ -15,8 +15,9 @@ nothing of ``guard`` or ``server``::
 
 ``--model NAME=ALT`` serves ``REPO/NAME`` as NAME, but once the file ``--switch-file`` exists it
 answers with ``REPO/ALT``'s graph instead: a model replaced behind the proxy without a restart
-(what the per-batch check must catch). Prints ``READY`` on stdout once every model is loaded;
-stops on SIGTERM / SIGINT.
+(what the per-batch check must catch). Prints ``READY`` on stdout once every model is loaded,
+and nothing else there (tritonserver's log and everything else go to stderr); stops on SIGTERM /
+SIGINT.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ import signal
 import sys
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import numpy as np
 import onnxruntime as ort
@@ -90,6 +91,17 @@ def make_infer(entry: Path, alt: Path | None, switch: Path | None, config: Any) 
     return infer
 
 
+def _ready_channel() -> TextIO:
+    """The parent's stdout pipe, kept for the READY line alone; this process's fd 1 then points
+    at stderr, so tritonserver (which inherits it and logs there) and everything else printed go
+    to the log. On one shared pipe a log line written at the same moment once split the READY
+    line ("...successfully loaded 'sREADY"), and the parent never saw it."""
+    sys.stdout.flush()
+    ready = os.fdopen(os.dup(1), "w")
+    os.dup2(2, 1)
+    return ready
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--repo", required=True, help="model repository from guard export triton")
@@ -107,6 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--metrics-port", type=int, default=8002)
     p.add_argument("--host", default="127.0.0.1")
     args = p.parse_args(argv)
+    ready = _ready_channel()
     logging.basicConfig(level=logging.WARNING)
     repo = Path(args.repo)
     specs = args.model or sorted(d.name for d in repo.iterdir() if (d / "config.pbtxt").is_file())
@@ -144,8 +157,8 @@ def main(argv: list[str] | None = None) -> int:
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: stop.set())
         triton.run()  # started in the background; models loaded
-        sys.stdout.write("READY\n")  # the parent waits for this line
-        sys.stdout.flush()
+        ready.write("READY\n")  # the parent waits for this line
+        ready.flush()
         stop.wait()
     return 0
 
