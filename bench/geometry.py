@@ -19,8 +19,13 @@ the process (``time.process_time``: on a shared machine it counts only this proc
 * exact ``d_min`` at 1,000 classes x 2,048 features per sample, one sample per call and 64 per
   call (as fit's ``training_radii`` calls it) (and, as the previous version's floor, the
   all-pairs feasibility step it spent its time in);
+* threads: wall time of ``Guard.score_features`` with ``n_jobs=1`` and ``n_jobs=-1`` (the two
+  hulls, the margins and the union side by side, :mod:`guard.concurrency`) on the same batches
+  of 1, 16 and 64, alternating (wall time, not CPU time: the point is using more cores);
 * served throughput guard on / off per artifact: ``python -m bench.serve --quick`` as a
-  subprocess (the same tritonclient benchmark as bench/results/serve.md), its summary parsed.
+  subprocess (the same tritonclient benchmark as bench/results/serve.md), its summary parsed;
+  run twice, the guard-ON server on every core (its default) and then on one geometry thread
+  (``--geometry-threads 1``).
 """
 
 from __future__ import annotations
@@ -292,9 +297,50 @@ def pool_rows(artifact: str, repeats: int) -> tuple[list[dict], dict]:
     return rows, summary
 
 
-def served_rows(artifacts: list[str], quick: bool) -> tuple[list[dict], dict]:
+def threads_rows(artifact: str, repeats: int) -> tuple[list[dict], dict]:
+    """Wall time of ``Guard.score_features`` with ``n_jobs=1`` and ``n_jobs=-1`` (every core:
+    the hulls, margins and union side by side), alternating on the same batches."""
+    from guard import load_artifact
+    from guard.concurrency import available_cores
+
+    g = load_artifact(artifact)
+    _ = g.regions_
+    F = test_features(g, 64 * repeats).astype(np.float32)
     rows, summary = [], {}
-    for art in artifacts:
+    for B in (1, 16, 64):
+        batches = [F[i * B : (i + 1) * B] for i in range(max(repeats, 64 * repeats // B // 4))]
+        t: dict[int, list[float]] = {1: [], -1: []}
+        for n_jobs in t:  # warm-up
+            g.n_jobs = n_jobs
+            g.score_features(batches[0])
+        for Fb in batches:
+            for n_jobs in t:
+                g.n_jobs = n_jobs
+                t0 = time.perf_counter()
+                g.score_features(Fb)
+                t[n_jobs].append((time.perf_counter() - t0) * 1e3 / B)
+        one, every = stats(t[1]), stats(t[-1])
+        speedup = stats(a / b for a, b in zip(t[1], t[-1]))
+        rows.append(
+            {
+                "batch": B,
+                "n_jobs=1 ms/image (wall)": one,
+                f"n_jobs=-1 ({available_cores()} cores) ms/image (wall)": every,
+                "speed-up (same batches)": speedup,
+            }
+        )
+        summary[f"score_features wall, batch {B}: n_jobs=1 / n_jobs=-1"] = speedup
+    g.n_jobs = 1
+    return rows, summary
+
+
+def served_rows(artifacts: list[str], quick: bool) -> tuple[list[dict], dict]:
+    """``bench.serve --quick`` per artifact, the guard-ON server on every core (its default)
+    and on one geometry thread, one after the other."""
+    rows, summary = [], {}
+    runs = [(art, threads) for art in artifacts for threads in (None, 1)]
+    on_rate: dict[tuple[str, int | None], float] = {}
+    for art, threads in runs:
         with tempfile.TemporaryDirectory() as out:
             cmd = [
                 sys.executable,
@@ -311,6 +357,8 @@ def served_rows(artifacts: list[str], quick: bool) -> tuple[list[dict], dict]:
             ]
             if quick:
                 cmd += ["--request-batch", "8"]
+            if threads is not None:
+                cmd += ["--geometry-threads", str(threads)]
             env = {k: v for k, v in os.environ.items() if not k.endswith("_NUM_THREADS")}
             res = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
             if res.returncode != 0:
@@ -319,15 +367,27 @@ def served_rows(artifacts: list[str], quick: bool) -> tuple[list[dict], dict]:
             doc = json.loads((Path(out) / "serve.json").read_text())
         s = doc["summary"]
         name = Path(art).name
+        label = "every core" if threads is None else f"{threads} thread"
         target = TARGET_SERVED["resnet20" if "resnet20" in name else "fmnist_resnet"]
         for key, value in s.items():
             if "ratio ON/OFF there" in key or "peak ON / peak OFF" in key or "best guard-ON" in key:
-                rows.append({"artifact": name, "measure": key, "value": value})
-        best = max(
-            (v["median"] if isinstance(v, dict) else float(v))
+                rows.append(
+                    {"artifact": name, "geometry threads": label, "measure": key, "value": value}
+                )
+        ratios = {
+            k: (v["median"] if isinstance(v, dict) else float(v))
             for k, v in s.items()
             if "ratio ON/OFF there" in k
-        )
+        }
+        best = max(ratios.values())
+        on_rate[(art, threads)] = best
+        if threads is not None:  # the comparison run: its ratio, and the default's over it
+            summary[f"served {name}, {label}: best ratio guard-on / guard-off"] = best
+            if (art, None) in on_rate:
+                summary[f"served {name}: ratio with every core / with {label}"] = (
+                    on_rate[(art, None)] / best
+                )
+            continue
         summary[f"served {name}: best ratio guard-on / guard-off"] = best
         summary[f"served {name}: target >= {target}"] = (
             f"met ({best:.3f})"
@@ -366,6 +426,10 @@ def main(argv: list[str] | None = None) -> int:
     print(json.dumps(s, indent=1, default=str), flush=True)
     r, s = pool_rows(args.artifact, repeats=3 if q else 8)
     sections["Hull pool size (HullConfig.pool_size), batch 64"] = r
+    summary.update(s)
+    print(json.dumps(s, indent=1, default=str), flush=True)
+    r, s = threads_rows(args.artifact, repeats=3 if q else 8)
+    sections["Threads: Guard.score_features wall time, n_jobs=1 vs every core"] = r
     summary.update(s)
     print(json.dumps(s, indent=1, default=str), flush=True)
     r, s = dmin_rows(4 if q else 12, per_call=16 if q else 64)

@@ -103,6 +103,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="server settings MAXBATCHxDELAYMS, comma separated (default "
         "8x1,8x5,64x1,64x5; quick: 64x1)",
     )
+    p.add_argument(
+        "--geometry-threads",
+        type=int,
+        help="the guard-ON server's --geometry-threads (default: the server's, every core)",
+    )
     p.add_argument("--repeats", type=int, default=3, help="repeats of every measurement (3)")
     p.add_argument("--min-warmup-s", type=float, default=0.2)
     p.add_argument(
@@ -427,6 +432,11 @@ def run(args: argparse.Namespace) -> dict:
                 max_batch_size=mb,
                 max_queue_delay_ms=delay,
                 model_name=model,
+                extra=(
+                    []
+                    if args.geometry_threads is None
+                    else ["--geometry-threads", str(args.geometry_threads)]
+                ),
             ),
             "off": ServerProc(
                 artifact,

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from .calibrate import Thresholds, calibrate
+from .concurrency import run_tasks
 from .decide import decide
 from .detectors import CombinedScore, Evidence
 from .detectors.sphere import to_sphere
@@ -32,8 +33,8 @@ from .types import Decisions, Scores
 
 # Radii of balls whose class borders no other class get this finite stand-in for inf.
 _BIG_RADIUS = 1e18
-# The constructor's settings: stored in the fitted state (``progress`` and ``device`` are
-# run-time choices of whoever loads it, not part of it).
+# The constructor's settings: stored in the fitted state (``progress``, ``device`` and
+# ``n_jobs`` are run-time choices of whoever loads it, not part of it).
 _PARAMS = (
     "nonneg",
     "hull_k",
@@ -135,6 +136,10 @@ class Guard:
         seed: seed of the calibration split.
         device: where the hull and union scans run: ``auto`` (a CUDA GPU through torch when
             present, else the CPU), ``cpu`` or ``cuda`` (:mod:`guard.geometry.accel`).
+        n_jobs: threads :meth:`score_features` runs its independent parts on (the raw hull,
+            the spherical hull, the margins and the union; more than 4 gain nothing): 1 = the
+            caller's thread only, -1 = every available core (:mod:`guard.concurrency`). The
+            results do not depend on it.
     """
 
     # Fitted attributes that may be None (the rest are set by fit / from_state, see the docs).
@@ -163,6 +168,7 @@ class Guard:
         seed: int = 0,
         ood: bool = True,
         device: str = "auto",
+        n_jobs: int = 1,
     ) -> None:
         self.nonneg = nonneg
         self.hull_k = hull_k
@@ -178,6 +184,7 @@ class Guard:
         self.seed = seed
         self.ood = ood
         self.device = device
+        self.n_jobs = n_jobs
         self._regions: UnionOfBalls | None = None  # built on first use (see ``regions_``)
 
     def get_params(self) -> dict[str, Any]:
@@ -383,9 +390,10 @@ class Guard:
         *,
         progress: bool = False,
         device: str = "auto",
+        n_jobs: int = 1,
     ) -> Guard:
         """The guard :meth:`to_state` described, scoring with ``model`` (``None``: features
-        only); ``progress`` and ``device`` are this process's run-time choices.
+        only); ``progress``, ``device`` and ``n_jobs`` are this process's run-time choices.
 
         Raises:
             InputError: (one line) if the state is not exactly what :meth:`to_state` writes
@@ -394,7 +402,7 @@ class Guard:
         """
         check_state(state)
         a, fit = state.arrays, state.fitted
-        guard = cls(**state.params, progress=progress, device=device)
+        guard = cls(**state.params, progress=progress, device=device, n_jobs=n_jobs)
         guard.W_, guard.b_ = a["W"], a["b"]
         guard.radii_, guard.train_pred_ = a["radii"], a["train_pred"]
         guard.train_index_, guard.train_labels_ = a["train_index"], a.get("train_labels")
@@ -515,10 +523,17 @@ class Guard:
             raise InputError("features contain NaN or Inf")
         if logits is None:
             logits = (F.astype(np.float64) @ self.W_.T + self.b_).astype(np.float32)
-        m = compute_margins(F, self.W_, self.b_, self.nonneg_, progress=self.progress)
-        h = self.hull_.query(F, top_support=self.top_support, progress=self.progress)
-        sph = self.sphere_.query(to_sphere(F), top_support=0, progress=self.progress)
-        r = self.regions_.query(F)
+        regions = self.regions_  # (built on first use: here, not in a worker thread)
+        # independent parts, the most expensive first (the order threads take them in)
+        h, sph, m, r = run_tasks(
+            [
+                lambda: self.hull_.query(F, top_support=self.top_support, progress=self.progress),
+                lambda: self.sphere_.query(to_sphere(F), top_support=0, progress=self.progress),
+                lambda: compute_margins(F, self.W_, self.b_, self.nonneg_, progress=self.progress),
+                lambda: regions.query(F),
+            ],
+            self.n_jobs,
+        )
         ood_score = p_value = np.full(len(F), np.nan)
         ood = self.ood_
         if ood is not None:

@@ -65,11 +65,18 @@ class GuardServer:
         self.auth = token_auth(s)
         if guard is None:
             self.model = ServedModel.load(
-                s.artifact, name=s.model_name, device=s.device, geometry=s.geometry
+                s.artifact,
+                name=s.model_name,
+                device=s.device,
+                geometry=s.geometry,
+                threads=s.geometry_threads,
             )
         else:
             self.model = ServedModel(
-                guard, model_name or s.model_name or "model", geometry=s.geometry
+                guard,
+                model_name or s.model_name or "model",
+                geometry=s.geometry,
+                threads=s.geometry_threads,
             )
         self.metrics = Metrics()
         #: Upstream mode: the model server's client and the monitor of its state (else None).
@@ -218,7 +225,13 @@ class GuardServer:
         Runs in a worker thread."""
         s = self.settings
         path = artifact or s.artifact
-        return ServedModel.load(path, name=self.model_name, device=s.device, geometry=s.geometry)
+        return ServedModel.load(
+            path,
+            name=self.model_name,
+            device=s.device,
+            geometry=s.geometry,
+            threads=s.geometry_threads,
+        )
 
     async def reload(self, artifact: str | None = None) -> int | None:
         """Reload (SIGHUP, watch): the new version, or None when refused (logged, counted)."""

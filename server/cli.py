@@ -57,6 +57,11 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
         choices=["auto", "cpu", "cuda"],
         help="where the geometry's scans run (auto: a CUDA GPU when present)",
     )
+    p.add_argument(
+        "--geometry-threads",
+        type=int,
+        help="threads one batch's geometry runs on (default -1: every core; 1: one thread)",
+    )
     p.add_argument("--grace-s", type=float, help="seconds in-flight requests get on SIGTERM")
     p.add_argument(
         "--watch",

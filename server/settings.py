@@ -52,6 +52,10 @@ class Settings:
     """False serves the bare model (logits and prediction only): the 'guard off' baseline."""
     device: str = "auto"
     """Where the geometry's scans run: auto (a CUDA GPU through torch when present), cpu, cuda."""
+    geometry_threads: int = -1
+    """Threads one batch's geometry runs on (its raw hull, spherical hull, margins and union run
+    side by side; more than 4 gain nothing): -1 = every core the process may use, 1 = the batch
+    worker alone. Answers do not depend on it."""
     grace_s: float = 10.0
     """On SIGTERM: seconds in-flight requests get to finish."""
     watch: bool = False
@@ -115,6 +119,8 @@ class Settings:
             raise InputError("max_images_per_request must be >= 1")
         if self.max_message_bytes < 1024:
             raise InputError("max_message_bytes must be >= 1024")
+        if self.geometry_threads == 0:
+            raise InputError("geometry_threads must not be 0 (1 = one thread, -1 = every core)")
         if self.device not in ("auto", "cpu", "cuda"):
             raise InputError(f"device must be auto, cpu or cuda, got {self.device!r}")
         if self.log_format not in LOG_FORMATS:

@@ -42,12 +42,14 @@ class ServedModel:
         geometry: bool = True,
         version: int = 1,
         artifact: Path | None = None,
+        threads: int = 1,
     ) -> None:
         if guard.model_ is None:
             raise InputError(
                 "the guard has no model (fitted from features); refit it with "
                 "`guard fit --model ...` to serve it"
             )
+        guard.n_jobs = threads  # a run-time choice: the threads of each batch's geometry
         self.guard = guard
         self.name = name
         self.geometry = geometry
@@ -62,6 +64,7 @@ class ServedModel:
         name: str | None = None,
         device: str = "auto",
         geometry: bool = True,
+        threads: int = 1,
     ) -> ServedModel:
         """The guard of ``artifact`` (the built-in default when None), named ``name`` or after
         the artifact directory."""
@@ -79,7 +82,9 @@ class ServedModel:
                 f"with `guard fit --model ...` to serve it"
             )
         log.info("loaded %s", path)
-        return cls(guard, name or path.resolve().name, geometry=geometry, artifact=path)
+        return cls(
+            guard, name or path.resolve().name, geometry=geometry, artifact=path, threads=threads
+        )
 
     @property
     def model(self) -> OnnxClassifier:

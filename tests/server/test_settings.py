@@ -20,7 +20,10 @@ def test_env_then_overrides():
     assert s.device == "cpu" and s.port == 9002
 
 
-@pytest.mark.parametrize("env", [{"GUARD_DEVICE": "tpu"}, {"GUARD_MAX_BATCH_SIZE": "0"}])
+@pytest.mark.parametrize(
+    "env",
+    [{"GUARD_DEVICE": "tpu"}, {"GUARD_MAX_BATCH_SIZE": "0"}, {"GUARD_GEOMETRY_THREADS": "0"}],
+)
 def test_invalid_values_are_refused(env):
     with pytest.raises(InputError):
         Settings.from_env(env)
@@ -84,3 +87,14 @@ def test_bad_log_level_is_one_line_and_exit_2(argv, env, monkeypatch, capsys):
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("guard: error: "), err
     assert "verbose" in lines[0] and "DEBUG, INFO, WARNING, ERROR, CRITICAL" in lines[0], err
+
+
+def test_geometry_threads_reach_the_served_guard(guard):
+    from server.dataplane.model import ServedModel
+
+    before = guard.n_jobs
+    try:
+        assert ServedModel(guard, "m", threads=3).guard.n_jobs == 3
+        assert Settings.from_env({"GUARD_GEOMETRY_THREADS": "-1"}).geometry_threads == -1
+    finally:
+        guard.n_jobs = before

@@ -1,0 +1,116 @@
+"""Independent pieces of work on several threads (``n_jobs``), BLAS on one thread meanwhile.
+
+The geometry of a batch is a few independent computations (the raw hull, the spherical hull,
+the margins, the union of balls) that spend their time in compiled code and BLAS, both of which
+release the GIL: threads run them in parallel. BLAS's own threads would then compete with them
+for the same cores (measured in ``bench/geometry.py``: two threads over two-thread BLAS are
+slower than one thread), so while they run every BLAS library of the process is limited to one
+thread (``threadpoolctl``; process-wide, restored when the last caller leaves).
+
+Scheduling is greedy: the tasks are taken in the order given (the most expensive first) by the
+first free thread, the caller's own thread included. Results come back in task order and do not
+depend on the number of threads; the first exception raised is re-raised once every task has
+ended (nothing is left running).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from typing import Any
+
+from .errors import InputError
+
+_lock = threading.Lock()
+_pool: ThreadPoolExecutor | None = None
+_pool_size = 0
+_controller: Any = None  # threadpoolctl.ThreadpoolController, built on first use (~15 ms)
+_blas_users = 0
+_blas_limit: Any = None
+
+
+def available_cores() -> int:
+    """CPU cores this process may run on (its affinity mask, e.g. a container's cpuset)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not Linux
+        return os.cpu_count() or 1
+
+
+def resolve_jobs(n_jobs: int) -> int:
+    """``n_jobs`` as a number of threads: itself when positive, ``-1`` all available cores,
+    ``-2`` all but one, ... (scikit-learn's convention), at least 1."""
+    if n_jobs == 0:
+        raise InputError("n_jobs must not be 0 (1 = no threads, -1 = every core)")
+    return n_jobs if n_jobs > 0 else max(1, available_cores() + 1 + n_jobs)
+
+
+def _executor(workers: int) -> ThreadPoolExecutor:
+    """The shared pool, grown to at least ``workers`` threads (never shrunk)."""
+    global _pool, _pool_size
+    with _lock:
+        if _pool is None or _pool_size < workers:
+            old = _pool
+            _pool = ThreadPoolExecutor(workers, thread_name_prefix="guard-jobs")
+            _pool_size = workers
+            if old is not None:
+                old.shutdown(wait=False)
+        return _pool
+
+
+@contextmanager
+def single_threaded_blas() -> Iterator[None]:
+    """BLAS on one thread per call while inside (nested and concurrent callers share it)."""
+    global _controller, _blas_users, _blas_limit
+    with _lock:
+        if _blas_users == 0:
+            if _controller is None:
+                from threadpoolctl import ThreadpoolController
+
+                _controller = ThreadpoolController()
+            _blas_limit = _controller.limit(limits=1, user_api="blas")
+        _blas_users += 1
+    try:
+        yield
+    finally:
+        with _lock:
+            _blas_users -= 1
+            if _blas_users == 0 and _blas_limit is not None:
+                _blas_limit.restore_original_limits()
+                _blas_limit = None
+
+
+def run_tasks(tasks: Sequence[Callable[[], Any]], n_jobs: int = 1) -> list[Any]:
+    """``[t() for t in tasks]``, on up to ``n_jobs`` threads (see the module docstring)."""
+    threads = min(resolve_jobs(n_jobs), len(tasks))
+    if threads <= 1:
+        return [t() for t in tasks]
+    results: list[Any] = [None] * len(tasks)
+    errors: list[BaseException] = []
+    order = iter(range(len(tasks)))
+    take = threading.Lock()
+
+    def work() -> None:
+        while True:
+            with take:
+                i = next(order, None)
+                if i is None or errors:
+                    return
+            try:
+                results[i] = tasks[i]()
+            except BaseException as exc:  # noqa: BLE001 - re-raised by the caller below
+                with take:
+                    errors.append(exc)
+
+    with single_threaded_blas():
+        pool = _executor(threads - 1)
+        helpers = [pool.submit(work) for _ in range(threads - 1)]
+        work()
+        for h in helpers:
+            h.result()
+    if errors:
+        raise errors[0]
+    return results
