@@ -15,7 +15,9 @@ the process (``time.process_time``: on a shared machine it counts only this proc
 * the floor: one float32 GEMM of the same queries against all N x d training features
   (``F @ T.T``), per image, and the ratio geometry / floor;
 * certified hull, 1M x 64 synthetic features: single-query p50 (compiled and previous);
-* the hulls' pool size (``HullConfig.pool_size``): the default against 2,048, batch 64;
+* the hulls' settings (``HullConfig``): the defaults against the previous defaults
+  (``add_per_round`` 64, a first pool of ``N / 16`` points) and against ``pool_size`` 2,048, at
+  batch 64 and 1, on the artifact's raw and spherical hulls and on synthetic 200k points;
 * exact ``d_min`` at 1,000 classes x 2,048 features per sample, one sample per call and 64 per
   call (as fit's ``training_radii`` calls it) (and, as the previous version's floor, the
   all-pairs feasibility step it spent its time in);
@@ -258,42 +260,63 @@ def dmin_rows(n_samples: int, per_call: int = 64) -> tuple[list[dict], dict]:
     return rows, summary
 
 
-def pool_rows(artifact: str, repeats: int) -> tuple[list[dict], dict]:
-    """The hulls' ``pool_size`` (HullConfig): the default against 2,048 (the previous default),
-    batch 64, same queries, alternating."""
+def _previous_subsample(N: int) -> int:
+    """The first pool's size before this version: N / 16 in [2048, 16384], all below 8192."""
+    return N if N < 8192 else int(np.clip(N // 16, 2048, 16384))
+
+
+def settings_rows(artifact: str, repeats: int, n_single: int) -> tuple[list[dict], dict]:
+    """The hulls' settings (HullConfig): the defaults against the previous defaults
+    (``add_per_round`` 64, the first pool ``N / 16``) and against ``pool_size`` 2,048, at batch
+    64 and 1, same queries, alternating; on the artifact's raw and spherical hulls and on
+    synthetic 200k x 64 points."""
     from guard import load_artifact
     from guard.detectors.sphere import to_sphere
 
     g = load_artifact(artifact)
-    F = test_features(g, 64 * repeats).astype(np.float32)
-    default = HullConfig().pool_size
+    F = test_features(g, 64 * repeats + n_single).astype(np.float32)
+    T, Q = synthetic_1m(200_000, 64, 64 * repeats + n_single, seed=1)
     rows, summary = [], {}
     for name, P, X in (
         ("raw hull", g.hull_.points, F.astype(np.float64)),
         ("spherical hull", g.sphere_.points, to_sphere(F)),
+        ("synthetic 200,000 x 64", T, Q),
     ):
-        idx = {s: ConvexHullIndex(P, HullConfig(pool_size=s)) for s in (default, 2048)}
-        t: dict[int, list[float]] = {s: [] for s in idx}
-        rounds: dict[int, list[np.ndarray]] = {s: [] for s in idx}
+        configs = {
+            "defaults": HullConfig(),
+            "previous defaults": HullConfig(
+                add_per_round=64, subsample=_previous_subsample(len(P))
+            ),
+            "pool_size 2048": HullConfig(pool_size=2048),
+        }
+        idx = {c: ConvexHullIndex(P, cfg) for c, cfg in configs.items()}
         for ix in idx.values():
             ix.query(X[:64], top_support=0)  # warm-up
-        for r in range(repeats):
-            order = list(idx) if r % 2 == 0 else list(idx)[::-1]
-            for s in order:
-                Xb = X[64 * r : 64 * r + 64]
-                t[s].append(cpu_ms(idx[s].query, Xb, top_support=0) / 64)
-                rounds[s].append(idx[s].query(Xb, top_support=0).rounds)
-        for s in idx:
-            rows.append(
-                {
-                    "hull": name,
-                    "pool_size": s,
-                    "ms/image, batch 64": stats(t[s]),
-                    "rounds per query": float(np.concatenate(rounds[s]).mean()),
-                }
-            )
-        ratio = float(np.median(t[2048]) / np.median(t[default]))
-        summary[f"{name}: pool {default} vs 2048, batch 64 (2048 / {default})"] = ratio
+        for B, n in ((64, repeats), (1, n_single)):
+            t: dict[str, list[float]] = {c: [] for c in idx}
+            rounds: dict[str, list[np.ndarray]] = {c: [] for c in idx}
+            for r in range(n):
+                Xb = X[64 * r : 64 * r + 64] if B == 64 else X[64 * repeats + r][None]
+                for c in list(idx) if r % 2 == 0 else list(idx)[::-1]:
+                    t[c].append(cpu_ms(idx[c].query, Xb, top_support=0) / B)
+                    rounds[c].append(idx[c].query(Xb, top_support=0).rounds)
+            for c in idx:
+                rows.append(
+                    {
+                        "hull": name,
+                        "batch": B,
+                        "settings": c,
+                        "ms/image": stats(t[c]),
+                        "rounds per query": float(np.concatenate(rounds[c]).mean()),
+                        "vs defaults (same queries)": stats(
+                            a / b for a, b in zip(t[c], t["defaults"])
+                        ),
+                    }
+                )
+            for c in ("previous defaults", "pool_size 2048"):
+                summary[f"{name}, batch {B}: {c} / defaults"] = float(
+                    np.median(np.array(t[c]) / np.array(t["defaults"]))
+                )
     return rows, summary
 
 
@@ -424,8 +447,8 @@ def main(argv: list[str] | None = None) -> int:
     sections["Certified hull, synthetic, one query at a time"] = r
     summary.update(s)
     print(json.dumps(s, indent=1, default=str), flush=True)
-    r, s = pool_rows(args.artifact, repeats=3 if q else 8)
-    sections["Hull pool size (HullConfig.pool_size), batch 64"] = r
+    r, s = settings_rows(args.artifact, repeats=3 if q else 8, n_single=8 if q else 64)
+    sections["Hull settings (HullConfig): defaults vs previous defaults vs pool_size 2048"] = r
     summary.update(s)
     print(json.dumps(s, indent=1, default=str), flush=True)
     r, s = threads_rows(args.artifact, repeats=3 if q else 8)

@@ -66,6 +66,7 @@ from .progress import progress_bar
 from .qp import min_norm_point_warm
 
 _MAX_INNER = 50  # inner rounds (pool searches) between two full rounds
+SUBSAMPLE = 2048  # default size of the first pool (HullConfig.subsample)
 
 
 @dataclass(frozen=True, eq=False)
@@ -323,7 +324,7 @@ class ConvexHullIndex:
         their (S,) squared norms."""
         N = len(self)
         if subsample is None:
-            subsample = N if N < 8192 else int(np.clip(N // 16, 2048, 16384))
+            subsample = SUBSAMPLE
         subsample = int(min(subsample, N))
         if subsample >= N:
             self._sub = np.arange(N)

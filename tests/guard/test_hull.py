@@ -357,7 +357,7 @@ def test_config_defaults_and_plain_types() -> None:
         c.subsample,
         c.seed,
         c.engine,
-    ) == (64, 1e-3, 1e-7, 100, 64, None, "exact", None, 0.01, 1024, None, 0, "auto")
+    ) == (64, 1e-3, 1e-7, 100, 32, None, "exact", None, 0.01, 1024, None, 0, "auto")
     n = HullConfig(k=np.int64(8), tol=np.float32(0.25), max_rounds=np.int32(3), atol=0)
     assert type(n.k) is int and type(n.tol) is float and type(n.atol) is float
     assert n == HullConfig(k=8, tol=0.25, max_rounds=3, atol=0.0)  # float32 0.25 is exact
