@@ -83,7 +83,7 @@ import math
 from collections.abc import Mapping, Sequence
 
 import numpy as np
-from scipy.special import log_ndtr, logsumexp
+from scipy.special import log_ndtr
 
 from ..errors import InputError, NotFittedError
 from ..geometry.qp import min_norm_point
@@ -94,6 +94,7 @@ from .fdbd import FDBD
 from .feature_norm import FeatureNorm
 from .geometric import Ambiguity, HullDistance
 from .knn import KNN
+from .lse import logsumexp
 from .mahalanobis import Mahalanobis
 from .msp import MSP
 from .sphere import SphereHullDistance
@@ -353,7 +354,7 @@ class CombinedScore:
     def _combine(self, T: np.ndarray) -> np.ndarray:
         if self.combine == "stouffer_or":
             Z = np.stack([T[:, list(g)].sum(axis=1) / math.sqrt(len(g)) for g in self.groups_], 1)
-            return logsumexp(Z, axis=1)
+            return logsumexp(Z)
         if self.combine == "fisher":
             return -log_ndtr(-T).sum(axis=1)  # -log(1 - Phi(t)), accurate in the tail
         if self.combine == "max":

@@ -14,10 +14,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import numpy as np
-from scipy.special import logsumexp
 
 from ..errors import InputError
 from .base import Detector, Evidence
+from .lse import logsumexp
 
 __all__ = ["ViM"]
 
@@ -76,4 +76,4 @@ class ViM(Detector):
         return np.linalg.norm((self._read(ev, "features") - self.origin_) @ self.basis_, axis=1)
 
     def _score(self, ev: Evidence) -> np.ndarray:
-        return self.alpha_ * self.residual(ev) - logsumexp(self._read(ev, "logits"), axis=1)
+        return self.alpha_ * self.residual(ev) - logsumexp(self._read(ev, "logits"))
