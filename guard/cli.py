@@ -84,6 +84,25 @@ def rate(text: str) -> float:
     return value
 
 
+def _n_jobs(text: str) -> int:
+    """A thread count: >= 1, or negative (-1 = every core, -2 = all but one, ...)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value == 0:
+        raise argparse.ArgumentTypeError(
+            f"expected a thread count >= 1 or -1 (every core), got {text!r}"
+        )
+    return value
+
+
+_N_JOBS_HELP = (
+    "threads the geometry of each batch runs on (default -1: every core; 1: one thread); the "
+    "results do not depend on it"
+)
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse with the CLI's one-line errors: ``guard: error: ...``, exit code 2."""
 
@@ -164,6 +183,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
         target_abstain_rate=args.target_abstain_rate,
         target_flag_rate=args.target_flag_rate,
         ood=not args.no_ood,
+        n_jobs=args.n_jobs,
     )
     guard.fit(model, x, y, x_calib=x_calib, class_names=_class_names(args.class_names))
     try:
@@ -241,6 +261,7 @@ def cmd_score(args: argparse.Namespace) -> int:
 
     out = check_out(args.out, directory=False)
     guard = load_artifact(args.artifact, args.model, progress=not args.no_progress)
+    guard.n_jobs = args.n_jobs
     if args.top_support is not None:
         guard.top_support = args.top_support
     if args.features:
@@ -449,6 +470,7 @@ def build_parser(extra: AddCommands | None = None) -> argparse.ArgumentParser:
         help="no combined out-of-distribution score (it needs at least 100 calibration inputs): "
         "abstain when the hull distance exceeds its calibrated threshold",
     )
+    f.add_argument("--n-jobs", type=_n_jobs, default=-1, help=_N_JOBS_HELP)
     f.add_argument("--no-progress", action="store_true")
     f.set_defaults(func=cmd_fit)
 
@@ -460,6 +482,7 @@ def build_parser(extra: AddCommands | None = None) -> argparse.ArgumentParser:
     s.add_argument("--out", required=True, help="output .npz")
     s.add_argument("--model", help="check that this ONNX model is the one the artifact was fit on")
     s.add_argument("--top-support", type=nonneg_int, help="support points per input (default 8)")
+    s.add_argument("--n-jobs", type=_n_jobs, default=-1, help=_N_JOBS_HELP)
     s.add_argument("--no-progress", action="store_true")
     s.set_defaults(func=cmd_score)
 

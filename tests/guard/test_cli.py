@@ -190,6 +190,13 @@ def test_score_input_and_features(files, capsys, tmp_path: Path) -> None:
     assert by_input["in_union"][:5].any()
 
 
+def test_score_same_for_any_n_jobs(files, capsys, tmp_path: Path) -> None:
+    one = _score(capsys, files, tmp_path / "a.npz", "--input", files["test"], "--n-jobs", "1")
+    every = _score(capsys, files, tmp_path / "b.npz", "--input", files["test"], "--n-jobs", "-1")
+    for name in one:
+        np.testing.assert_array_equal(one[name], every[name], err_msg=name)
+
+
 def test_score_uint8_input(files, capsys, tmp_path: Path) -> None:
     u8 = np.random.default_rng(24).integers(0, 256, size=(7, *ob.INPUT_SHAPE), dtype=np.uint8)
     np.savez(tmp_path / "u8.npz", x=u8)
@@ -502,6 +509,8 @@ def _fit_args(files, out: Path, *extra) -> list:
         ("fit", "--target-abstain-rate", "0", "(0, 1)"),
         ("fit", "--target-flag-rate", "1", "(0, 1)"),
         ("score", "--top-support", "-3", "non-negative integer"),
+        ("score", "--n-jobs", "0", "thread count"),
+        ("fit", "--n-jobs", "many", "integer"),
         ("report", "--n-test", "0", "positive integer"),
         ("report", "--n-calib", "-1", "non-negative integer"),
         ("report", "--n-pixel", "-1", "non-negative integer"),
