@@ -15,11 +15,13 @@ ended (nothing is left running).
 
 from __future__ import annotations
 
+import math
 import os
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from .errors import InputError
@@ -32,12 +34,35 @@ _blas_users = 0
 _blas_limit: Any = None
 
 
-def available_cores() -> int:
-    """CPU cores this process may run on (its affinity mask, e.g. a container's cpuset)."""
+def available_cores(cgroup_root: str = "/sys/fs/cgroup") -> int:
+    """CPU cores this process may use: its affinity mask (e.g. a container's cpuset), capped by
+    a CPU quota of its cgroup (a Kubernetes CPU limit: cgroup v2 ``cpu.max``, v1
+    ``cpu.cfs_quota_us``), rounded up; at least 1."""
     try:
-        return len(os.sched_getaffinity(0))
+        cores = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):  # not Linux
-        return os.cpu_count() or 1
+        cores = os.cpu_count() or 1
+    quota = cgroup_cpu_quota(cgroup_root)
+    if quota is not None:
+        cores = min(cores, math.ceil(quota))
+    return max(1, cores)
+
+
+def cgroup_cpu_quota(root: str = "/sys/fs/cgroup") -> float | None:
+    """The CPU quota of this process's cgroup in cores (quota / period), or None (no limit,
+    or no cgroup files to read)."""
+    base = Path(root)
+    try:  # cgroup v2: "max 100000" or "<quota> <period>"
+        quota, period = (base / "cpu.max").read_text().split()[:2]
+        return None if quota == "max" else int(quota) / int(period)
+    except (OSError, ValueError):
+        pass
+    try:  # cgroup v1: quota -1 = no limit
+        quota_us = int((base / "cpu" / "cpu.cfs_quota_us").read_text())
+        period_us = int((base / "cpu" / "cpu.cfs_period_us").read_text())
+        return None if quota_us <= 0 or period_us <= 0 else quota_us / period_us
+    except (OSError, ValueError):
+        return None
 
 
 def resolve_jobs(n_jobs: int) -> int:

@@ -54,7 +54,8 @@ class Settings:
     """Where the geometry's scans run: auto (a CUDA GPU through torch when present), cpu, cuda."""
     geometry_threads: int = -1
     """Threads one batch's geometry runs on (its raw hull, spherical hull, margins and union run
-    side by side; more than 4 gain nothing): -1 = every core the process may use, 1 = the batch
+    side by side; more than 4 gain nothing): -1 = every core the process may use (its CPU
+    affinity, capped by a cgroup CPU limit such as a Kubernetes ``limits.cpu``), 1 = the batch
     worker alone. Answers do not depend on it."""
     grace_s: float = 10.0
     """On SIGTERM: seconds in-flight requests get to finish."""

@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import dataclasses
+import math
+import os
 import threading
 import time
 
@@ -12,7 +14,7 @@ import pytest
 from threadpoolctl import threadpool_info
 
 from guard import Guard
-from guard.concurrency import resolve_jobs, run_tasks
+from guard.concurrency import available_cores, cgroup_cpu_quota, resolve_jobs, run_tasks
 from guard.errors import InputError
 from guard.model import OnnxClassifier
 
@@ -64,6 +66,28 @@ def test_first_error_is_raised_after_every_task_ended():
         run_tasks([slow, bad, slow], 2)
     assert "slow" in ended
     assert _blas_threads() != set() and run_tasks([lambda: 7, lambda: 8], 2) == [7, 8]
+
+
+@pytest.mark.parametrize(
+    "files, quota",
+    [
+        ({"cpu.max": "max 100000\n"}, None),
+        ({"cpu.max": "150000 100000\n"}, 1.5),
+        ({"cpu/cpu.cfs_quota_us": "-1\n", "cpu/cpu.cfs_period_us": "100000\n"}, None),
+        ({"cpu/cpu.cfs_quota_us": "300000\n", "cpu/cpu.cfs_period_us": "100000\n"}, 3.0),
+        ({"cpu.max": "garbage"}, None),
+        ({}, None),
+    ],
+)
+def test_cgroup_cpu_quota(tmp_path, files, quota):
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    assert cgroup_cpu_quota(str(tmp_path)) == quota
+    cores = available_cores(str(tmp_path))
+    assert 1 <= cores <= len(os.sched_getaffinity(0))
+    if quota is not None:
+        assert cores == min(len(os.sched_getaffinity(0)), math.ceil(quota))
 
 
 def test_resolve_jobs():
