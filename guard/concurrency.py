@@ -34,6 +34,17 @@ _blas_users = 0
 _blas_limit: Any = None
 
 
+def _forget_in_child() -> None:
+    """A forked child (e.g. fit's radii workers) has none of the parent's threads: start from
+    scratch there instead of submitting to a pool whose threads do not exist."""
+    global _lock, _pool, _pool_size, _blas_users, _blas_limit
+    _lock = threading.Lock()
+    _pool, _pool_size, _blas_users, _blas_limit = None, 0, 0, None
+
+
+os.register_at_fork(after_in_child=_forget_in_child)
+
+
 def available_cores(cgroup_root: str = "/sys/fs/cgroup") -> int:
     """CPU cores this process may use: its affinity mask (e.g. a container's cpuset), capped by
     a CPU quota of its cgroup (a Kubernetes CPU limit: cgroup v2 ``cpu.max``, v1

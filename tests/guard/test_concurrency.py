@@ -90,6 +90,27 @@ def test_cgroup_cpu_quota(tmp_path, files, quota):
         assert cores == min(len(os.sched_getaffinity(0)), math.ceil(quota))
 
 
+def test_a_forked_child_runs_tasks_on_its_own_threads():
+    """After a fork the parent's pool threads do not exist in the child: it must not hang."""
+    run_tasks([lambda: 1, lambda: 2], 2)  # the parent's pool exists now
+    pid = os.fork()
+    if pid == 0:  # child: exit 0 only if the tasks ran
+        try:
+            ok = run_tasks([lambda: 1, lambda: 2], 2) == [1, 2]
+        finally:
+            os._exit(0 if ok else 1)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            assert os.waitstatus_to_exitcode(status) == 0
+            return
+        time.sleep(0.05)
+    os.kill(pid, 9)
+    os.waitpid(pid, 0)
+    raise AssertionError("the forked child hung in run_tasks")
+
+
 def test_resolve_jobs():
     assert resolve_jobs(3) == 3
     assert resolve_jobs(-1) >= 1
