@@ -3,7 +3,9 @@ compiled core against the previous (numpy) version in the same run, and the serv
 guard-off throughput.
 
     python bench/geometry.py [--artifact artifacts/fmnist_resnet] \
-        [--serve-artifact artifacts/fmnist_resnet20_rgb ...] [--quick] [--no-serve]
+        [--serve-artifact artifacts/fmnist_resnet20_rgb ...] [--quick | --smoke] [--no-serve]
+
+(``--smoke``: tiny sizes, one repeat, no serving, about 10 s: what the tests run.)
 
 One process, single-threaded (BLAS/OpenMP pinned to one thread before numpy loads), CPU time of
 the process (``time.process_time``: on a shared machine it counts only this process's work):
@@ -218,12 +220,15 @@ def hull_1m_rows(N: int, n_query: int, with_previous: bool) -> tuple[list[dict],
     return rows, summary
 
 
-def dmin_rows(n_samples: int, per_call: int = 64) -> tuple[list[dict], dict]:
-    """Exact d_min on an ImageNet-sized head, one sample per call (a served request) and
-    ``per_call`` samples per call (how fit's training_radii calls it: chunks of >= 256 rows)."""
+def dmin_rows(
+    n_samples: int, per_call: int = 64, f: int = 2048, n: int = 1000
+) -> tuple[list[dict], dict]:
+    """Exact d_min on an ImageNet-sized head (n classes x f features), one sample per call (a
+    served request) and ``per_call`` samples per call (how fit's training_radii calls it:
+    chunks of >= 256 rows)."""
     from bench.margins import synthetic
 
-    X, W, b = synthetic(2048, 1000, max(n_samples, per_call))
+    X, W, b = synthetic(f, n, max(n_samples, per_call))
     compute_margins(X[:1], W, b, True, d_min_only=True)
     per = [
         cpu_ms(compute_margins, X[i : i + 1], W, b, True, d_min_only=True) for i in range(n_samples)
@@ -236,7 +241,8 @@ def dmin_rows(n_samples: int, per_call: int = 64) -> tuple[list[dict], dict]:
     pred = np.argmax(X[:2] @ W.T + b, axis=1)
     prev_floor = cpu_ms(relaxed_margins, X[:2], W, b, pred, True, orthant=False) / 2
     ours, ours_b = float(np.median(per)), float(np.median(batched))
-    case = "exact d_min, 1,000 classes x 2,048 features (synthetic ReLU)"
+    case = f"exact d_min, {n:,} classes x {f:,} features (synthetic ReLU)"
+    head = f"{n:,} x {f:,}"
     rows = [
         {
             "case": f"{case}, {how}",
@@ -252,10 +258,10 @@ def dmin_rows(n_samples: int, per_call: int = 64) -> tuple[list[dict], dict]:
         )
     ]
     summary = {
-        "d_min 1,000 x 2,048 ms/sample": ours,
-        "d_min 1,000 x 2,048 target": verdict(ours, TARGET_DMIN_MS),
-        f"d_min 1,000 x 2,048 ms/sample, {per_call} per call (fit)": ours_b,
-        f"d_min 1,000 x 2,048, {per_call} per call: target": verdict(ours_b, TARGET_DMIN_MS),
+        f"d_min {head} ms/sample": ours,
+        f"d_min {head} target": verdict(ours, TARGET_DMIN_MS),
+        f"d_min {head} ms/sample, {per_call} per call (fit)": ours_b,
+        f"d_min {head}, {per_call} per call: target": verdict(ours_b, TARGET_DMIN_MS),
     }
     return rows, summary
 
@@ -265,7 +271,9 @@ def _previous_subsample(N: int) -> int:
     return N if N < 8192 else int(np.clip(N // 16, 2048, 16384))
 
 
-def settings_rows(artifact: str, repeats: int, n_single: int) -> tuple[list[dict], dict]:
+def settings_rows(
+    artifact: str, repeats: int, n_single: int, n_synthetic: int = 200_000
+) -> tuple[list[dict], dict]:
     """The hulls' settings (HullConfig): the defaults against the previous defaults
     (``add_per_round`` 64, the first pool ``N / 16``) and against ``pool_size`` 2,048, at batch
     64 and 1, same queries, alternating; on the artifact's raw and spherical hulls and on
@@ -275,12 +283,12 @@ def settings_rows(artifact: str, repeats: int, n_single: int) -> tuple[list[dict
 
     g = load_artifact(artifact)
     F = test_features(g, 64 * repeats + n_single).astype(np.float32)
-    T, Q = synthetic_1m(200_000, 64, 64 * repeats + n_single, seed=1)
+    T, Q = synthetic_1m(n_synthetic, 64, 64 * repeats + n_single, seed=1)
     rows, summary = [], {}
     for name, P, X in (
         ("raw hull", g.hull_.points, F.astype(np.float64)),
         ("spherical hull", g.sphere_.points, to_sphere(F)),
-        ("synthetic 200,000 x 64", T, Q),
+        (f"synthetic {n_synthetic:,} x 64", T, Q),
     ):
         configs = {
             "defaults": HullConfig(),
@@ -430,32 +438,53 @@ def main(argv: list[str] | None = None) -> int:
         "artifacts/fmnist_resnet20_rgb when present)",
     )
     p.add_argument("--quick", action="store_true", help="fewer repeats, 200k instead of 1M")
+    p.add_argument(
+        "--smoke",
+        action="store_true",
+        help="tiny sizes, one repeat, no serving (checks that the script runs: the tests)",
+    )
     p.add_argument("--no-serve", dest="serve", action="store_false")
     p.add_argument("--no-previous-1m", dest="previous_1m", action="store_false")
     p.add_argument("--out-dir", default=str(REPO / "bench" / "results"))
     args = p.parse_args(argv)
-    q = args.quick
+    q = args.quick or args.smoke
+    if args.smoke:
+        args.serve = False
     if native.core is None:
         print(f"compiled core unavailable: {native.why_not}", file=sys.stderr)
         return 2
     sections: dict[str, list[dict]] = {}
     summary: dict[str, object] = {}
-    rows, s = geometry_rows(args.artifact, repeats=3 if q else 8, n_single=16 if q else 64)
+    sm = args.smoke
+    rows, s = geometry_rows(
+        args.artifact, repeats=1 if sm else 3 if q else 8, n_single=2 if sm else 16 if q else 64
+    )
     summary.update(s)
     print(json.dumps(s, indent=1, default=str), flush=True)
-    r, s = hull_1m_rows(200_000 if q else 1_000_000, 10 if q else 30, args.previous_1m)
+    n_1m = 20_000 if sm else 200_000 if q else 1_000_000
+    r, s = hull_1m_rows(n_1m, 3 if sm else 10 if q else 30, args.previous_1m)
     sections["Certified hull, synthetic, one query at a time"] = r
     summary.update(s)
     print(json.dumps(s, indent=1, default=str), flush=True)
-    r, s = settings_rows(args.artifact, repeats=3 if q else 8, n_single=8 if q else 64)
+    r, s = settings_rows(
+        args.artifact,
+        repeats=1 if sm else 3 if q else 8,
+        n_single=2 if sm else 8 if q else 64,
+        n_synthetic=20_000 if sm else 200_000,
+    )
     sections["Hull settings (HullConfig): defaults vs previous defaults vs pool_size 2048"] = r
     summary.update(s)
     print(json.dumps(s, indent=1, default=str), flush=True)
-    r, s = threads_rows(args.artifact, repeats=3 if q else 8)
+    r, s = threads_rows(args.artifact, repeats=1 if sm else 3 if q else 8)
     sections["Threads: Guard.score_features wall time, n_jobs=1 vs every core"] = r
     summary.update(s)
     print(json.dumps(s, indent=1, default=str), flush=True)
-    r, s = dmin_rows(4 if q else 12, per_call=16 if q else 64)
+    r, s = dmin_rows(
+        2 if sm else 4 if q else 12,
+        per_call=4 if sm else 16 if q else 64,
+        f=256 if sm else 2048,
+        n=100 if sm else 1000,
+    )
     sections["Exact d_min, ImageNet-sized head"] = r
     summary.update(s)
     print(json.dumps(s, indent=1, default=str), flush=True)
@@ -468,14 +497,14 @@ def main(argv: list[str] | None = None) -> int:
         summary.update(s)
         print(json.dumps(s, indent=1, default=str), flush=True)
     write_results(
-        "geometry" if not q else "geometry_quick",
+        "geometry_smoke" if sm else "geometry_quick" if q else "geometry",
         rows,
         args.out_dir,
         title="Geometry per image vs the GEMM floor (issue 15)",
         rows_title="Guard.score_features on Fashion-MNIST test features, default artifact",
         sections=sections,
         summary=summary,
-        config={"artifact": args.artifact, "quick": q},
+        config={"artifact": args.artifact, "quick": args.quick, "smoke": sm},
         notes=[
             "CPU time of this process (time.process_time), one thread; medians [min, max] "
             "over batches (batch 64) or single queries (batch 1).",

@@ -140,6 +140,44 @@ def test_memory_benchmark(tiny_artifact: Path, tmp_path: Path) -> None:
     assert "## Bytes held by each structure" in md
 
 
+# ---------------------------------------------------------------------------- bench/geometry.py
+@needs_data
+def test_geometry_benchmark_smoke(tiny_artifact: Path, tmp_path: Path) -> None:
+    """``bench/geometry.py --smoke``: every section runs (tiny sizes) and lands in the results."""
+    out = tmp_path / "out"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "bench/geometry.py",
+            "--smoke",
+            "--artifact",
+            str(tiny_artifact),
+            "--out-dir",
+            str(out),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    doc, md = _load(out, "geometry_smoke")
+    s = doc["summary"]
+    for key in (
+        "geometry, batch 64 ms/image",
+        "geometry / GEMM floor, batch 1",
+        "hull 20,000 x 64 single-query p50 ms",
+        "raw hull, batch 64: previous defaults / defaults",
+        "spherical hull, batch 1: pool_size 2048 / defaults",
+        "score_features wall, batch 16: n_jobs=1 / n_jobs=-1",
+        "d_min 100 x 256 ms/sample",
+    ):
+        assert key in s, (key, sorted(s))
+    for title in ("Hull settings", "Threads", "Exact d_min", "Certified hull, synthetic"):
+        assert f"## {title}" in md
+    assert doc["rows"] and all(r["max hull gap"] <= 1e-3 for r in doc["rows"])
+
+
 # ---------------------------------------------------------------------------- bench/serve.py
 @needs_data
 def test_serve_benchmark_quick(tiny_artifact: Path, tmp_path: Path) -> None:
