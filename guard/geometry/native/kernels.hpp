@@ -169,16 +169,20 @@ GUARD_CLONES inline int64_t in_band(const float* v, int64_t n, float lo, float h
     return k;
 }
 
-// out[r] = rows[r] . x (float32) for the n rows (n x d, row-major), four rows at a time so
-// that each load of x serves four rows.
-GUARD_CLONES inline void rows_dot(const float* rows, int64_t n, int d, const float* x, float* out) {
+// out[r] = rows[r] . x for the n rows (n x d, row-major), four rows at a time so that each load
+// of x serves four rows; the rest one at a time with `tail`. Inlined into the two entry points
+// below, whose target_clones compile it once per instruction set (target_clones does not
+// combine with templates, so the entry points stay plain functions).
+template <typename F, typename Tail>
+__attribute__((always_inline)) inline void rows_dot_body(const F* rows, int64_t n, int d,
+                                                         const F* x, F* out, Tail tail) {
     int64_t r = 0;
     for (; r + 4 <= n; r += 4) {
-        const float* a0 = rows + r * d;
-        const float* a1 = a0 + d;
-        const float* a2 = a1 + d;
-        const float* a3 = a2 + d;
-        float s0 = 0.0f, s1 = 0.0f, s2 = 0.0f, s3 = 0.0f;
+        const F* a0 = rows + r * d;
+        const F* a1 = a0 + d;
+        const F* a2 = a1 + d;
+        const F* a3 = a2 + d;
+        F s0 = 0, s1 = 0, s2 = 0, s3 = 0;
 #pragma omp simd reduction(+ : s0, s1, s2, s3)
         for (int k = 0; k < d; ++k) {
             s0 += a0[k] * x[k];
@@ -188,7 +192,12 @@ GUARD_CLONES inline void rows_dot(const float* rows, int64_t n, int d, const flo
         }
         out[r] = s0, out[r + 1] = s1, out[r + 2] = s2, out[r + 3] = s3;
     }
-    for (; r < n; ++r) out[r] = dot_ff(rows + r * d, x, d);
+    for (; r < n; ++r) out[r] = tail(rows + r * d, x, d);
+}
+
+// out[r] = rows[r] . x (float32) for the n rows (n x d, row-major).
+GUARD_CLONES inline void rows_dot(const float* rows, int64_t n, int d, const float* x, float* out) {
+    rows_dot_body(rows, n, d, x, out, dot_ff);
 }
 
 // out (n x d) = the rows idx (n) of T (row-major, d columns).
@@ -196,25 +205,9 @@ inline void gather_rows(const float* T, const int64_t* idx, int64_t n, int d, fl
     for (int64_t j = 0; j < n; ++j) std::memcpy(out + j * d, T + idx[j] * d, sizeof(float) * d);
 }
 
-// out[r] = P[r] . x (float64) for the m rows of P (m x d, row-major), four rows at a time.
+// out[r] = P[r] . x (float64) for the m rows of P (m x d, row-major).
 GUARD_CLONES inline void rows_dot64(const double* P, int m, int d, const double* x, double* out) {
-    int r = 0;
-    for (; r + 4 <= m; r += 4) {
-        const double* a0 = P + static_cast<int64_t>(r) * d;
-        const double* a1 = a0 + d;
-        const double* a2 = a1 + d;
-        const double* a3 = a2 + d;
-        double s0 = 0.0, s1 = 0.0, s2 = 0.0, s3 = 0.0;
-#pragma omp simd reduction(+ : s0, s1, s2, s3)
-        for (int k = 0; k < d; ++k) {
-            s0 += a0[k] * x[k];
-            s1 += a1[k] * x[k];
-            s2 += a2[k] * x[k];
-            s3 += a3[k] * x[k];
-        }
-        out[r] = s0, out[r + 1] = s1, out[r + 2] = s2, out[r + 3] = s3;
-    }
-    for (; r < m; ++r) out[r] = dot(P + static_cast<int64_t>(r) * d, x, d);
+    rows_dot_body(P, static_cast<int64_t>(m), d, x, out, dot);
 }
 
 // Indices of the m largest entries of v (n), unordered; fewer when fewer exceed `floor`.
