@@ -30,6 +30,7 @@ setup(
                 "guard/geometry/native/wolfe.hpp",
                 "guard/geometry/native/hull_core.hpp",
                 "guard/geometry/native/union_core.hpp",
+                "guard/geometry/native/hull_pair.hpp",
             ],
             cxx_std=17,
             extra_compile_args=flags,

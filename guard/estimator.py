@@ -12,19 +12,20 @@ them, never stored). Works on feature arrays; the ONNX model is optional.
 from __future__ import annotations
 
 import math
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from .calibrate import Thresholds, calibrate
-from .concurrency import run_tasks
+from .concurrency import resolve_jobs, run_tasks, single_threaded_blas
 from .decide import decide
 from .detectors import CombinedScore, Evidence
-from .detectors.sphere import to_sphere
 from .errors import InputError, NotFittedError
 from .geometry.errors import GeometryError
 from .geometry.hull import ConvexHullIndex, HullConfig
+from .geometry.hull_pair import HullPair
 from .geometry.margins import compute_margins, lipschitz_constant
 from .geometry.radii import training_radii
 from .geometry.regions import UnionOfBalls
@@ -136,8 +137,8 @@ class Guard:
         seed: seed of the calibration split.
         device: where the hull and union scans run: ``auto`` (a CUDA GPU through torch when
             present, else the CPU), ``cpu`` or ``cuda`` (:mod:`guard.geometry.accel`).
-        n_jobs: threads :meth:`score_features` runs its independent parts on (the raw hull,
-            the spherical hull, the margins and the union; more than 4 gain nothing): 1 = the
+        n_jobs: threads :meth:`score_features` runs on (the two hulls' shared passes on up to
+            2, then the margins and the union side by side; more than 2 gain nothing): 1 = the
             caller's thread only, -1 = every available core (:mod:`guard.concurrency`). The
             results do not depend on it.
     """
@@ -294,7 +295,8 @@ class Guard:
         self.radii_ = np.minimum(m.d_min, _BIG_RADIUS)
         self.lipschitz_ = lipschitz_constant(W)
         self.hull_ = ConvexHullIndex(Ft, self._hull_config(), device=self.device)
-        self.sphere_ = self._sphere_index(self.hull_.points, self.device)
+        self.hulls_ = HullPair(self.hull_, self._hull_config(), device=self.device)
+        self.sphere_ = self.hulls_.sphere
         self._regions = None
         self.thresholds_ = Thresholds(ambiguity=self.ambiguity_threshold)
         self.calib_scores_: dict[str, np.ndarray] | None = None
@@ -319,11 +321,6 @@ class Guard:
 
     def _hull_config(self) -> HullConfig:
         return HullConfig(k=self.hull_k, tol=self.hull_tol, max_rounds=self.hull_max_rounds)
-
-    def _sphere_index(self, points: np.ndarray, device: str) -> ConvexHullIndex:
-        """The hull of the L2-normalised training features (float32, as the raw hull's)."""
-        P = to_sphere(points).astype(np.float32)
-        return ConvexHullIndex(P, self._hull_config(), device=device)
 
     @property
     def regions_(self) -> UnionOfBalls:
@@ -419,7 +416,8 @@ class Guard:
             guard.calib_scores_ = {k: a[f"calib_{k}"] for k in ("hull", "d_min", "ambiguity")}
         guard.ood_ = None if state.ood is None else _combined_score(state.ood)
         guard.hull_ = ConvexHullIndex(a["train_features"], guard._hull_config(), device=device)
-        guard.sphere_ = guard._sphere_index(guard.hull_.points, device)
+        guard.hulls_ = HullPair(guard.hull_, guard._hull_config(), device=device)
+        guard.sphere_ = guard.hulls_.sphere
         if model is not None:
             guard.check_model(model)
         guard.model_ = model
@@ -525,10 +523,16 @@ class Guard:
             logits = (F.astype(np.float64) @ self.W_.T + self.b_).astype(np.float32)
         regions = self.regions_  # (built on first use: here, not in a worker thread)
         # independent parts, the most expensive first (the order threads take them in)
-        h, sph, m, r = run_tasks(
+        # The raw and the spherical hull share their passes over the training features (on up
+        # to 2 threads: one per hull, one half of the rows per pass); then the margins and the
+        # union side by side. The results do not depend on the threads.
+        threads = resolve_jobs(self.n_jobs)
+        with single_threaded_blas() if threads > 1 else nullcontext():
+            h, sph = self.hulls_.query(
+                F, top_support=self.top_support, threads=threads, progress=self.progress
+            )
+        m, r = run_tasks(
             [
-                lambda: self.hull_.query(F, top_support=self.top_support, progress=self.progress),
-                lambda: self.sphere_.query(to_sphere(F), top_support=0, progress=self.progress),
                 lambda: compute_margins(F, self.W_, self.b_, self.nonneg_, progress=self.progress),
                 lambda: regions.query(F),
             ],

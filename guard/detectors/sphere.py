@@ -24,22 +24,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..geometry.sphere import to_sphere
 from .base import Detector, Evidence
 
 __all__ = ["SphereHullDistance", "to_sphere"]
-
-
-def to_sphere(features: np.ndarray) -> np.ndarray:
-    """Rows of ``features`` (N, f) divided by their Euclidean norm, in float64. An all-zero row
-    has no direction: it stays the zero vector, and its distance is that of the origin to the
-    hull (the guard treats it like any other point; training and queries alike)."""
-    F = np.asarray(features, dtype=np.float64)
-    out = np.zeros_like(F)
-    big = np.abs(F).max(axis=1) if F.shape[1] else np.zeros(F.shape[0])
-    nz = big > 0
-    Y = F[nz] / big[nz, None]  # scaled first: the squares of tiny rows do not underflow
-    out[nz] = Y / np.sqrt(np.einsum("ij,ij->i", Y, Y))[:, None]
-    return out
 
 
 class SphereHullDistance(Detector):

@@ -81,7 +81,8 @@ struct HullWorkspace {
     std::vector<float> pool32;  // one query's pool rows (inner rounds)
     std::vector<float> pool_v;  // their products
     std::vector<HullQuery> qs;  // per-query states (their buffers keep their capacity)
-    std::vector<HullStream> streams;
+    std::vector<HullStream> streams;   // per query of a round (a scan's first part)
+    std::vector<HullStream> streams2;  // the same, a scan's second part (run_pair's threads)
     HullTimes times;
 };
 
@@ -95,14 +96,55 @@ class HullBlock {
               const float* sub_sq, int64_t S, const HullParams& prm, const Blas& sgemm, Scan scan,
               HullWorkspace& ws)
         : qs(ws.qs), T_(T), N_(N), d_(d), sub_(sub), sub32_(sub32), sub_sq_(sub_sq), S_(S), prm_(prm),
-          sgemm_(sgemm), scan_(std::move(scan)), mark_(ws.mark), buf_(ws.buf), V_(ws.sub), pool32_(ws.pool32), pool_v_(ws.pool_v), streams_(ws.streams), tm_(ws.times) {
+          sgemm_(sgemm), scan_(std::move(scan)), mark_(ws.mark), buf_(ws.buf), V_(ws.sub), pool32_(ws.pool32), pool_v_(ws.pool_v), streams_(ws.streams), streams2_(ws.streams2), tm_(ws.times) {
         mark_.assign(N, 0);
     }
 
     std::vector<HullQuery>& qs;
 
+    // One block on its own: rounds until every query is finished, each full round scanning T.
     void run(const double* Q, int B) {
-        const auto start = std::chrono::steady_clock::now();
+        begin(Q, B);
+        while (!next_round().empty()) {
+            const int nb = static_cast<int>(todo_.size());
+            Tic t3;
+            if (scan_) {  // the caller's scan (e.g. on a GPU): all products at once, then streamed
+                if (buf_.size() < static_cast<size_t>(nb) * N_) buf_.resize(static_cast<size_t>(nb) * N_);
+                scan_(G32_.data(), nb, buf_.data());
+                constexpr int64_t BL = 4096;
+                for (int64_t lo = 0; lo < N_; lo += BL) {
+                    const int64_t n = std::min(BL, N_ - lo);
+                    for (int i = 0; i < nb; ++i)
+                        stream_block(streams_[i], buf_.data() + static_cast<int64_t>(i) * N_ + lo, lo, n, hits_[0]);
+                }
+            } else {
+                // blocks of rows whose products for all open queries fit in ~256 KB
+                const int64_t BL = scan_rows(nb);
+                if (buf_.size() < static_cast<size_t>(nb) * BL) buf_.resize(static_cast<size_t>(nb) * BL);
+                for (int64_t lo = 0; lo < N_; lo += BL) {
+                    const int64_t n = std::min(BL, N_ - lo);
+                    scan_rows_times(sgemm_, T_ + lo * d_, static_cast<int>(n), G32_.data(), nb, d_, buf_.data());
+                    tm_.scan_gemm += t3.lap();
+                    scan_block(buf_.data(), lo, n);
+                    tm_.scan_stream += t3.lap();
+                }
+            }
+            tm_.scan_stream += t3.lap();
+            end_round();
+        }
+    }
+
+    // ------------------------------------------------------------ the rounds, step by step
+    // begin(); then while next_round() is not empty: scan_block() over every block of the N
+    // training rows in order (products of the rows with the float32 directions G32() of the
+    // queries in the round), end_round(). run() does this with its own scan; run_pair() in
+    // hull_pair.hpp drives two blocks that share one scan.
+
+    // Rows per scan block for nb open queries: their products fit in ~256 KB.
+    static int64_t scan_rows(int nb) { return std::max<int64_t>(512, (int64_t{1} << 16) / nb); }
+
+    void begin(const double* Q, int B) {
+        start_ = std::chrono::steady_clock::now();
         if (static_cast<int>(qs.size()) < B) qs.resize(B);
         for (int b = 0; b < B; ++b) {
             HullQuery& st = qs[b];
@@ -120,31 +162,60 @@ class HullBlock {
         Tic tic;
         start_sets(Q, B);
         tm_.start += tic.lap();
-        std::vector<int> active(B);
-        std::iota(active.begin(), active.end(), 0);
-        for (int n_full = 1; !active.empty(); ++n_full) {
-            inner(active);
-            bool out_of_budget = n_full >= prm_.max_rounds;
-            if (prm_.time_budget_s > 0) {
-                const double el = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-                out_of_budget = out_of_budget || el > prm_.time_budget_s;
-            }
-            std::vector<int> todo;
-            for (int a : active) {
-                HullQuery& st = qs[a];
-                if (st.up <= prm_.atol) {  // inside the hull: no full round needed
-                    finish(st, 0.0, n_full - 1, true);
-                } else {
-                    todo.push_back(a);
-                }
-            }
-            if (todo.empty()) break;
-            full_round(todo, n_full, out_of_budget);
-            active.clear();
-            for (int a : todo)
-                if (!qs[a].finished) active.push_back(a);
-        }
+        active_.resize(B);
+        std::iota(active_.begin(), active_.end(), 0);
+        n_full_ = 0;
+        todo_.clear();
     }
+
+    // The inner rounds of the open queries, then those that need a full round (empty: the block
+    // is finished); their directions are G32(), their streams are ready for scan_block().
+    const std::vector<int>& next_round() {
+        todo_.clear();
+        if (active_.empty()) return todo_;
+        ++n_full_;
+        inner(active_);
+        oob_ = n_full_ >= prm_.max_rounds;
+        if (prm_.time_budget_s > 0) {
+            const double el = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
+            oob_ = oob_ || el > prm_.time_budget_s;
+        }
+        for (int a : active_) {
+            HullQuery& st = qs[a];
+            if (st.up <= prm_.atol) {  // inside the hull: no full round needed
+                finish(st, 0.0, n_full_ - 1, true);
+            } else {
+                todo_.push_back(a);
+            }
+        }
+        active_.clear();
+        if (!todo_.empty()) prepare_round();
+        return todo_;
+    }
+
+    const float* G32() const { return G32_.data(); }
+
+    // The products V (todo x n, row i for todo[i]) of training rows lo..lo+n-1. A scan may
+    // come in two parts (part 0 and 1, e.g. on two threads: the parts' rows must not interleave,
+    // and part 0 holds the lower rows); end_round() merges them.
+    void scan_block(const float* V, int64_t lo, int64_t n, int part = 0) {
+        const int nb = static_cast<int>(todo_.size());
+        std::vector<HullStream>& ss = part == 0 ? streams_ : streams2_;
+        for (int i = 0; i < nb; ++i) stream_block(ss[i], V + static_cast<int64_t>(i) * n, lo, n, hits_[part]);
+    }
+
+    void end_round() {
+        merge_parts();
+        finish_round();
+        for (int a : todo_)
+            if (!qs[a].finished) active_.push_back(a);
+        todo_.clear();
+    }
+
+    // Products come from another matrix: fl32(fl32(g32.t) s_t) with t the rows of that matrix
+    // and s_t = fl32(1 / |t|), for this block's rows fl32(t / |t|) (the spherical hull over the
+    // raw features' scan; see run_pair). Changes the rounding bound of the certificate.
+    void set_scaled_scan(bool on) { scaled_ = on; }
 
   private:
     const float* T_;
@@ -163,6 +234,11 @@ class HullBlock {
     std::vector<float>& pool32_;
     std::vector<float>& pool_v_;
     std::vector<int> fresh_;  // scratch of add()
+    std::vector<int> active_, todo_;  // open queries; those in the current full round
+    std::vector<float> G32_;          // the round's float32 directions (todo x d)
+    int n_full_ = 0;
+    bool oob_ = false, scaled_ = false;
+    std::chrono::steady_clock::time_point start_;
 
     const float* row(int64_t t) const { return T_ + t * d_; }
 
@@ -379,8 +455,9 @@ class HullBlock {
     // scratch that stays in cache: copying up to 2 pool_size rows per query while streaming
     // wrote tens of MB per round at batch 64, more than the scan reads).
     std::vector<HullStream>& streams_;
+    std::vector<HullStream>& streams2_;
     HullTimes& tm_;
-    std::vector<int64_t> hits_;
+    std::vector<int64_t> hits_[2];  // scratch of stream_block, per part
 
     static float round_down32(double x) {
         float y = static_cast<float>(x);
@@ -396,24 +473,24 @@ class HullBlock {
     }
 
     // The products v (n values of rows base..base+n-1) of one query.
-    void stream_block(HullStream& s, const float* v, int64_t base, int64_t n) {
+    void stream_block(HullStream& s, const float* v, int64_t base, int64_t n, std::vector<int64_t>& hits) {
         const float bm = max_of(v, n);
         if (bm > s.top) {
             s.top = bm;
             s.cut = cut_for(s);
         }
-        room(hits_, n);
+        room(hits, n);
         if (bm >= s.cut) {
-            const int64_t k = at_least(v, n, s.cut, hits_.data());
-            for (int64_t i = 0; i < k; ++i) s.cand.push_back(base + hits_[i]), s.cand_v.push_back(v[hits_[i]]);
+            const int64_t k = at_least(v, n, s.cut, hits.data());
+            for (int64_t i = 0; i < k; ++i) s.cand.push_back(base + hits[i]), s.cand_v.push_back(v[hits[i]]);
         }
         if (bm >= s.pool_cut) {
-            const int64_t k = at_least(v, n, s.pool_cut, hits_.data());
+            const int64_t k = at_least(v, n, s.pool_cut, hits.data());
             const int64_t had = s.n_pool;
             int64_t* pi = room(s.pool, had + k) + had;
             float* pv = room(s.pool_v, had + k) + had;
             for (int64_t i = 0; i < k; ++i) {
-                const int64_t j = hits_[i];
+                const int64_t j = hits[i];
                 pi[i] = base + j;
                 pv[i] = v[j];
             }
@@ -431,13 +508,18 @@ class HullBlock {
         return best + slack;
     }
 
-    void full_round(const std::vector<int>& todo, int n_full, bool out_of_budget) {
+    // The round's float32 directions and, per query, the rounding bound of its products and
+    // its pool cut.
+    void prepare_round() {
+        const std::vector<int>& todo = todo_;
         const int nb = static_cast<int>(todo.size());
-        std::vector<float> G32(static_cast<size_t>(nb) * d_);
+        std::vector<float>& G32 = G32_;
+        G32.resize(static_cast<size_t>(nb) * d_);
         for (int i = 0; i < nb; ++i)
             for (int k = 0; k < d_; ++k)
                 G32[static_cast<size_t>(i) * d_ + k] = static_cast<float>(qs[todo[i]].g[k]);
         streams_.resize(std::max<size_t>(streams_.size(), nb));
+        streams2_.resize(std::max<size_t>(streams2_.size(), nb));
         const double gamma = d_ * U32 / (1 - d_ * U32);
         // pool cut per query from the subsample, a uniform random sample of the points (the
         // whole set when small): its r-th largest value estimates the pool_size-th largest
@@ -459,6 +541,15 @@ class HullBlock {
             }
             // |fl32(g32.t) - g.t| <= (gamma ||g32|| + ||g - g32||) ||t|| <= err (Higham 3.5)
             s.err = (gamma * std::sqrt(n32) + std::sqrt(diff)) * prm_.max_norm;
+            if (scaled_) {
+                // t^ = fl32(t/|t|), s_t = fl32(1/|t|) (each within relative u of t/|t|, 1/|t|),
+                // products fl32(fl32(g32.t) s_t): fl32(g32.t) within gamma |g32| |t|, times s_t
+                // and its rounding add 3u |g32| (1 + gamma)(1 + u)^2; against g.t^: |g32| |t^ -
+                // t/|t||| <= u |g32|, |g - g32| |t^|; |t^| <= max_norm (>= 1 - u); a 1 + 8u
+                // factor covers the products of the small terms
+                s.err = ((gamma + 5.0 * U32) * std::sqrt(n32) + std::sqrt(diff)) *
+                        std::max(prm_.max_norm, 1.0) * (1.0 + 8.0 * U32);
+            }
             s.top = s.cut = -INFINITY;
             s.cand.clear();
             s.cand_v.clear();
@@ -470,30 +561,47 @@ class HullBlock {
                 std::nth_element(w.begin(), w.begin() + (S_ - r), w.end());
                 s.pool_cut = w[S_ - r];
             }
+            HullStream& s2 = streams2_[i];
+            s2.err = s.err;
+            s2.pool_cut = s.pool_cut;
+            s2.top = s2.cut = -INFINITY;
+            s2.cand.clear();
+            s2.cand_v.clear();
+            s2.n_pool = 0;
         }
-        Tic t3;
-        if (scan_) {  // the caller's scan (e.g. on a GPU): all products at once, then streamed
-            if (buf_.size() < static_cast<size_t>(nb) * N_) buf_.resize(static_cast<size_t>(nb) * N_);
-            scan_(G32.data(), nb, buf_.data());
-            constexpr int64_t BL = 4096;
-            for (int64_t lo = 0; lo < N_; lo += BL) {
-                const int64_t n = std::min(BL, N_ - lo);
-                for (int i = 0; i < nb; ++i)
-                    stream_block(streams_[i], buf_.data() + static_cast<int64_t>(i) * N_ + lo, lo, n);
+    }
+
+    // Part 1 of the round's scan into part 0: the largest value, the candidates (those below
+    // the final cut drop out in certified_max, as they would in one pass) and the pool (part
+    // 0's rows first: the indices stay ascending). The same streams as one pass over all rows.
+    void merge_parts() {
+        for (size_t i = 0; i < todo_.size(); ++i) {
+            HullStream& s = streams_[i];
+            HullStream& t = streams2_[i];
+            if (t.top > s.top) {
+                s.top = t.top;
+                s.cut = cut_for(s);
             }
-        } else {
-            // blocks of rows whose products for all open queries fit in ~256 KB
-            const int64_t BL = std::max<int64_t>(512, (int64_t{1} << 16) / nb);
-            if (buf_.size() < static_cast<size_t>(nb) * BL) buf_.resize(static_cast<size_t>(nb) * BL);
-            for (int64_t lo = 0; lo < N_; lo += BL) {
-                const int64_t n = std::min(BL, N_ - lo);
-                rows_times_rows(sgemm_, T_ + lo * d_, static_cast<int>(n), G32.data(), nb, d_, buf_.data());
-                tm_.scan_gemm += t3.lap();
-                for (int i = 0; i < nb; ++i) stream_block(streams_[i], buf_.data() + static_cast<int64_t>(i) * n, lo, n);
-                tm_.scan_stream += t3.lap();
-            }
+            s.cand.insert(s.cand.end(), t.cand.begin(), t.cand.end());
+            s.cand_v.insert(s.cand_v.end(), t.cand_v.begin(), t.cand_v.end());
+            int64_t* pi = room(s.pool, s.n_pool + t.n_pool) + s.n_pool;
+            float* pv = room(s.pool_v, s.n_pool + t.n_pool) + s.n_pool;
+            std::copy(t.pool.begin(), t.pool.begin() + t.n_pool, pi);
+            std::copy(t.pool_v.begin(), t.pool_v.begin() + t.n_pool, pv);
+            s.n_pool += t.n_pool;
+            t.top = t.cut = -INFINITY;
+            t.cand.clear();
+            t.cand_v.clear();
+            t.n_pool = 0;
         }
-        tm_.scan_stream += t3.lap();
+    }
+
+    // After the scan: the certificate of every query of the round, its next pool and violators.
+    void finish_round() {
+        const std::vector<int>& todo = todo_;
+        const int nb = static_cast<int>(todo.size());
+        const int n_full = n_full_;
+        const bool out_of_budget = oob_;
         std::vector<int64_t> idx;
         std::vector<float> vals;
         std::vector<int> order;

@@ -200,6 +200,64 @@ GUARD_CLONES inline void rows_dot(const float* rows, int64_t n, int d, const flo
     rows_dot_body(rows, n, d, x, out, dot_ff);
 }
 
+// out[j n + r] = rows[r] . X[j] (float32) for the n rows (n x d) and nq vectors X (nq x d): the
+// rows are read from memory once for all the vectors, four rows by two vectors at a time (BLAS's
+// sgemm packs the rows first, another pass over them, and at a few vectors that pass is what
+// the product costs).
+GUARD_CLONES inline void rows_dot_many(const float* rows, int64_t n, int d, const float* X, int nq,
+                                       float* out) {
+    constexpr int64_t R = 64;  // rows per group: 16 KB at d = 64, in L1 while every pair of
+                               // vectors passes over it
+    for (int64_t lo = 0; lo < n; lo += R) {
+        const int64_t m = std::min(R, n - lo);
+        int j = 0;
+        for (; j + 2 <= nq; j += 2) {
+            const float* x = X + static_cast<int64_t>(j) * d;
+            const float* y = x + d;
+            float* ox = out + static_cast<int64_t>(j) * n + lo;
+            float* oy = ox + n;
+            int64_t r = 0;
+            for (; r + 4 <= m; r += 4) {
+                const float* a0 = rows + (lo + r) * d;
+                const float* a1 = a0 + d;
+                const float* a2 = a1 + d;
+                const float* a3 = a2 + d;
+                float s0 = 0, s1 = 0, s2 = 0, s3 = 0, t0 = 0, t1 = 0, t2 = 0, t3 = 0;
+#pragma omp simd reduction(+ : s0, s1, s2, s3, t0, t1, t2, t3)
+                for (int k = 0; k < d; ++k) {
+                    s0 += a0[k] * x[k];
+                    s1 += a1[k] * x[k];
+                    s2 += a2[k] * x[k];
+                    s3 += a3[k] * x[k];
+                    t0 += a0[k] * y[k];
+                    t1 += a1[k] * y[k];
+                    t2 += a2[k] * y[k];
+                    t3 += a3[k] * y[k];
+                }
+                ox[r] = s0, ox[r + 1] = s1, ox[r + 2] = s2, ox[r + 3] = s3;
+                oy[r] = t0, oy[r + 1] = t1, oy[r + 2] = t2, oy[r + 3] = t3;
+            }
+            for (; r < m; ++r) {
+                ox[r] = dot_ff(rows + (lo + r) * d, x, d);
+                oy[r] = dot_ff(rows + (lo + r) * d, y, d);
+            }
+        }
+        if (j < nq)
+            rows_dot_body(rows + lo * d, m, d, X + static_cast<int64_t>(j) * d, out + static_cast<int64_t>(j) * n + lo, dot_ff);
+    }
+}
+
+// rows_times_rows for the scans of the training rows: a few vectors by rows_dot_many, more by
+// BLAS.
+inline void scan_rows_times(const Blas& blas, const float* A, int m, const float* B, int n, int k,
+                            float* C) {
+    if (n >= 2 && n <= 4) {
+        rows_dot_many(A, m, k, B, n, C);
+        return;
+    }
+    rows_times_rows(blas, A, m, B, n, k, C);
+}
+
 // out (n x d) = the rows idx (n) of T (row-major, d columns).
 inline void gather_rows(const float* T, const int64_t* idx, int64_t n, int d, float* out) {
     for (int64_t j = 0; j < n; ++j) std::memcpy(out + j * d, T + idx[j] * d, sizeof(float) * d);

@@ -8,6 +8,7 @@
 #include <mutex>
 
 #include "hull_core.hpp"
+#include "hull_pair.hpp"
 #include "union_core.hpp"
 
 namespace py = pybind11;
@@ -74,10 +75,9 @@ class HullCore {
             };
         }
         const int B = static_cast<int>(Q.shape(0));
-        std::unique_lock<std::mutex> lock(busy_, std::try_to_lock);
+        std::unique_lock<std::mutex> lock;
         HullWorkspace own;
-        HullBlock block(T_.data(), N, d, sub_.data(), sub32_.data(), sub_sq_.data(),
-                        sub_.shape(0), prm_, sgemm_, fn, lock.owns_lock() ? work_ : own);
+        HullBlock block = make_block(acquire(lock, own), fn);
         {
             py::gil_scoped_release nogil;
             block.run(Q.data(), B);
@@ -98,15 +98,21 @@ class HullCore {
         return out;
     }
 
-  private:
-    carray<float> T_;
-    carray<int64_t> sub_;
-    carray<float> sub32_, sub_sq_;
-    Blas sgemm_;
-    int d_;
-    HullParams prm_;
-    HullWorkspace work_;
-    std::mutex busy_;
+    // This core's scratch when no other caller holds it (lock then owns it), else `own`.
+    HullWorkspace& acquire(std::unique_lock<std::mutex>& lock, HullWorkspace& own) {
+        lock = std::unique_lock<std::mutex>(busy_, std::try_to_lock);
+        return lock.owns_lock() ? work_ : own;
+    }
+
+    HullBlock make_block(HullWorkspace& ws, HullBlock::Scan fn = {}) {
+        return HullBlock(T_.data(), T_.shape(0), d_, sub_.data(), sub32_.data(), sub_sq_.data(),
+                         sub_.shape(0), prm_, sgemm_, std::move(fn), ws);
+    }
+
+    int64_t size() const { return T_.shape(0); }
+    int dim() const { return d_; }
+    const float* points() const { return T_.data(); }
+    const Blas& blas() const { return sgemm_; }
 
     py::dict results(const HullBlock& block, int B, int64_t N, int top_support) {
         const int d = d_;
@@ -165,7 +171,51 @@ class HullCore {
         out["exact_fraction"] = frac;
         return out;
     }
+
+  private:
+    carray<float> T_;
+    carray<int64_t> sub_;
+    carray<float> sub32_, sub_sq_;
+    Blas sgemm_;
+    int d_;
+    HullParams prm_;
+    HullWorkspace work_;
+    std::mutex busy_;
 };
+
+// The raw hull (core `raw`) and the spherical hull (core `sphere`, over fl32(t / |t|) of raw's
+// points t) of the same queries in one set of passes over raw's points (hull_pair.hpp): Q and
+// Qs (B x d) the raw and the normalised queries, scale (N) = fl32(1 / |t|) (0 for a zero row);
+// on one or two threads (the same answers).
+py::tuple query_pair(HullCore& raw, carray<double> Q, HullCore& sphere, carray<double> Qs,
+                     carray<float> scale, int top_raw, int top_sphere, int threads) {
+    const int64_t N = raw.size();
+    const int d = raw.dim();
+    need_2d(Q, "Q", d);
+    need_2d(Qs, "Qs", d);
+    if (&raw == &sphere) throw std::invalid_argument("query_pair: two different cores expected");
+    if (sphere.size() != N || sphere.dim() != d)
+        throw std::invalid_argument("query_pair: the two cores hold different numbers of points");
+    if (Qs.shape(0) != Q.shape(0)) throw std::invalid_argument("query_pair: Q and Qs differ in rows");
+    if (scale.ndim() != 1 || scale.shape(0) != N)
+        throw std::invalid_argument("query_pair: one scale per point expected");
+    const int B = static_cast<int>(Q.shape(0));
+    std::unique_lock<std::mutex> lock_r, lock_s;
+    HullWorkspace own_r, own_s;
+    HullWorkspace& ws = raw.acquire(lock_r, own_r);
+    HullBlock a = raw.make_block(ws);
+    HullBlock b = sphere.make_block(sphere.acquire(lock_s, own_s));
+    if (threads < 1) throw std::invalid_argument("query_pair: threads must be >= 1");
+    std::vector<float> bufs[2];
+    bufs[0].swap(ws.buf);  // (the core's scratch: its pages are already touched)
+    {
+        py::gil_scoped_release nogil;
+        run_pair(a, Q.data(), b, Qs.data(), B, raw.points(), scale.data(), N, d, raw.blas(),
+                 std::min(threads, 2), bufs, ws.times);
+    }
+    bufs[0].swap(ws.buf);
+    return py::make_tuple(raw.results(a, B, N, top_raw), sphere.results(b, B, N, top_sphere));
+}
 
 // The union of learned regions (guard.geometry.regions.UnionOfBalls): holds references to its
 // arrays; query() is exact (see union_core.hpp).
@@ -251,6 +301,9 @@ PYBIND11_MODULE(_native, m) {
         .def("query", &HullCore::query, py::arg("Q"), py::arg("scan"), py::arg("top_support"))
         .def("times", &HullCore::times,
              "seconds per phase, summed over the calls that used this core's own scratch");
+    m.def("query_pair", &query_pair, py::arg("raw"), py::arg("Q"), py::arg("sphere"),
+          py::arg("Qs"), py::arg("scale"), py::arg("top_raw"), py::arg("top_sphere"),
+          py::arg("threads") = 1);
     m.def("min_norm_point", &min_norm_point, py::arg("P"));
     py::class_<UnionCore>(m, "UnionCore")
         .def(py::init<carray<float>, carray<double>, carray<double>, carray<float>, carray<float>,
