@@ -11,9 +11,11 @@ One process, single-threaded (BLAS/OpenMP pinned to one thread before numpy load
 the process (``time.process_time``: on a shared machine it counts only this process's work):
 
 * ``Guard.score_features`` on Fashion-MNIST test features of the artifact's model at batch 1
-  and 64 (everything: margins, certified hull, union of learned regions, OOD score), split into
-  its parts, for the compiled core and for the previous version (the numpy paths, selected with
-  ``guard.geometry.native.disabled()``, on the same queries, alternating);
+  and 64 (everything: margins, the certified raw and spherical hulls, union of learned regions,
+  OOD score), split into its parts, for the compiled core and for the previous version (the
+  numpy paths, selected with ``guard.geometry.native.disabled()``, on the same queries,
+  alternating); and the two hulls in their shared passes (``HullPair``) against the same two
+  hulls queried one after the other;
 * the floor: one float32 GEMM of the same queries against all N x d training features
   (``F @ T.T``), per image, and the ratio geometry / floor;
 * certified hull, 1M x 64 synthetic features: single-query p50 (compiled and previous);
@@ -24,7 +26,8 @@ the process (``time.process_time``: on a shared machine it counts only this proc
   call (as fit's ``training_radii`` calls it) (and, as the previous version's floor, the
   all-pairs feasibility step it spent its time in);
 * threads: wall time of ``Guard.score_features`` with ``n_jobs=1`` and ``n_jobs=-1`` (the two
-  hulls, the margins and the union side by side, :mod:`guard.concurrency`) on the same batches
+  hulls' shared passes on two threads, then the margins and the union side by side,
+  :mod:`guard.concurrency`) on the same batches
   of 1, 16 and 64, alternating (wall time, not CPU time: the point is using more cores);
 * served throughput guard on / off per artifact: ``python -m bench.serve --quick`` as a
   subprocess (the same tritonclient benchmark as bench/results/serve.md), its summary parsed;
@@ -58,6 +61,7 @@ from bench.common import REPO, stats, write_results
 from guard.geometry import native
 from guard.geometry.hull import ConvexHullIndex, HullConfig
 from guard.geometry.margins import compute_margins, relaxed_margins
+from guard.geometry.sphere import to_sphere
 
 faiss.omp_set_num_threads(1)
 
@@ -125,16 +129,15 @@ def geometry_rows(artifact: str, repeats: int, n_single: int) -> tuple[list[dict
                 t.setdefault(f"{name} margins", []).append(
                     cpu_ms(compute_margins, Fb, g.W_, g.b_, g.nonneg_) / B
                 )
-                t.setdefault(f"{name} hull", []).append(
-                    cpu_ms(g.hull_.query, Fb64, top_support=g.top_support) / B
+                t.setdefault(f"{name} hulls", []).append(
+                    cpu_ms(g.hulls_.query, Fb, top_support=g.top_support) / B
                 )
                 t.setdefault(f"{name} union", []).append(cpu_ms(g.regions_.query, Fb) / B)
-                if hasattr(g, "sphere_"):  # the certified hull of the L2-normalised features
-                    from guard.detectors.sphere import to_sphere
-
-                    t.setdefault(f"{name} sphere", []).append(
-                        cpu_ms(g.sphere_.query, to_sphere(Fb), top_support=0) / B
-                    )
+            # ours, the two hulls queried one after the other (before their passes were shared)
+            t.setdefault("separate hulls", []).append(
+                cpu_ms(new.hull_.query, Fb64, top_support=new.top_support) / B
+                + cpu_ms(new.sphere_.query, to_sphere(Fb), top_support=0) / B
+            )
             t.setdefault("floor", []).append(cpu_ms(np.matmul, Fb, T.T) / B)
         s = {k: stats(v) for k, v in t.items()}
         floor = s["floor"]["median"]
@@ -145,20 +148,17 @@ def geometry_rows(artifact: str, repeats: int, n_single: int) -> tuple[list[dict
                 "batch": B,
                 "geometry ms/image (all)": s["ours all"],
                 "margins": s["ours margins"],
-                "hull": s["ours hull"],
+                "hulls (raw + spherical, shared passes)": s["ours hulls"],
+                "hulls queried separately": s["separate hulls"],
+                "separately / shared": s["separate hulls"]["median"] / s["ours hulls"]["median"],
                 "union": s["ours union"],
-                "sphere hull": s.get("ours sphere", "-"),
                 "rest (OOD score, ...)": ours
-                - sum(
-                    s[f"ours {k}"]["median"]
-                    for k in ("margins", "hull", "union", "sphere")
-                    if f"ours {k}" in s
-                ),
+                - sum(s[f"ours {k}"]["median"] for k in ("margins", "hulls", "union")),
                 "GEMM floor ms/image": s["floor"],
                 "geometry / floor": ours / floor,
                 "previous version ms/image": s["previous all"],
-                "previous: margins / hull / union": (
-                    f"{s['previous margins']['median']:.3g} / {s['previous hull']['median']:.3g}"
+                "previous: margins / hulls / union": (
+                    f"{s['previous margins']['median']:.3g} / {s['previous hulls']['median']:.3g}"
                     f" / {s['previous union']['median']:.3g}"
                 ),
                 "previous / ours": prev / ours,
@@ -172,6 +172,9 @@ def geometry_rows(artifact: str, repeats: int, n_single: int) -> tuple[list[dict
         summary[f"geometry, {key}: target"] = verdict(ours, TARGETS[key])
         summary[f"geometry / GEMM floor, batch {B}"] = ours / floor
         summary[f"previous version / ours, batch {B}"] = prev / ours
+        summary[f"hulls queried separately / shared passes, batch {B}"] = (
+            s["separate hulls"]["median"] / s["ours hulls"]["median"]
+        )
     return rows, summary
 
 
@@ -279,7 +282,6 @@ def settings_rows(
     64 and 1, same queries, alternating; on the artifact's raw and spherical hulls and on
     synthetic 200k x 64 points."""
     from guard import load_artifact
-    from guard.detectors.sphere import to_sphere
 
     g = load_artifact(artifact)
     F = test_features(g, 64 * repeats + n_single).astype(np.float32)

@@ -1,8 +1,9 @@
 """Independent pieces of work on several threads (``n_jobs``), BLAS on one thread meanwhile.
 
-The geometry of a batch is a few independent computations (the two hulls, whose compiled core
-splits its own work over two threads, then the margins and the union of balls) that spend their
-time in compiled code and BLAS, both of which release the GIL: threads run them in parallel.
+The geometry of a batch is two independent computations (the scans of the two hulls and the
+union of balls, whose compiled core splits its own work over two threads, and the margins) that
+spend their time in compiled code and BLAS, both of which release the GIL: threads run them in
+parallel.
 BLAS's own threads would then compete with them for the same cores (measured in
 ``bench/geometry.py``: two threads over two-thread BLAS are slower than one thread), so while
 they run every BLAS library of the process is limited to one thread (``threadpoolctl``; process-

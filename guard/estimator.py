@@ -12,14 +12,13 @@ them, never stored). Works on feature arrays; the ONNX model is optional.
 from __future__ import annotations
 
 import math
-from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from .calibrate import Thresholds, calibrate
-from .concurrency import resolve_jobs, run_tasks, single_threaded_blas
+from .concurrency import resolve_jobs, run_tasks
 from .decide import decide
 from .detectors import CombinedScore, Evidence
 from .errors import InputError, NotFittedError
@@ -137,10 +136,10 @@ class Guard:
         seed: seed of the calibration split.
         device: where the hull and union scans run: ``auto`` (a CUDA GPU through torch when
             present, else the CPU), ``cpu`` or ``cuda`` (:mod:`guard.geometry.accel`).
-        n_jobs: threads :meth:`score_features` runs on (the two hulls' shared passes on up to
-            2, then the margins and the union side by side; more than 2 gain nothing): 1 = the
-            caller's thread only, -1 = every available core (:mod:`guard.concurrency`). The
-            results do not depend on it.
+        n_jobs: threads :meth:`score_features` runs on (the two hulls' and the union's shared
+            passes, :class:`~guard.geometry.hull_pair.HullPair`, take up to 2, the margins one
+            beside them; more gain nothing): 1 = the caller's thread only, -1 = every
+            available core (:mod:`guard.concurrency`). The results do not depend on it.
     """
 
     # Fitted attributes that may be None (the rest are set by fit / from_state, see the docs).
@@ -522,19 +521,20 @@ class Guard:
         if logits is None:
             logits = (F.astype(np.float64) @ self.W_.T + self.b_).astype(np.float32)
         regions = self.regions_  # (built on first use: here, not in a worker thread)
-        # independent parts, the most expensive first (the order threads take them in)
-        # The raw and the spherical hull share their passes over the training features (on up
-        # to 2 threads: one per hull, one half of the rows per pass); then the margins and the
-        # union side by side. The results do not depend on the threads.
+        # The raw and the spherical hull share their passes over the training features, and the
+        # union's products come with the first (on up to 2 threads: one per hull, one half of
+        # the rows per pass); the margins beside them. The results do not depend on threads.
         threads = resolve_jobs(self.n_jobs)
-        with single_threaded_blas() if threads > 1 else nullcontext():
-            h, sph = self.hulls_.query(
-                F, top_support=self.top_support, threads=threads, progress=self.progress
-            )
-        m, r = run_tasks(
+        (h, sph, r), m = run_tasks(
             [
+                lambda: self.hulls_.query_with_union(
+                    F,
+                    regions,
+                    top_support=self.top_support,
+                    threads=threads,
+                    progress=self.progress,
+                ),
                 lambda: compute_margins(F, self.W_, self.b_, self.nonneg_, progress=self.progress),
-                lambda: regions.query(F),
             ],
             self.n_jobs,
         )

@@ -27,6 +27,7 @@ from .hull import ConvexHullIndex
 from .hull_types import HullConfig, HullDistances
 from .native import core as native_core
 from .progress import progress_bar
+from .regions import Regions, UnionOfBalls
 from .sphere import to_sphere
 
 __all__ = ["HullPair"]
@@ -85,16 +86,54 @@ class HullPair:
         each) and the spherical hull's distances of their directions (no weights), computed on
         ``threads`` threads (at most 2 help: one per hull, one half of the rows per scan; the
         answers do not depend on it)."""
+        h, s, _ = self._query(features, None, top_support, threads, progress)
+        return h, s
+
+    def query_with_union(
+        self,
+        features: np.ndarray,
+        union: UnionOfBalls,
+        *,
+        top_support: int = 8,
+        threads: int = 1,
+        progress: bool = False,
+    ) -> tuple[HullDistances, HullDistances, Regions]:
+        """:meth:`query`, and the membership of the rows in the union of balls ``union``; when
+        its balls are centred on the raw hull's points (the same memory) its products come with
+        the first pass (the same exact answers as ``union.query(features)``)."""
+        h, s, r = self._query(features, union, top_support, threads, progress)
+        assert r is not None
+        return h, s, r
+
+    def _shares_rows(self, union: UnionOfBalls) -> bool:
+        P, T = union.points, self.raw.points
+        return (
+            union._core is not None
+            and P.shape == T.shape
+            and P.flags.c_contiguous
+            and P.__array_interface__["data"][0] == T.__array_interface__["data"][0]
+        )
+
+    def _query(
+        self,
+        features: np.ndarray,
+        union: UnionOfBalls | None,
+        top_support: int,
+        threads: int,
+        progress: bool,
+    ) -> tuple[HullDistances, HullDistances, Regions | None]:
         Q = np.asarray(features, dtype=np.float64)
         if Q.ndim != 2 or Q.shape[1] != self.raw.dim:
             raise GeometryError(f"expected queries (N, {self.raw.dim}), got {Q.shape}")
         if not np.all(np.isfinite(Q)):
             raise GeometryError("queries contain NaN or Inf")
         Qs = to_sphere(Q)
+        ride = union is not None and self.fused and self._shares_rows(union)
         if not self.fused:
             return (
                 self.raw.query(Q, top_support=top_support, progress=progress),
                 self.sphere.query(Qs, top_support=0, progress=progress),
+                None if union is None else union.query(features),
             )
         # queries equal to a training point (of either hull) are answered on their own, as
         # ConvexHullIndex.query answers them (distance 0 and the point itself as support)
@@ -102,16 +141,21 @@ class HullPair:
         rows = np.flatnonzero(~known)
         out_r = _empty(Q, top_support)
         out_s = _empty(Qs, 0)
+        Qu = np.ascontiguousarray(features, dtype=np.float32)
+        out_u = Regions.empty(len(Q)).arrays() if ride else None
         if np.any(known):
             alone = np.flatnonzero(known)
             _put(out_r, alone, vars(self.raw.query(Q[alone], top_support=top_support)))
             _put(out_s, alone, vars(self.sphere.query(Qs[alone], top_support=0)))
+            if out_u is not None and union is not None:
+                for arr, part in zip(out_u, union.query(Qu[alone]).arrays(), strict=True):
+                    arr[alone] = part
         block = max(1, min(256, (64 << 20) // (4 * len(self.raw))))
         with progress_bar(total=len(Q), desc="hull distances", enabled=progress) as bar:
             bar.update(len(Q) - len(rows))
             for lo in range(0, len(rows), block):
                 sel = rows[lo : lo + block]
-                res_r, res_s = native_core.query_pair(  # type: ignore[union-attr]
+                res_r, res_s, res_u = native_core.query_pair(  # type: ignore[union-attr]
                     self.raw._core,
                     np.ascontiguousarray(Q[sel]),
                     self.sphere._core,
@@ -120,11 +164,21 @@ class HullPair:
                     top_support,
                     0,
                     threads,
+                    union._core if ride else None,  # type: ignore[union-attr]
+                    np.ascontiguousarray(Qu[sel]) if ride else None,
                 )
                 _put(out_r, sel, res_r)
                 _put(out_s, sel, res_s)
+                if out_u is not None:
+                    for arr, part in zip(out_u, res_u, strict=True):
+                        arr[sel] = part
                 bar.update(len(sel))
-        return HullDistances(**out_r), HullDistances(**out_s)
+        regions = None
+        if out_u is not None:
+            regions = Regions(*out_u)
+        elif union is not None:
+            regions = union.query(Qu)
+        return HullDistances(**out_r), HullDistances(**out_s), regions
 
 
 def _empty(Q: np.ndarray, top_support: int) -> dict[str, np.ndarray]:

@@ -42,6 +42,19 @@ class Regions:
     slack: np.ndarray
     best_ball: np.ndarray
 
+    @classmethod
+    def empty(cls, n: int) -> Regions:
+        """N queries in no ball (arrays to fill in)."""
+        return cls(
+            np.zeros(n, dtype=bool),
+            np.zeros(n, dtype=np.int64),
+            np.full(n, -np.inf),
+            np.full(n, -1, dtype=np.int64),
+        )
+
+    def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        return self.in_union, self.n_balls, self.slack, self.best_ball
+
 
 class UnionOfBalls:
     """The union of balls ``(points[t], radii[t])``; :meth:`query` is exact.
@@ -108,10 +121,7 @@ class UnionOfBalls:
         if Q.ndim != 2 or Q.shape[1] != d:
             raise GeometryError(f"expected queries (M, {d}), got {Q.shape}")
         m = Q.shape[0]
-        in_union = np.zeros(m, dtype=bool)
-        n_balls = np.zeros(m, dtype=np.int64)
-        slack_out = np.full(m, -np.inf)
-        best = np.full(m, -1, dtype=np.int64)
+        in_union, n_balls, slack_out, best = Regions.empty(m).arrays()
         if N == 0 or m == 0:
             return Regions(in_union, n_balls, slack_out, best)
         if self._core is not None:

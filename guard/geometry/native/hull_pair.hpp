@@ -12,6 +12,7 @@
 #include <thread>
 
 #include "hull_core.hpp"
+#include "union_core.hpp"
 
 namespace guard {
 
@@ -53,15 +54,22 @@ inline void both(bool two, F&& f) {
 // (1 or 2): with two, each round's inner work runs one block per thread, and each scan one
 // half of the rows per thread (the halves meet at a block boundary, so every product is the
 // one a single thread computes, and HullBlock::merge_parts gives the streams of one pass).
+//
+// With `un` (the union of learned regions over the same rows T, queries Qu: B x d float32) the
+// union's products ride on the first pass, as extra rows of its GEMM, and its answers go to
+// `uout` (as UnionScan::run gives them).
 inline void run_pair(HullBlock& raw, const double* Q, HullBlock& sphere, const double* Qs, int B,
                      const float* T, const float* scale, int64_t N, int d, const Blas& blas,
-                     int threads, std::vector<float> (&bufs)[2], HullTimes& tm) {
+                     int threads, std::vector<float> (&bufs)[2], HullTimes& tm,
+                     UnionScan* un = nullptr, const float* Qu = nullptr, UnionOut* uout = nullptr) {
     const bool two = threads > 1;
     HullBlock* blk[2] = {&raw, &sphere};
     sphere.set_scaled_scan(true);
     both(two, [&](int p) { blk[p]->begin(p == 0 ? Q : Qs, B); });
     int n_open[2] = {0, 0};
     bool on[2] = {true, true};
+    bool union_due = un != nullptr;  // the union scans with the first pass
+    if (union_due) un->begin(Qu, B);
     std::vector<float> G;
     while (true) {
         both(two, [&](int p) {
@@ -69,12 +77,13 @@ inline void run_pair(HullBlock& raw, const double* Q, HullBlock& sphere, const d
             n_open[p] = on[p] ? static_cast<int>(blk[p]->next_round().size()) : 0;
             on[p] = n_open[p] > 0;
         });
-        const int na = n_open[0], ns = n_open[1];
-        if (na + ns == 0) break;
-        const int nb = na + ns;
+        const int na = n_open[0], ns = n_open[1], nu = union_due ? B : 0;
+        if (na + ns + nu == 0) break;
+        const int nb = na + ns + nu;
         G.resize(static_cast<size_t>(nb) * d);
         if (na) std::copy(raw.G32(), raw.G32() + static_cast<size_t>(na) * d, G.begin());
         if (ns) std::copy(sphere.G32(), sphere.G32() + static_cast<size_t>(ns) * d, G.begin() + static_cast<size_t>(na) * d);
+        if (nu) std::copy(Qu, Qu + static_cast<size_t>(nu) * d, G.begin() + static_cast<size_t>(na + ns) * d);
         const int64_t BL = HullBlock::scan_rows(nb);
         const int64_t n_blocks = (N + BL - 1) / BL;
         const int64_t mid = two ? std::min(N, BL * ((n_blocks + 1) / 2)) : N;
@@ -92,9 +101,14 @@ inline void run_pair(HullBlock& raw, const double* Q, HullBlock& sphere, const d
                     for (int i = 0; i < ns; ++i) scale_by(Vs + static_cast<int64_t>(i) * n, scale + lo, n);
                     sphere.scan_block(Vs, lo, n, p);
                 }
+                if (nu) un->scan_block(V + static_cast<int64_t>(na + ns) * n, n, lo, p);
             }
         });
         tm.scan_gemm += t.lap();  // (products and streams together)
+        if (nu) {
+            un->end(*uout, 0);
+            union_due = false;
+        }
     }
 }
 

@@ -5,6 +5,7 @@
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
+#include <memory>
 #include <mutex>
 
 #include "hull_core.hpp"
@@ -183,40 +184,6 @@ class HullCore {
     std::mutex busy_;
 };
 
-// The raw hull (core `raw`) and the spherical hull (core `sphere`, over fl32(t / |t|) of raw's
-// points t) of the same queries in one set of passes over raw's points (hull_pair.hpp): Q and
-// Qs (B x d) the raw and the normalised queries, scale (N) = fl32(1 / |t|) (0 for a zero row);
-// on one or two threads (the same answers).
-py::tuple query_pair(HullCore& raw, carray<double> Q, HullCore& sphere, carray<double> Qs,
-                     carray<float> scale, int top_raw, int top_sphere, int threads) {
-    const int64_t N = raw.size();
-    const int d = raw.dim();
-    need_2d(Q, "Q", d);
-    need_2d(Qs, "Qs", d);
-    if (&raw == &sphere) throw std::invalid_argument("query_pair: two different cores expected");
-    if (sphere.size() != N || sphere.dim() != d)
-        throw std::invalid_argument("query_pair: the two cores hold different numbers of points");
-    if (Qs.shape(0) != Q.shape(0)) throw std::invalid_argument("query_pair: Q and Qs differ in rows");
-    if (scale.ndim() != 1 || scale.shape(0) != N)
-        throw std::invalid_argument("query_pair: one scale per point expected");
-    const int B = static_cast<int>(Q.shape(0));
-    std::unique_lock<std::mutex> lock_r, lock_s;
-    HullWorkspace own_r, own_s;
-    HullWorkspace& ws = raw.acquire(lock_r, own_r);
-    HullBlock a = raw.make_block(ws);
-    HullBlock b = sphere.make_block(sphere.acquire(lock_s, own_s));
-    if (threads < 1) throw std::invalid_argument("query_pair: threads must be >= 1");
-    std::vector<float> bufs[2];
-    bufs[0].swap(ws.buf);  // (the core's scratch: its pages are already touched)
-    {
-        py::gil_scoped_release nogil;
-        run_pair(a, Q.data(), b, Qs.data(), B, raw.points(), scale.data(), N, d, raw.blas(),
-                 std::min(threads, 2), bufs, ws.times);
-    }
-    bufs[0].swap(ws.buf);
-    return py::make_tuple(raw.results(a, B, N, top_raw), sphere.results(b, B, N, top_sphere));
-}
-
 // The union of learned regions (guard.geometry.regions.UnionOfBalls): holds references to its
 // arrays; query() is exact (see union_core.hpp).
 class UnionCore {
@@ -262,6 +229,9 @@ class UnionCore {
         return py::make_tuple(in_union, n_balls, slack, best);
     }
 
+    const UnionData& data() const { return u_; }
+    const Blas& blas() const { return blas_; }
+
   private:
     carray<float> T_;
     carray<double> r_, r2_;
@@ -270,6 +240,62 @@ class UnionCore {
     UnionData u_;
     Blas blas_;
 };
+
+// The raw hull (core `raw`) and the spherical hull (core `sphere`, over fl32(t / |t|) of raw's
+// points t) of the same queries in one set of passes over raw's points (hull_pair.hpp): Q and
+// Qs (B x d) the raw and the normalised queries, scale (N) = fl32(1 / |t|) (0 for a zero row);
+// on one or two threads (the same answers). With union_core (a UnionCore over the same points)
+// and Qu (B x d float32) the union's membership rides on the first pass: (raw, sphere, regions
+// tuple as UnionCore.query gives it, or None).
+py::tuple query_pair(HullCore& raw, carray<double> Q, HullCore& sphere, carray<double> Qs,
+                     carray<float> scale, int top_raw, int top_sphere, int threads,
+                     UnionCore* un, py::object Qu_obj) {
+    const int64_t N = raw.size();
+    const int d = raw.dim();
+    need_2d(Q, "Q", d);
+    need_2d(Qs, "Qs", d);
+    if (&raw == &sphere) throw std::invalid_argument("query_pair: two different cores expected");
+    if (sphere.size() != N || sphere.dim() != d)
+        throw std::invalid_argument("query_pair: the two cores hold different numbers of points");
+    if (Qs.shape(0) != Q.shape(0)) throw std::invalid_argument("query_pair: Q and Qs differ in rows");
+    if (scale.ndim() != 1 || scale.shape(0) != N)
+        throw std::invalid_argument("query_pair: one scale per point expected");
+    const int B = static_cast<int>(Q.shape(0));
+    std::unique_lock<std::mutex> lock_r, lock_s;
+    HullWorkspace own_r, own_s;
+    HullWorkspace& ws = raw.acquire(lock_r, own_r);
+    HullBlock a = raw.make_block(ws);
+    HullBlock b = sphere.make_block(sphere.acquire(lock_s, own_s));
+    if (threads < 1) throw std::invalid_argument("query_pair: threads must be >= 1");
+    carray<float> Qu;
+    std::unique_ptr<UnionScan> scan;
+    carray<bool> in_union(un ? B : 0);
+    carray<int64_t> n_balls(un ? B : 0), best(un ? B : 0);
+    carray<double> slack(un ? B : 0);
+    UnionOut uout{in_union.mutable_data(), n_balls.mutable_data(), slack.mutable_data(),
+                  best.mutable_data()};
+    if (un) {
+        Qu = Qu_obj.cast<carray<float>>();
+        need_2d(Qu, "Qu", d);
+        if (Qu.shape(0) != B) throw std::invalid_argument("query_pair: Q and Qu differ in rows");
+        if (un->data().T != raw.points() || un->data().N != N)
+            throw std::invalid_argument("query_pair: the union's balls are not centred on the raw hull's points");
+        scan = std::make_unique<UnionScan>(un->data(), un->blas());
+    }
+    std::vector<float> bufs[2];
+    bufs[0].swap(ws.buf);  // (the core's scratch: its pages are already touched)
+    {
+        py::gil_scoped_release nogil;
+        run_pair(a, Q.data(), b, Qs.data(), B, raw.points(), scale.data(), N, d, raw.blas(),
+                 std::min(threads, 2), bufs, ws.times, scan.get(), un ? Qu.data() : nullptr,
+                 &uout);
+    }
+    bufs[0].swap(ws.buf);
+    py::object regions = py::none();
+    if (un) regions = py::make_tuple(in_union, n_balls, slack, best);
+    return py::make_tuple(raw.results(a, B, N, top_raw), sphere.results(b, B, N, top_sphere),
+                          regions);
+}
 
 // Wolfe's min-norm point of conv(rows of P) (m x d): (weights (m,), major cycles). For tests.
 py::tuple min_norm_point(carray<double> P) {
@@ -303,7 +329,7 @@ PYBIND11_MODULE(_native, m) {
              "seconds per phase, summed over the calls that used this core's own scratch");
     m.def("query_pair", &query_pair, py::arg("raw"), py::arg("Q"), py::arg("sphere"),
           py::arg("Qs"), py::arg("scale"), py::arg("top_raw"), py::arg("top_sphere"),
-          py::arg("threads") = 1);
+          py::arg("threads") = 1, py::arg("union_core") = nullptr, py::arg("Qu") = py::none());
     m.def("min_norm_point", &min_norm_point, py::arg("P"));
     py::class_<UnionCore>(m, "UnionCore")
         .def(py::init<carray<float>, carray<double>, carray<double>, carray<float>, carray<float>,

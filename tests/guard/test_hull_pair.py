@@ -1,0 +1,135 @@
+"""HullPair: the raw and the spherical hull queried in one set of passes (native run_pair).
+
+Checked against exact QPs (Clarabel through cvxpy, tests/reference), against two separate
+ConvexHullIndex queries, and between one and two threads (bit for bit)."""
+
+from __future__ import annotations
+
+from dataclasses import fields
+from functools import cache
+
+import numpy as np
+import pytest
+
+from guard.geometry import native
+from guard.geometry.errors import GeometryError
+from guard.geometry.hull import ConvexHullIndex, HullConfig
+from guard.geometry.hull_pair import HullPair
+from guard.geometry.sphere import to_sphere
+from tests.reference import solvers as reference
+
+needs_core = pytest.mark.skipif(native.core is None, reason="the compiled core is not built")
+
+# pools and subsamples smaller than N, so that every part of a full round runs
+CONFIG = HullConfig(subsample=256, pool_size=128, add_per_round=16)
+
+
+@cache
+def _case(N: int, d: int, seed: int):
+    rng = np.random.default_rng(seed)
+    # ReLU features whose norms spread over three orders of magnitude, some rows all zero
+    F = np.maximum(rng.normal(size=(N, d)), 0) * rng.lognormal(0.0, 1.5, size=(N, 1))
+    F[rng.choice(N, 3, replace=False)] = 0.0
+    F = F.astype(np.float32)
+    Q = np.maximum(rng.normal(size=(8, d)), 0) * rng.lognormal(0.0, 1.5, size=(8, 1))
+    extra = [F[5], 7.0 * F[9], np.zeros(d), F[11] + 0.05, -F[13]]  # a training point, ...
+    Q = np.vstack([Q, *extra]).astype(np.float32)
+    pair = HullPair(ConvexHullIndex(F, CONFIG, device="cpu"), CONFIG, device="cpu")
+    return F, Q, pair
+
+
+@needs_core
+@pytest.mark.parametrize(("N", "d", "seed"), [(3000, 16, 0), (2000, 48, 1)])
+def test_pair_intervals_contain_the_exact_distances(N: int, d: int, seed: int) -> None:
+    F, Q, pair = _case(N, d, seed)
+    assert pair.fused
+    h, s = pair.query(Q, top_support=4, threads=2)
+    P = pair.sphere.points.astype(np.float64)
+    for i, q in enumerate(Q):
+        for name, res, T, x in (
+            ("raw", h, F, q.astype(np.float64)),
+            ("sphere", s, P, to_sphere(q[None])[0]),
+        ):
+            ref = reference.hull_distance(T, x)
+            # the reference is the square root of an interior-point objective: ~1e-6 near 0
+            assert res.lower[i] <= ref + 1e-5 * max(1.0, ref), (name, i, res.lower[i], ref)
+            assert res.upper[i] >= ref - 1e-5 * max(1.0, ref), (name, i, res.upper[i], ref)
+            assert res.converged[i], (name, i)
+            assert res.upper[i] - res.lower[i] <= 1e-3 * res.upper[i] + 1e-7
+    # a training point is its own support, at distance 0; its direction and that of a scaled
+    # training point are inside the spherical hull up to the float32 rounding of the stored
+    # normalised point
+    assert h.upper[8] == 0.0 and h.support_idx[8, 0] == 5 and h.support_alpha[8, 0] == 1.0
+    assert s.upper[8] <= 1e-7 and s.upper[9] <= 1e-7
+    assert s.support_idx.shape == (len(Q), 0)
+
+
+@needs_core
+def test_pair_agrees_with_separate_queries_and_threads_do_not_matter() -> None:
+    F, _, pair = _case(3000, 16, 0)
+    rng = np.random.default_rng(7)
+    Q = (np.maximum(rng.normal(size=(40, 16)), 0) * rng.lognormal(0, 1.5, (40, 1))).astype(
+        np.float32
+    )
+    one = pair.query(Q, threads=1)
+    two = pair.query(Q, threads=2)
+    for a, b in zip(one, two, strict=True):
+        for f in fields(a):
+            x, y = getattr(a, f.name), getattr(b, f.name)
+            assert (x is None and y is None) or np.array_equal(x, y), f.name
+    raw = pair.raw.query(Q)
+    sph = pair.sphere.query(to_sphere(Q), top_support=0)
+    for fused, alone in ((one[0], raw), (one[1], sph)):
+        # both are certified intervals around the same distance
+        assert np.all(fused.lower <= alone.upper * (1 + 1e-12) + 1e-12)
+        assert np.all(alone.lower <= fused.upper * (1 + 1e-12) + 1e-12)
+        np.testing.assert_allclose(fused.upper, alone.upper, rtol=2e-3, atol=1e-7)
+
+
+@needs_core
+def test_pair_batches_of_one_match_the_batch() -> None:
+    _, Q, pair = _case(2000, 48, 1)
+    whole = pair.query(Q, threads=2)
+    for i in range(0, len(Q), 5):
+        h, s = pair.query(Q[i : i + 1], threads=1)
+        # the certificate covers the float32 rounding that differs with the batch
+        assert h.lower[0] <= whole[0].upper[i] * (1 + 1e-12) + 1e-12
+        assert whole[0].lower[i] <= h.upper[0] * (1 + 1e-12) + 1e-12
+        assert s.lower[0] <= whole[1].upper[i] * (1 + 1e-12) + 1e-12
+        assert whole[1].lower[i] <= s.upper[0] * (1 + 1e-12) + 1e-12
+
+
+def test_pair_without_the_core_queries_each_hull() -> None:
+    F, Q, _ = _case(3000, 16, 0)
+    config = HullConfig(subsample=256, pool_size=128, add_per_round=16, engine="numpy")
+    pair = HullPair(ConvexHullIndex(F[:500], config, device="cpu"), config, device="cpu")
+    assert not pair.fused
+    h, s = pair.query(Q[:4])
+    for i, q in enumerate(Q[:4]):
+        ref = reference.hull_distance(pair.sphere.points.astype(np.float64), to_sphere(q[None])[0])
+        assert s.lower[i] <= ref + 1e-5 and s.upper[i] >= ref - 1e-5
+        ref = reference.hull_distance(F[:500], q.astype(np.float64))
+        assert h.lower[i] <= ref + 1e-5 * max(1, ref) and h.upper[i] >= ref - 1e-5 * max(1, ref)
+
+
+def test_pair_rejects_bad_queries() -> None:
+    _, _, pair = _case(3000, 16, 0)
+    with pytest.raises(GeometryError, match="expected queries"):
+        pair.query(np.zeros((2, 5)))
+    with pytest.raises(GeometryError, match="NaN or Inf"):
+        pair.query(np.full((1, 16), np.nan))
+
+
+@needs_core
+def test_native_pair_checks_its_arguments() -> None:
+    F, Q, pair = _case(3000, 16, 0)
+    other = ConvexHullIndex(F[:100], CONFIG, device="cpu")
+    Q64 = Q.astype(np.float64)
+    with pytest.raises(ValueError, match="different numbers of points"):
+        native.core.query_pair(pair.raw._core, Q64, other._core, Q64, pair._scale, 0, 0, 1)
+    with pytest.raises(ValueError, match="two different cores"):
+        native.core.query_pair(pair.raw._core, Q64, pair.raw._core, Q64, pair._scale, 0, 0, 1)
+    with pytest.raises(ValueError, match="one scale per point"):
+        native.core.query_pair(pair.raw._core, Q64, pair.sphere._core, Q64, pair._scale[:5], 0, 0, 1)
+    with pytest.raises(ValueError, match="threads"):
+        native.core.query_pair(pair.raw._core, Q64, pair.sphere._core, Q64, pair._scale, 0, 0, 0)
