@@ -15,6 +15,7 @@ from guard.geometry import native
 from guard.geometry.errors import GeometryError
 from guard.geometry.hull import ConvexHullIndex, HullConfig
 from guard.geometry.hull_pair import HullPair
+from guard.geometry.regions import UnionOfBalls
 from guard.geometry.sphere import to_sphere
 from tests.reference import solvers as reference
 
@@ -130,6 +131,46 @@ def test_native_pair_checks_its_arguments() -> None:
     with pytest.raises(ValueError, match="two different cores"):
         native.core.query_pair(pair.raw._core, Q64, pair.raw._core, Q64, pair._scale, 0, 0, 1)
     with pytest.raises(ValueError, match="one scale per point"):
-        native.core.query_pair(pair.raw._core, Q64, pair.sphere._core, Q64, pair._scale[:5], 0, 0, 1)
+        short = pair._scale[:5]
+        native.core.query_pair(pair.raw._core, Q64, pair.sphere._core, Q64, short, 0, 0, 1)
     with pytest.raises(ValueError, match="threads"):
         native.core.query_pair(pair.raw._core, Q64, pair.sphere._core, Q64, pair._scale, 0, 0, 0)
+
+
+def _radii(F: np.ndarray, seed: int, huge: bool = False) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    r = rng.uniform(0.05, 0.5, size=len(F)) * np.linalg.norm(F, axis=1).mean() / 3
+    if huge:  # balls of a class no other class borders: handled apart, in float64
+        r[:3] = 1e9
+    return r
+
+
+@pytest.mark.parametrize(("threads", "huge"), [(1, False), (2, False), (2, True)])
+def test_union_riding_on_the_first_pass_is_the_unions_own_answer(threads: int, huge: bool) -> None:
+    F, Q, pair = _case(3000, 16, 0)
+    union = UnionOfBalls(pair.raw.points, _radii(F, 3, huge), device="cpu")
+    rng = np.random.default_rng(11)
+    near = F[rng.choice(len(F), 30)] + rng.normal(scale=0.05, size=(30, 16))
+    X = np.vstack([Q, near]).astype(np.float32)
+    h, s, r = pair.query_with_union(X, union, top_support=4, threads=threads)
+    alone = union.query(X)
+    for f in fields(r):
+        assert np.array_equal(getattr(r, f.name), getattr(alone, f.name)), f.name
+    assert r.in_union.all() if huge else 0 < r.in_union.sum() < len(X)  # both verdicts occur
+    h2, s2 = pair.query(X, top_support=4, threads=threads)
+    assert np.array_equal(h.upper, h2.upper) and np.array_equal(s.upper, s2.upper)
+
+
+def test_union_over_other_points_is_queried_on_its_own() -> None:
+    F, Q, pair = _case(3000, 16, 0)
+    copy = UnionOfBalls(pair.raw.points.copy(), _radii(F, 3), device="cpu")
+    _, _, r = pair.query_with_union(Q, copy)
+    alone = copy.query(Q)
+    for f in fields(r):
+        assert np.array_equal(getattr(r, f.name), getattr(alone, f.name)), f.name
+    if native.core is not None:
+        with pytest.raises(ValueError, match="not centred on the raw hull's points"):
+            Q64 = Q.astype(np.float64)
+            native.core.query_pair(
+                pair.raw._core, Q64, pair.sphere._core, Q64, pair._scale, 0, 0, 1, copy._core, Q
+            )
