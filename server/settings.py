@@ -53,10 +53,10 @@ class Settings:
     device: str = "auto"
     """Where the geometry's scans run: auto (a CUDA GPU through torch when present), cpu, cuda."""
     geometry_threads: int = -1
-    """Threads one batch's geometry runs on (its raw hull, spherical hull, margins and union run
-    side by side; more than 4 gain nothing): -1 = every core the process may use (its CPU
-    affinity, capped by a cgroup CPU limit such as a Kubernetes ``limits.cpu``), 1 = the batch
-    worker alone. Answers do not depend on it."""
+    """Threads one batch's geometry runs on (the shared passes of its two hulls and its union on
+    up to two, its margins beside them; more than 2 gain nothing): -1 = every core the process
+    may use (its CPU affinity, capped by a cgroup CPU limit such as a Kubernetes
+    ``limits.cpu``), 1 = the batch worker alone. Answers do not depend on it."""
     grace_s: float = 10.0
     """On SIGTERM: seconds in-flight requests get to finish."""
     watch: bool = False
