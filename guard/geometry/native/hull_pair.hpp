@@ -84,7 +84,7 @@ inline void run_pair(HullBlock& raw, const double* Q, HullBlock& sphere, const d
         if (na) std::copy(raw.G32(), raw.G32() + static_cast<size_t>(na) * d, G.begin());
         if (ns) std::copy(sphere.G32(), sphere.G32() + static_cast<size_t>(ns) * d, G.begin() + static_cast<size_t>(na) * d);
         if (nu) std::copy(Qu, Qu + static_cast<size_t>(nu) * d, G.begin() + static_cast<size_t>(na + ns) * d);
-        const int64_t BL = HullBlock::scan_rows(nb);
+        const int64_t BL = HullBlock::scan_rows(nb, d);
         const int64_t n_blocks = (N + BL - 1) / BL;
         const int64_t mid = two ? std::min(N, BL * ((n_blocks + 1) / 2)) : N;
         Tic t;
