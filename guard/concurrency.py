@@ -20,6 +20,7 @@ from __future__ import annotations
 import math
 import os
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -34,6 +35,8 @@ _pool_size = 0
 _controller: Any = None  # threadpoolctl.ThreadpoolController, built on first use (~15 ms)
 _blas_users = 0
 _blas_limit: Any = None
+_CORES_TTL_S = 5.0  # how long a reading of the affinity and the cgroup quota is reused
+_cores_seen: dict[str, tuple[float, int]] = {}
 
 
 def _forget_in_child() -> None:
@@ -42,6 +45,7 @@ def _forget_in_child() -> None:
     global _lock, _pool, _pool_size, _blas_users, _blas_limit
     _lock = threading.Lock()
     _pool, _pool_size, _blas_users, _blas_limit = None, 0, 0, None
+    _cores_seen.clear()  # (its affinity may be set anew)
 
 
 os.register_at_fork(after_in_child=_forget_in_child)
@@ -50,7 +54,18 @@ os.register_at_fork(after_in_child=_forget_in_child)
 def available_cores(cgroup_root: str = "/sys/fs/cgroup") -> int:
     """CPU cores this process may use: its affinity mask (e.g. a container's cpuset), capped by
     a CPU quota of its cgroup (a Kubernetes CPU limit: cgroup v2 ``cpu.max``, v1
-    ``cpu.cfs_quota_us``), rounded up; at least 1."""
+    ``cpu.cfs_quota_us``), rounded up; at least 1. Read again after ``_CORES_TTL_S`` seconds
+    (reading costs ~0.1 ms, a scored batch asks every time; a pod's limit can be resized)."""
+    now = time.monotonic()
+    seen = _cores_seen.get(cgroup_root)
+    if seen is not None and now - seen[0] < _CORES_TTL_S:
+        return seen[1]
+    cores = _read_cores(cgroup_root)
+    _cores_seen[cgroup_root] = (now, cores)
+    return cores
+
+
+def _read_cores(cgroup_root: str) -> int:
     try:
         cores = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):  # not Linux

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from threadpoolctl import threadpool_info
 
-from guard import Guard
+from guard import Guard, concurrency
 from guard.concurrency import available_cores, cgroup_cpu_quota, resolve_jobs, run_tasks
 from guard.errors import InputError
 from guard.model import OnnxClassifier
@@ -88,6 +88,19 @@ def test_cgroup_cpu_quota(tmp_path, files, quota):
     assert 1 <= cores <= len(os.sched_getaffinity(0))
     if quota is not None:
         assert cores == min(len(os.sched_getaffinity(0)), math.ceil(quota))
+
+
+def test_available_cores_reads_the_quota_again_after_its_ttl(tmp_path, monkeypatch):
+    """A reading is reused for a few seconds (a scored batch asks every time), then taken
+    again: a pod whose CPU limit is resized in place gets the new number of threads."""
+    if len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("needs two cores")
+    (tmp_path / "cpu.max").write_text("100000 100000\n")
+    assert available_cores(str(tmp_path)) == 1
+    (tmp_path / "cpu.max").write_text("max 100000\n")
+    assert available_cores(str(tmp_path)) == 1  # within the TTL: the reading is reused
+    monkeypatch.setattr(concurrency, "_CORES_TTL_S", 0.0)
+    assert available_cores(str(tmp_path)) == len(os.sched_getaffinity(0))
 
 
 def test_a_forked_child_runs_tasks_on_its_own_threads():
