@@ -432,17 +432,7 @@ class ConvexHullIndex:
         of queries, each full round one GEMM over all training points for the block's open
         queries."""
         n_q, d = Q.shape
-        out = {
-            "upper": np.zeros(n_q),
-            "lower": np.zeros(n_q),
-            "projection": Q.copy(),
-            "support_idx": np.full((n_q, top_support), -1, dtype=np.int64),
-            "support_alpha": np.zeros((n_q, top_support)),
-            "rounds": np.zeros(n_q, dtype=np.int64),
-            "converged": np.ones(n_q, dtype=bool),
-            "qp_solves": np.zeros(n_q, dtype=np.int64),
-            "exact_fraction": np.zeros(n_q),
-        }
+        out = result_arrays(Q, top_support)
         known = self._training_points(Q)
         hit = known >= 0
         if top_support > 0:
@@ -699,3 +689,20 @@ class ConvexHullIndex:
             return 0.0, False
         # no new violator there: fall back to the exact scan for this query
         return self._full_exact(st, self.points @ g.astype(np.float32))
+
+
+def result_arrays(Q: np.ndarray, top_support: int) -> dict[str, np.ndarray]:
+    """The fields of :class:`HullDistances` for the queries ``Q`` (n, d) before any is answered
+    (what the compiled core's results are written into)."""
+    n_q = len(Q)
+    return {
+        "upper": np.zeros(n_q),
+        "lower": np.zeros(n_q),
+        "projection": Q.copy(),
+        "support_idx": np.full((n_q, top_support), -1, dtype=np.int64),
+        "support_alpha": np.zeros((n_q, top_support)),
+        "rounds": np.zeros(n_q, dtype=np.int64),
+        "converged": np.ones(n_q, dtype=bool),
+        "qp_solves": np.zeros(n_q, dtype=np.int64),
+        "exact_fraction": np.zeros(n_q),
+    }

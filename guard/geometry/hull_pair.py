@@ -23,7 +23,7 @@ from __future__ import annotations
 import numpy as np
 
 from .errors import GeometryError
-from .hull import ConvexHullIndex
+from .hull import ConvexHullIndex, result_arrays
 from .hull_types import HullConfig, HullDistances
 from .native import core as native_core
 from .progress import progress_bar
@@ -139,8 +139,8 @@ class HullPair:
         # ConvexHullIndex.query answers them (distance 0 and the point itself as support)
         known = (self.raw._training_points(Q) >= 0) | (self.sphere._training_points(Qs) >= 0)
         rows = np.flatnonzero(~known)
-        out_r = _empty(Q, top_support)
-        out_s = _empty(Qs, 0)
+        out_r = result_arrays(Q, top_support)
+        out_s = result_arrays(Qs, 0)
         Qu = np.ascontiguousarray(features, dtype=np.float32)
         out_u = Regions.empty(len(Q)).arrays() if ride else None
         if np.any(known):
@@ -179,21 +179,6 @@ class HullPair:
         elif union is not None:
             regions = union.query(Qu)
         return HullDistances(**out_r), HullDistances(**out_s), regions
-
-
-def _empty(Q: np.ndarray, top_support: int) -> dict[str, np.ndarray]:
-    n_q = len(Q)
-    return {
-        "upper": np.zeros(n_q),
-        "lower": np.zeros(n_q),
-        "projection": Q.copy(),
-        "support_idx": np.full((n_q, top_support), -1, dtype=np.int64),
-        "support_alpha": np.zeros((n_q, top_support)),
-        "rounds": np.zeros(n_q, dtype=np.int64),
-        "converged": np.ones(n_q, dtype=bool),
-        "qp_solves": np.zeros(n_q, dtype=np.int64),
-        "exact_fraction": np.zeros(n_q),
-    }
 
 
 def _put(out: dict[str, np.ndarray], rows: np.ndarray, res: dict[str, np.ndarray | None]) -> None:
