@@ -174,3 +174,59 @@ def test_union_over_other_points_is_queried_on_its_own() -> None:
             native.core.query_pair(
                 pair.raw._core, Q64, pair.sphere._core, Q64, pair._scale, 0, 0, 1, copy._core, Q
             )
+
+
+@needs_core
+@pytest.mark.parametrize(("N", "d", "seed"), [(3000, 16, 0), (2000, 48, 1)])
+def test_pair_lower_bounds_hold_for_their_own_direction(N: int, d: int, seed: int) -> None:
+    """The certificate without any solver's tolerance: for g = q - p (p the reported hull
+    point), every hull point t has g.t <= max_t g.t, so the distance is at least
+    (g.q - max_t g.t) / |g|, computed here in float64 over all the points. A lower bound above
+    it would mean the scan missed the maximum: the spherical hull's products come from the raw
+    rows times fl32(1/|t|), and this catches a rounding bound that does not cover them. (A
+    distance is never negative: the bound is clipped at 0, as the core clips it.)"""
+    F, Q, pair = _case(N, d, seed)
+    rng = np.random.default_rng(seed + 5)
+    X = (np.maximum(rng.normal(size=(40, d)), 0) * rng.lognormal(0, 1.5, (40, 1))).astype(
+        np.float32
+    )
+    X = np.vstack([Q, X])
+    for threads in (1, 2):
+        h, s = pair.query(X, threads=threads)
+        for res, T, Y in (
+            (h, F.astype(np.float64), X.astype(np.float64)),
+            (s, pair.sphere.points.astype(np.float64), to_sphere(X)),
+        ):
+            G = Y - res.projection
+            norm = np.linalg.norm(G, axis=1)
+            live = norm > 0
+            bound = (np.einsum("ij,ij->i", G, Y) - (G @ T.T).max(axis=1))[live] / norm[live]
+            bound = np.maximum(bound, 0.0)
+            assert np.all(res.lower[live] <= bound * (1 + 1e-12) + 1e-15)
+            assert np.all(res.lower[~live] == 0.0)
+            assert np.all(res.lower <= res.upper)
+
+
+@needs_core
+def test_pair_lower_bounds_hold_with_near_ties_on_the_sphere() -> None:
+    """Training points along few directions at many norms: on the sphere each direction is held
+    by dozens of points a float32 rounding apart, so the scan's float32 products tie and only
+    its rounding bound keeps the true maximum among the candidates (as in the test above)."""
+    rng = np.random.default_rng(3)
+    dirs = np.maximum(rng.normal(size=(40, 16)), 0) + 0.01
+    norms = rng.lognormal(0.0, 2.0, size=(40, 75))
+    F = (dirs[:, None, :] * norms[:, :, None]).reshape(-1, 16).astype(np.float32)
+    pair = HullPair(ConvexHullIndex(F, CONFIG, device="cpu"), CONFIG, device="cpu")
+    X = (np.maximum(rng.normal(size=(60, 16)), 0) + rng.normal(scale=0.3, size=(60, 16))).astype(
+        np.float32
+    )
+    h, s = pair.query(X, threads=2)
+    T = pair.sphere.points.astype(np.float64)
+    Y = to_sphere(X)
+    G = Y - s.projection
+    norm = np.linalg.norm(G, axis=1)
+    live = norm > 0
+    bound = (np.einsum("ij,ij->i", G, Y) - (G @ T.T).max(axis=1))[live] / norm[live]
+    bound = np.maximum(bound, 0.0)
+    assert np.all(s.lower[live] <= bound * (1 + 1e-12) + 1e-15)
+    assert s.converged.all()
