@@ -176,6 +176,18 @@ def test_union_over_other_points_is_queried_on_its_own() -> None:
             )
 
 
+def _assert_lower_within_own_bound(res, T: np.ndarray, Y: np.ndarray) -> None:
+    """lower <= max(0, (g.q - max_t g.t) / |g|) for g = q - p (p the reported hull point), in
+    float64 over all the points T; lower = 0 where q is its own hull point."""
+    G = Y - res.projection
+    norm = np.linalg.norm(G, axis=1)
+    live = norm > 0
+    bound = (np.einsum("ij,ij->i", G, Y) - (G @ T.T).max(axis=1))[live] / norm[live]
+    bound = np.maximum(bound, 0.0)
+    assert np.all(res.lower[live] <= bound * (1 + 1e-12) + 1e-15)
+    assert np.all(res.lower[~live] == 0.0)
+
+
 @needs_core
 @pytest.mark.parametrize(("N", "d", "seed"), [(3000, 16, 0), (2000, 48, 1)])
 def test_pair_lower_bounds_hold_for_their_own_direction(N: int, d: int, seed: int) -> None:
@@ -197,13 +209,7 @@ def test_pair_lower_bounds_hold_for_their_own_direction(N: int, d: int, seed: in
             (h, F.astype(np.float64), X.astype(np.float64)),
             (s, pair.sphere.points.astype(np.float64), to_sphere(X)),
         ):
-            G = Y - res.projection
-            norm = np.linalg.norm(G, axis=1)
-            live = norm > 0
-            bound = (np.einsum("ij,ij->i", G, Y) - (G @ T.T).max(axis=1))[live] / norm[live]
-            bound = np.maximum(bound, 0.0)
-            assert np.all(res.lower[live] <= bound * (1 + 1e-12) + 1e-15)
-            assert np.all(res.lower[~live] == 0.0)
+            _assert_lower_within_own_bound(res, T, Y)
             assert np.all(res.lower <= res.upper)
 
 
@@ -221,12 +227,5 @@ def test_pair_lower_bounds_hold_with_near_ties_on_the_sphere() -> None:
         np.float32
     )
     h, s = pair.query(X, threads=2)
-    T = pair.sphere.points.astype(np.float64)
-    Y = to_sphere(X)
-    G = Y - s.projection
-    norm = np.linalg.norm(G, axis=1)
-    live = norm > 0
-    bound = (np.einsum("ij,ij->i", G, Y) - (G @ T.T).max(axis=1))[live] / norm[live]
-    bound = np.maximum(bound, 0.0)
-    assert np.all(s.lower[live] <= bound * (1 + 1e-12) + 1e-15)
+    _assert_lower_within_own_bound(s, pair.sphere.points.astype(np.float64), to_sphere(X))
     assert s.converged.all()

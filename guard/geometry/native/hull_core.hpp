@@ -118,7 +118,7 @@ class HullBlock {
                         stream_block(streams_[i], buf_.data() + static_cast<int64_t>(i) * N_ + lo, lo, n, hits_[0]);
                 }
             } else {
-                // blocks of rows whose products for all open queries fit in ~256 KB
+                // blocks of rows (scan_rows)
                 const int64_t BL = scan_rows(nb, d_);
                 if (buf_.size() < static_cast<size_t>(nb) * BL) buf_.resize(static_cast<size_t>(nb) * BL);
                 for (int64_t lo = 0; lo < N_; lo += BL) {
@@ -141,7 +141,7 @@ class HullBlock {
     // hull_pair.hpp drives two blocks that share one scan.
 
     // Rows per scan block for nb open queries: their products fit in ~256 KB, and the rows in
-    // ~1 MB (measured at 1-4 queries: 4,096 rows of 64 floats cost 1.2-1.6x less than 65,536, on
+    // ~1 MB (measured at 1-4 queries: 4,096 rows of 64 floats cost 1.1-1.7x less than 65,536, on
     // one thread and on two, whose halves of a pass then hold several blocks each).
     static int64_t scan_rows(int nb, int d) {
         const int64_t cap = std::max<int64_t>(512, (int64_t{1} << 18) / d);
