@@ -31,6 +31,7 @@ setup(
                 "guard/geometry/native/hull_core.hpp",
                 "guard/geometry/native/union_core.hpp",
                 "guard/geometry/native/hull_pair.hpp",
+                "guard/geometry/native/margin_qp.hpp",
             ],
             cxx_std=17,
             extra_compile_args=flags,

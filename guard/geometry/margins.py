@@ -14,9 +14,13 @@ solution satisfies all constraints:
 2. With ``y >= 0``: the projection onto ``{y >= 0, on the hyperplane}`` (:mod:`guard.orthant`,
    vectorised over all pairs). On real ReLU features it is exact for most pairs, where the
    closed form is exact for few.
-3. Otherwise the convex QP is solved exactly by a dual active-set method (:mod:`guard.qp`), which
-   returns multipliers: each exact margin comes with a certificate, a dual lower bound; the
-   reported ``certificate_gap`` is ``primal distance - dual lower bound`` (~1e-14).
+3. Otherwise the convex QP is solved exactly by a dual active-set method, which returns
+   multipliers: each exact margin comes with a certificate, a dual lower bound; the reported
+   ``certificate_gap`` is ``primal distance - dual lower bound`` (~1e-14). With the compiled core
+   (:mod:`guard.geometry.native`, ``margin_qp.hpp``: Goldfarb-Idnani on the Gram matrix of the
+   active constraints) all pairs of a chunk are solved in one call; a pair it does not solve
+   cleanly, and every pair without the core, goes to :func:`guard.geometry.qp.pair_margin`
+   (DAQP, then NNLS).
 
 A boundary that cannot be reached (e.g. class j never borders class i inside x >= 0) gets ``inf``.
 """
@@ -30,6 +34,7 @@ from functools import partial
 
 import numpy as np
 
+from . import native
 from .errors import GeometryError
 from .orthant import project_hyperplane_orthant
 from .progress import progress_bar
@@ -54,7 +59,9 @@ class Margins:
         flip_point: (N, f) float64 closest point on the boundary with ``nearest_class``.
         certificate_gap: (N,) float64 largest primal-dual gap among the exact solves of the row
             (0 where every margin came from a feasible closed-form foot point).
-        n_qp: (N,) int64 number of QPs solved for the row.
+        n_qp: (N,) int64 number of QPs solved for the row: pairs that steps 1-2 did not settle
+            (with the compiled core, which starts every pair's QP at its closed form, the pairs
+            whose closed form is not the margin).
     """
 
     pred: np.ndarray
@@ -200,6 +207,8 @@ def compute_margins(
     # point and its n logits per pair)
     chunk = max(1, chunk_bytes // (8 * n * (8 if lazy else f + n)))
     problems = _pair_problems(W, b, nonneg)  # each pair's QP data, built once
+    # every margin in one call per chunk (the compiled core); d_min_only visits pairs row by row
+    core = None if d_min_only else native.use("auto")
     with progress_bar(N, "margins", enabled=progress) as bar:
         for lo in range(0, N, chunk):
             sl = slice(lo, min(lo + chunk, N))
@@ -209,6 +218,15 @@ def compute_margins(
                 pred[sl] = np.argmax(z, axis=1)
                 cf, screen = _closed_forms(W, b, z, pred[sl])
                 lower, point, exact, pgap = cf.copy(), None, np.zeros(cf.shape, bool), None
+            elif core is not None:  # every pair in one call (steps 1-2 are its first steps)
+                cf, _ = _closed_forms(W, b, X[sl] @ W.T + b, pred[sl])
+                closed[sl] = cf
+                _all_pairs(
+                    core, X[sl], W, b, pred[sl], cf, nonneg, problems,
+                    (margins[sl], d_min[sl], nearest[sl], flip[sl], gap[sl], n_qp[sl]),
+                )  # fmt: skip
+                bar.update(cf.shape[0])
+                continue
             else:
                 cf, lower, point, exact, pgap = relaxed_margins(X[sl], W, b, pred[sl], nonneg)
             closed[sl] = cf
@@ -238,6 +256,55 @@ def compute_margins(
                     job.row(int(r))
             bar.update(cf.shape[0])
     return Margins(pred, margins, closed, d_min, nearest, flip, gap, n_qp)
+
+
+def _all_pairs(
+    core,
+    X: np.ndarray,
+    W: np.ndarray,
+    b: np.ndarray,
+    pred: np.ndarray,
+    closed: np.ndarray,
+    nonneg: bool,
+    problems: dict,
+    out: tuple[np.ndarray, ...],
+) -> None:
+    """Every margin of a chunk's rows (what :func:`_row_margins` gives row by row) in one call
+    to the compiled QP: its first step is the closed-form foot point, so steps 1-2 need no pass
+    of their own; a pair it does not solve cleanly goes to :func:`pair_margin`. Then, per row,
+    ``d_min``, the nearest class (ties go to the smaller closed form, as in the row order), its
+    flip point, the largest gap and the QPs (pairs whose closed form was not the answer)."""
+    margins, d_min, nearest, flip, gap, n_qp = out
+    m, n = closed.shape
+    rows = np.arange(m)
+    other = np.ones((m, n), dtype=bool)
+    other[rows, pred] = False
+    r, j = np.nonzero(other)
+    d, Y, g, status, steps = core.margin_qps(
+        X, np.ascontiguousarray(W), np.ascontiguousarray(b), pred, r, j, bool(nonneg)
+    )
+    for p in np.flatnonzero(status != 0):
+        dp, yp, g[p] = pair_margin(X[r[p]], W, b, int(pred[r[p]]), int(j[p]), nonneg, problems)
+        d[p] = dp
+        Y[p] = np.nan if yp is None else yp
+    # the exact value is never below its closed form; rounding may put it a hair under
+    M = np.full((m, n), np.nan)
+    M[r, j] = np.maximum(d, closed[r, j])
+    margins[:] = M
+    gap[:] = 0.0
+    np.maximum.at(gap, r, g)
+    n_qp[:] = np.bincount(r, weights=(steps > 1) | (status != 0), minlength=m)
+    filled = np.where(np.isnan(M), np.inf, M)
+    best = filled.min(axis=1)
+    rank = np.argsort(np.argsort(np.where(np.isnan(closed), np.inf, closed), axis=1, kind="stable"))
+    reach = np.isfinite(best)
+    tie = np.where((filled == best[:, None]) & reach[:, None], rank, n)
+    jstar = tie.argmin(axis=1)
+    d_min[:] = best
+    nearest[:] = np.where(reach, jstar, -1)
+    at = np.full((m, n), -1)
+    at[r, j] = np.arange(len(r))
+    flip[reach] = Y[at[rows, jstar][reach]]
 
 
 def _claim(claims: list[tuple[int, np.ndarray]], r: int, y: np.ndarray) -> None:

@@ -223,3 +223,105 @@ def test_pair_qp_cache_follows_the_head():
     W[1] += 0.5  # in place: the digest differs, so does the cache entry
     np.testing.assert_array_equal(compute_margins(X, W, b, True).margins, fresh.margins)
     _check_against_reference(X, W, b, True)
+
+
+# ---------------------------------------------------------------- the compiled margin QP
+
+
+@pytest.fixture(scope="module")
+def core():
+    from guard.geometry import native
+    from tests.tools import missing
+
+    if native.core is None:
+        missing("the compiled geometry core", f"{native.why_not}; `make setup` builds it")
+    return native.core
+
+
+def _pairs(X, W, b):
+    pred = np.argmax(X @ W.T + b, axis=1)
+    r, j = np.nonzero(np.arange(W.shape[0])[None, :] != pred[:, None])
+    return pred, r, j
+
+
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("nonneg", [True, False])
+def test_native_qp_matches_reference_and_its_certificate_brackets_it(core, seed, nonneg):
+    """Goldfarb-Idnani in the core against the independent solve (Clarabel at tight tolerance):
+    every pair it reports solved is the true margin, and d - gap <= true <= d."""
+    rng = np.random.default_rng(100 + seed)
+    n, f = (4, 6, 12, 25, 3, 8)[seed], (5, 16, 9, 30, 4, 64)[seed]
+    W, b = rng.normal(size=(n, f)), rng.normal(size=n)
+    X = rng.normal(size=(6, f)) * 2
+    if nonneg:  # sparse ReLU features: many bounds y_l >= 0 become active
+        X = np.maximum(X, 0) * (rng.random(X.shape) > 0.4)
+    pred, r, j = _pairs(X, W, b)
+    d, Y, gap, status, steps = core.margin_qps(X, W, b, pred, r, j, nonneg)
+    assert set(np.unique(status)) <= {0, 1, 2}
+    assert (status == 0).sum() >= len(r) // 3
+    assert (steps[status == 0] > 1).any()  # not only closed forms
+    for p in np.flatnonzero(status == 0):
+        ref = reference.margin(X[r[p]], W, b, int(pred[r[p]]), int(j[p]), nonneg)
+        assert d[p] == pytest.approx(ref, rel=1e-6, abs=1e-7), p
+        assert d[p] - gap[p] <= ref + 1e-7 and ref <= d[p] + 1e-7
+        assert np.linalg.norm(Y[p] - X[r[p]]) == pytest.approx(d[p], rel=1e-12, abs=1e-14)
+
+
+def test_native_qp_hands_degenerate_pairs_back(core):
+    """Identical weight rows (no boundary direction) and a boundary that cannot be reached are
+    not reported solved; compute_margins then gives the reference path's answer (inf)."""
+    W = np.array([[0.0], [1.0], [2.0], [1.0]])
+    b = np.array([0.0, 0.0, -1.0, 0.5])  # class 3 = class 1 shifted: w_1 = w_3
+    x = np.array([[0.7]])  # class 1 or 3 on top (z_3 = 1.2 > z_1)
+    pred, r, j = _pairs(x, W, b)
+    d, _, _, status, _ = core.margin_qps(x, W, b, pred, r, j, False)
+    assert pred[0] == 3
+    assert status[list(j).index(1)] != 0  # w_3 - w_1 = 0
+    m = compute_margins(x, W, b, nonneg=False)
+    assert np.isinf(m.margins[0, 1])
+    x = np.array([[-3.0]])  # class 0; its boundary with class 2 is never reached
+    W3, b3 = W[:3], b[:3]
+    pred, r, j = _pairs(x, W3, b3)
+    _, _, _, status, _ = core.margin_qps(x, W3, b3, pred, r, j, False)
+    assert status[list(j).index(2)] != 0
+    assert np.isinf(compute_margins(x, W3, b3, nonneg=False).margins[0, 2])
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_native_path_equals_the_row_by_row_path(core, seed):
+    """compute_margins through the compiled QP (all pairs in one call) and through the numpy
+    steps 1-2 plus DAQP row by row: the same margins, nearest class, flip point, certificate
+    size, on ReLU and signed features, with ties (duplicate rows) and many classes."""
+    from guard.geometry import native
+
+    rng = np.random.default_rng(seed)
+    n, f = (10, 40, 7, 3)[seed], (64, 20, 12, 8)[seed]
+    W, b = rng.normal(size=(n, f)), rng.normal(size=n)
+    X = np.maximum(rng.normal(size=(40, f)), 0) * (rng.random((40, f)) > 0.3)
+    X[5] = X[4]
+    nonneg = seed != 2
+    if not nonneg:
+        X = rng.normal(size=(40, f))
+    fast = compute_margins(X, W, b, nonneg)
+    with native.disabled():
+        slow = compute_margins(X, W, b, nonneg)
+    np.testing.assert_array_equal(fast.pred, slow.pred)
+    np.testing.assert_allclose(fast.margins, slow.margins, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(fast.closed_form, slow.closed_form, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(fast.d_min, slow.d_min, rtol=1e-9, atol=1e-12)
+    np.testing.assert_array_equal(fast.nearest_class, slow.nearest_class)
+    np.testing.assert_allclose(fast.flip_point, slow.flip_point, rtol=1e-7, atol=1e-9)
+    assert fast.certificate_gap.max() < 1e-8
+    # pairs whose closed form is not the margin: solved as QPs on both paths
+    assert (fast.n_qp >= slow.n_qp).all()
+
+
+def test_margin_qps_rejects_bad_pairs(core):
+    X = np.zeros((2, 3))
+    W, b = np.eye(3), np.zeros(3)
+    pred = np.array([0, 1])
+    for rows, cols in (([0], [0]), ([2], [1]), ([0], [3]), ([-1], [1])):
+        with pytest.raises(ValueError):
+            core.margin_qps(X, W, b, pred, np.array(rows), np.array(cols), True)
+    with pytest.raises(ValueError):
+        core.margin_qps(X, W, b[:2], pred, np.array([0]), np.array([1]), True)

@@ -10,6 +10,7 @@
 
 #include "hull_core.hpp"
 #include "hull_pair.hpp"
+#include "margin_qp.hpp"
 #include "union_core.hpp"
 
 namespace py = pybind11;
@@ -315,6 +316,52 @@ py::tuple min_norm_point(carray<double> P) {
     return py::make_tuple(a, major);
 }
 
+// The margin QPs of the pairs (rows[p], cols[p]) of X (N x f) against the head (W, b), each
+// pair's class i = pred[rows[p]] (MarginQP): (distance (P,), flip point (P, f), certificate
+// gap (P,), status (P,): 0 solved, 1 unreachable, 2 not solved here; steps (P,): changes of the
+// active set, 1 where the closed-form foot point is the answer).
+py::tuple margin_qps(carray<double> X, carray<double> W, carray<double> b, carray<int64_t> pred,
+                     carray<int64_t> rows, carray<int64_t> cols, bool nonneg) {
+    need_2d(X, "X");
+    need_2d(W, "W", X.shape(1));
+    const int n = static_cast<int>(W.shape(0)), f = static_cast<int>(W.shape(1));
+    const int64_t N = X.shape(0), P = rows.shape(0);
+    if (b.ndim() != 1 || b.shape(0) != n) throw std::invalid_argument("b: expected (n,)");
+    if (pred.ndim() != 1 || pred.shape(0) != N) throw std::invalid_argument("pred: expected (N,)");
+    if (rows.ndim() != 1 || cols.ndim() != 1 || cols.shape(0) != P)
+        throw std::invalid_argument("rows, cols: expected two (P,) arrays");
+    const int64_t* R = rows.data();
+    const int64_t* C = cols.data();
+    const int64_t* pr = pred.data();
+    for (int64_t p = 0; p < P; ++p)
+        if (R[p] < 0 || R[p] >= N || C[p] < 0 || C[p] >= n || pr[R[p]] < 0 || pr[R[p]] >= n ||
+            pr[R[p]] == C[p])
+            throw std::invalid_argument("rows, cols, pred: a pair out of range");
+    carray<double> dist(P), gap(P), Y({P, static_cast<int64_t>(f)});
+    carray<int8_t> status(P);
+    carray<int32_t> steps(P);
+    {
+        py::gil_scoped_release nogil;
+        MarginQP qp(W.data(), b.data(), n, f, nonneg);
+        std::vector<double> z(n);
+        int64_t last = -1;
+        for (int64_t p = 0; p < P; ++p) {
+            const double* x = X.data() + R[p] * f;
+            if (R[p] != last) {
+                for (int k = 0; k < n; ++k) z[k] = dot(W.data() + static_cast<int64_t>(k) * f, x, f) + b.data()[k];
+                last = R[p];
+            }
+            const MarginResult res = qp.solve(x, z.data(), static_cast<int>(pr[R[p]]),
+                                              static_cast<int>(C[p]), Y.mutable_data() + p * f);
+            dist.mutable_data()[p] = res.d;
+            gap.mutable_data()[p] = res.gap;
+            status.mutable_data()[p] = static_cast<int8_t>(res.status);
+            steps.mutable_data()[p] = res.steps;
+        }
+    }
+    return py::make_tuple(dist, Y, gap, status, steps);
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_native, m) {
@@ -331,6 +378,8 @@ PYBIND11_MODULE(_native, m) {
           py::arg("Qs"), py::arg("scale"), py::arg("top_raw"), py::arg("top_sphere"),
           py::arg("threads") = 1, py::arg("union_core") = nullptr, py::arg("Qu") = py::none());
     m.def("min_norm_point", &min_norm_point, py::arg("P"));
+    m.def("margin_qps", &margin_qps, py::arg("X"), py::arg("W"), py::arg("b"), py::arg("pred"),
+          py::arg("rows"), py::arg("cols"), py::arg("nonneg"));
     py::class_<UnionCore>(m, "UnionCore")
         .def(py::init<carray<float>, carray<double>, carray<double>, carray<float>, carray<float>,
                       carray<float>, carray<int64_t>, double, double, double, py::dict>(),
