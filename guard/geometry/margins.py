@@ -18,9 +18,9 @@ solution satisfies all constraints:
    multipliers: each exact margin comes with a certificate, a dual lower bound; the reported
    ``certificate_gap`` is ``primal distance - dual lower bound`` (~1e-14). With the compiled core
    (:mod:`guard.geometry.native`, ``margin_qp.hpp``: Goldfarb-Idnani on the Gram matrix of the
-   active constraints) all pairs of a chunk are solved in one call; a pair it does not solve
-   cleanly, and every pair without the core, goes to :func:`guard.geometry.qp.pair_margin`
-   (DAQP, then NNLS).
+   active constraints) the QPs of a chunk's pairs are solved in one call; a pair it does not
+   solve cleanly, and every pair without the core, goes to
+   :func:`guard.geometry.qp.pair_margin` (DAQP, then NNLS).
 
 A boundary that cannot be reached (e.g. class j never borders class i inside x >= 0) gets ``inf``.
 """
@@ -59,9 +59,7 @@ class Margins:
         flip_point: (N, f) float64 closest point on the boundary with ``nearest_class``.
         certificate_gap: (N,) float64 largest primal-dual gap among the exact solves of the row
             (0 where every margin came from a feasible closed-form foot point).
-        n_qp: (N,) int64 number of QPs solved for the row: pairs that steps 1-2 did not settle
-            (with the compiled core, which starts every pair's QP at its closed form, the pairs
-            whose closed form is not the margin).
+        n_qp: (N,) int64 number of QPs solved for the row.
     """
 
     pred: np.ndarray
@@ -207,8 +205,10 @@ def compute_margins(
     # point and its n logits per pair)
     chunk = max(1, chunk_bytes // (8 * n * (8 if lazy else f + n)))
     problems = _pair_problems(W, b, nonneg)  # each pair's QP data, built once
-    # every margin in one call per chunk (the compiled core); d_min_only visits pairs row by row
-    core = None if d_min_only else native.use("auto")
+    # the QPs in one call per chunk (the compiled core) for all margins of narrow features: at 64
+    # features 1.4-3x less time than DAQP row by row (real and synthetic ReLU features), at 512
+    # 0.9x (bench/margins.py); d_min_only visits pairs row by row
+    core = None if d_min_only or f > _NATIVE_MAX_FEATURES else native.use("auto")
     with progress_bar(N, "margins", enabled=progress) as bar:
         for lo in range(0, N, chunk):
             sl = slice(lo, min(lo + chunk, N))
@@ -218,18 +218,16 @@ def compute_margins(
                 pred[sl] = np.argmax(z, axis=1)
                 cf, screen = _closed_forms(W, b, z, pred[sl])
                 lower, point, exact, pgap = cf.copy(), None, np.zeros(cf.shape, bool), None
-            elif core is not None:  # every pair in one call (steps 1-2 are its first steps)
-                cf, _ = _closed_forms(W, b, X[sl] @ W.T + b, pred[sl])
-                closed[sl] = cf
+            else:
+                cf, lower, point, exact, pgap = relaxed_margins(X[sl], W, b, pred[sl], nonneg)
+            closed[sl] = cf
+            if core is not None and not lazy:  # the QPs of every pair left, in one call
                 _all_pairs(
-                    core, X[sl], W, b, pred[sl], cf, nonneg, problems,
+                    core, X[sl], W, b, pred[sl], lower, point, exact, pgap, nonneg, problems,
                     (margins[sl], d_min[sl], nearest[sl], flip[sl], gap[sl], n_qp[sl]),
                 )  # fmt: skip
                 bar.update(cf.shape[0])
                 continue
-            else:
-                cf, lower, point, exact, pgap = relaxed_margins(X[sl], W, b, pred[sl], nonneg)
-            closed[sl] = cf
             job = _Chunk(
                 X[sl], W, b, pred[sl], lower, point, exact, pgap, nonneg, d_min_only, problems,
                 screen, (margins[sl], d_min[sl], nearest[sl], flip[sl], gap[sl], n_qp[sl]),
@@ -264,47 +262,70 @@ def _all_pairs(
     W: np.ndarray,
     b: np.ndarray,
     pred: np.ndarray,
-    closed: np.ndarray,
+    lower: np.ndarray,
+    point: np.ndarray,
+    exact: np.ndarray,
+    pgap: np.ndarray,
     nonneg: bool,
     problems: dict,
     out: tuple[np.ndarray, ...],
 ) -> None:
-    """Every margin of a chunk's rows (what :func:`_row_margins` gives row by row) in one call
-    to the compiled QP: its first step is the closed-form foot point, so steps 1-2 need no pass
-    of their own; a pair it does not solve cleanly goes to :func:`pair_margin`. Then, per row,
-    ``d_min``, the nearest class (ties go to the smaller closed form, as in the row order), its
-    flip point, the largest gap and the QPs (pairs whose closed form was not the answer)."""
+    """Every margin of a chunk's rows at once (what :func:`_row_margins` gives row by row): the
+    pairs that steps 1-2 left inexact go to the compiled QP in one call, and the ones it does
+    not solve cleanly to :func:`pair_margin`; then, per row, ``d_min``, the nearest class (ties
+    go to the smaller lower bound, as in the row order), its flip point and the largest gap."""
     margins, d_min, nearest, flip, gap, n_qp = out
-    m, n = closed.shape
+    m, n = lower.shape
     rows = np.arange(m)
-    other = np.ones((m, n), dtype=bool)
-    other[rows, pred] = False
-    r, j = np.nonzero(other)
-    d, Y, g, status, steps = core.margin_qps(
-        X, np.ascontiguousarray(W), np.ascontiguousarray(b), pred, r, j, bool(nonneg)
+    todo = ~exact
+    todo[rows, pred] = False
+    r, j = np.nonzero(todo)
+    # a pair whose orthant projection (step 2) sits on many bounds y_l = 0 goes to DAQP at once
+    # (the compiled QP hands back more than 40 active constraints: see margin_qp.hpp)
+    light = (point[r, j] <= 0).sum(axis=1) <= _LIGHT_BOUNDS if nonneg else np.ones(len(r), bool)
+    d, Y, g, status, _ = core.margin_qps(
+        X, np.ascontiguousarray(W), np.ascontiguousarray(b), pred, r[light], j[light], bool(nonneg)
     )
+    if not light.all():  # room for every pair, the heavy ones unsolved
+        full = np.full(len(r), np.nan), np.full((len(r), X.shape[1]), np.nan), np.zeros(len(r))
+        full[0][light], full[1][light], full[2][light] = d, Y, g
+        d, Y, g = full
+        status = _spread(status, light)
     for p in np.flatnonzero(status != 0):
         dp, yp, g[p] = pair_margin(X[r[p]], W, b, int(pred[r[p]]), int(j[p]), nonneg, problems)
         d[p] = dp
         Y[p] = np.nan if yp is None else yp
-    # the exact value is never below its closed form; rounding may put it a hair under
-    M = np.full((m, n), np.nan)
-    M[r, j] = np.maximum(d, closed[r, j])
+    # the exact value is never below a lower bound; solver rounding may put it a hair under
+    M = np.where(exact, lower, np.nan)
+    M[r, j] = np.maximum(d, lower[r, j])
+    M[rows, pred] = np.nan
     margins[:] = M
-    gap[:] = 0.0
-    np.maximum.at(gap, r, g)
-    n_qp[:] = np.bincount(r, weights=(steps > 1) | (status != 0), minlength=m)
+    G = np.where(exact, pgap, 0.0)
+    G[r, j] = g
+    G[rows, pred] = 0.0
+    gap[:] = G.max(axis=1)
+    n_qp[:] = np.bincount(r, minlength=m)
     filled = np.where(np.isnan(M), np.inf, M)
     best = filled.min(axis=1)
-    rank = np.argsort(np.argsort(np.where(np.isnan(closed), np.inf, closed), axis=1, kind="stable"))
+    rank = np.argsort(np.argsort(np.where(np.isnan(lower), np.inf, lower), axis=1, kind="stable"))
     reach = np.isfinite(best)
     tie = np.where((filled == best[:, None]) & reach[:, None], rank, n)
     jstar = tie.argmin(axis=1)
     d_min[:] = best
     nearest[:] = np.where(reach, jstar, -1)
+    pts = point[rows, jstar]
     at = np.full((m, n), -1)
     at[r, j] = np.arange(len(r))
-    flip[reach] = Y[at[rows, jstar][reach]]
+    k = at[rows, jstar]
+    pts[k >= 0] = Y[k[k >= 0]]
+    flip[reach] = pts[reach]
+
+
+def _spread(status: np.ndarray, light: np.ndarray) -> np.ndarray:
+    """The compiled QP's statuses of the ``light`` pairs, 2 (not solved there) for the rest."""
+    out = np.full(len(light), 2, dtype=np.int8)
+    out[light] = status
+    return out
 
 
 def _claim(claims: list[tuple[int, np.ndarray]], r: int, y: np.ndarray) -> None:
@@ -413,6 +434,10 @@ class _Screen:
         return not bool((zi - zr < -_FEAS_TOL * scale).any())
 
 
+#: pairs whose orthant projection has more zero coordinates than this skip the compiled QP
+_LIGHT_BOUNDS = 24
+#: widest features whose margin QPs go to the compiled core
+_NATIVE_MAX_FEATURES = 128
 _RIVALS = 16  # rival classes a feasibility check tries first (by their closed-form bound)
 
 
