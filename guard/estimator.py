@@ -413,7 +413,7 @@ class Guard:
         guard.calib_scores_ = None
         if "calib_hull" in a:
             guard.calib_scores_ = {k: a[f"calib_{k}"] for k in ("hull", "d_min", "ambiguity")}
-        guard.ood_ = None if state.ood is None else _combined_score(state.ood)
+        guard.ood_ = None if state.ood is None else _combined_score(state.ood, a["train_features"])
         guard.hull_ = ConvexHullIndex(a["train_features"], guard._hull_config(), device=device)
         guard.hulls_ = HullPair(guard.hull_, guard._hull_config(), device=device)
         guard.sphere_ = guard.hulls_.sphere
@@ -595,10 +595,10 @@ def _cpu(model: OnnxClassifier) -> OnnxClassifier:
     return OnnxClassifier(model.data, providers=[_CPU])
 
 
-def _combined_score(arrays: dict[str, np.ndarray]) -> CombinedScore:
+def _combined_score(arrays: dict[str, np.ndarray], train_features: np.ndarray) -> CombinedScore:
     """The OOD score of a state: corrupt arrays fail in many ways, all an InputError here."""
     try:
-        return CombinedScore.from_arrays(arrays)
+        return CombinedScore.from_arrays(arrays, train_features)
     except InputError:
         raise
     except Exception as exc:  # noqa: BLE001 - any failure means the arrays are not a score's

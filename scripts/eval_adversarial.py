@@ -26,12 +26,15 @@ twin is an adversarial of the guarded model. The guard then scores the images th
   hull). ``lam`` pushes the flagged quantity ``d_min`` up, ``mu`` the abstain signals (hull
   distance, and with it ``d_min - d_hull < 0``) down; capping CE stops it from dragging the
   features ever further out once the image is misclassified. Against the default abstention
-  score (the hull distance of the L2-normalised features, :mod:`guard.detectors.sphere`) the
-  same loop runs with ``d_nn`` measured on the sphere (``space = "sphere"``: the distance of
-  ``f / ||f||`` to the nearest normalised reference feature of class ``k``, an upper bound of
-  the guard's ``sphere_distance``). Per image the misclassified iterate
-  with the best attacker objective ``lam * m - mu * d_nn`` is kept. ``lam = mu = 0`` without cap
-  is plain PGD in the same loop (last iterate; a cross-check of ART's PGD).
+  score (led by the hull distance of the half-whitened normalised features,
+  :mod:`guard.detectors.whitened`) the same loop runs with ``d_nn`` measured in that space
+  (``space = "hw"``: the distance of ``to_sphere(f A)`` to the nearest transformed reference
+  feature of class ``k``, ``A`` the default score's own transform: an upper bound of the
+  distance its ``hw_sphere_hull`` component reads); ``space = "sphere"`` measures it between
+  L2-normalised features (the spherical hull, the previous default's lead). Per image the
+  misclassified iterate with the best attacker objective ``lam * m - mu * d_nn`` is kept.
+  ``lam = mu = 0`` without cap is plain PGD in the same loop (last iterate; a cross-check of
+  ART's PGD).
 
 Only *successful* adversarials count: the ONNX model's prediction differs from the true label.
 Per attack: success rate, median L2 / Linf perturbation of the successful ones, the guard's
@@ -78,7 +81,8 @@ DEFAULT_WEIGHTS = ASSETS / "fmnist_resnet.pt"
 TWIN_TOL = 1e-3  # max |logit_torch - logit_onnx| accepted on clean images
 PGD_EPS = (0.03, 0.1, 0.2)
 # (eps, lam, mu, ce_cap, space) of the adaptive attack; lam = mu = 0 is plain PGD; space: where
-# d_nn is measured ("raw" features, or "sphere": the normalised ones the default score reads).
+# d_nn is measured ("raw" features, "sphere": the normalised ones, "hw": the half-whitened
+# normalised ones the default score reads).
 ADAPTIVE = tuple(
     (eps, lam, mu, cap, space)
     for eps in (0.01, 0.03, 0.1)
@@ -88,8 +92,8 @@ ADAPTIVE = tuple(
         (10.0, 0.0, None, "raw"),
         (1.0, 1.0, 2.0, "raw"),
         (10.0, 10.0, 2.0, "raw"),
-        (1.0, 1.0, 2.0, "sphere"),
-        (10.0, 10.0, 2.0, "sphere"),
+        (1.0, 1.0, 2.0, "hw"),
+        (10.0, 10.0, 2.0, "hw"),
     )
 )
 
@@ -265,13 +269,26 @@ def adaptive_pgd(
     ref_feats: np.ndarray | None = None,
     ref_pred: np.ndarray | None = None,
     space: str = "raw",
+    transform: np.ndarray | None = None,
     batch_size: int = 250,
     seed: int = 0,
 ) -> np.ndarray:
     """PGD-Linf maximising ``CE + lam * margin(best wrong class) - mu * d_nn(features)``;
-    ``space="sphere"`` measures ``d_nn`` between L2-normalised features."""
-    if space not in ("raw", "sphere"):
-        raise ValueError(f"space must be 'raw' or 'sphere', got {space!r}")
+    ``space="sphere"`` measures ``d_nn`` between L2-normalised features, ``space="hw"`` between
+    L2-normalised ``f @ transform``."""
+    if space not in ("raw", "sphere", "hw"):
+        raise ValueError(f"space must be 'raw', 'sphere' or 'hw', got {space!r}")
+    if space == "hw" and transform is None:
+        raise ValueError("space='hw' needs the transform of the default score's hull")
+    A = None if transform is None else torch.from_numpy(np.asarray(transform, dtype=np.float32))
+
+    def embed(f: torch.Tensor) -> torch.Tensor:
+        if space == "sphere":
+            return F.normalize(f, dim=1)
+        if space == "hw":
+            return F.normalize(f @ A, dim=1)
+        return f
+
     W = net.fc.weight
     wdist = torch.cdist(W, W)
     wdist.fill_diagonal_(math.inf)
@@ -280,8 +297,8 @@ def adaptive_pgd(
         if ref_feats is None or mu == 0
         else torch.from_numpy(np.ascontiguousarray(ref_feats, dtype=np.float32))
     )
-    if ref is not None and space == "sphere":
-        ref = F.normalize(ref, dim=1)
+    if ref is not None:
+        ref = embed(ref)
     ref_cls = (
         None
         if ref is None or ref_pred is None
@@ -302,7 +319,7 @@ def adaptive_pgd(
             k = z.masked_fill(F.one_hot(yt, z.shape[1]).bool(), -math.inf).argmax(1)
             obj = lam * closed_form_margin(z, k, wdist)  # k: the best wrong class
             if ref is not None:  # distance to the nearest reference feature (of class k)
-                d = torch.cdist(F.normalize(f, dim=1) if space == "sphere" else f, ref)
+                d = torch.cdist(embed(f), ref)
                 if ref_cls is not None:
                     d = d.masked_fill(ref_cls[None, :] != k[:, None], math.inf)
                 obj = obj - mu * d.min(1).values
@@ -330,7 +347,7 @@ def adaptive_name(eps: float, lam: float, mu: float, cap: float | None, space: s
     if lam == 0 and mu == 0 and cap is None:
         return f"eps={eps:g}: plain PGD (CE)"
     ce = "CE" if cap is None else f"min(CE, {cap:g})"
-    d_nn = "d_nn" if space == "raw" else "d_nn(sphere)"
+    d_nn = "d_nn" if space == "raw" else f"d_nn({space})"
     terms = "".join(
         t for t in (f" + {lam:g}·margin" if lam else "", f" − {mu:g}·{d_nn}" if mu else "")
     )
@@ -462,6 +479,9 @@ def run_suite(
         )
     feats = guard.train_features_
     sel = np.random.default_rng(seed).choice(len(feats), min(n_ref, len(feats)), replace=False)
+    own = guard.ood_.detectors_ if guard.ood_ is not None else []
+    hw = [d for d in own if d.name == "hw_sphere_hull"]
+    transform = hw[0].transform_ if hw else None
     for eps, lam, mu, cap, space in adaptive:
         name = adaptive_name(eps, lam, mu, cap, space)
         t = time.perf_counter()
@@ -477,6 +497,7 @@ def run_suite(
             ref_feats=feats[sel],
             ref_pred=guard.train_pred_[sel],
             space=space,
+            transform=transform,
             seed=seed,
         )
         r = evaluate(guard, clean, x, y, x_adv, net)
@@ -558,10 +579,10 @@ def markdown(doc: dict) -> str:
             "(a lower bound of d_min once k wins); d_nn = distance of the features to the "
             "nearest of "
             f"{doc['config']['n_ref']} training features predicted as k (an upper bound of "
-            "the distance to the class-k part of the training hull); d_nn(sphere) = the same "
-            "between L2-normalised features (an upper bound of the sphere hull distance, what "
-            "the default abstention score reads). Plain PGD = the same loop on CE alone.\n\n"
-            + HEADER
+            "the distance to the class-k part of the training hull); d_nn(hw) = the same "
+            "between the half-whitened L2-normalised features to_sphere(f A), A the default "
+            "score's transform (an upper bound of the distance of its lead component, the "
+            "half-whitened spherical hull). Plain PGD = the same loop on CE alone.\n\n" + HEADER
         )
         for name, r in doc["results"]["adaptive"].items():
             s += _row(name, r)

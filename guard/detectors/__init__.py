@@ -17,12 +17,15 @@ name               score (higher = more OOD); peer defaults
 ``ambiguity``      ``d_hull - d_min``: the paper's raw ambiguity (eq. 26) negated
 ``hull``           the certified distance to the training hull (eq. 20-25), upper bound
 ``sphere_hull``    the same on the L2-normalised features and training features (:mod:`.sphere`)
+``hw_sphere_hull`` the same on half-whitened normalised features, ``to_sphere(x S_w^{-1/4})``
+                   (``hw_metric_sphere_hull``: the classifier's directions in the metric too)
+``low_tail``       sum of the 3 largest per-unit lower-tail surprisals (:mod:`.whitened`)
 =================  =========================================================================
 
-The last three read the guard's geometry from :class:`Evidence`; ``feature_norm`` (``-||x||``) is
-a component of the combined score only. :class:`CombinedScore` (:mod:`.combined`) combines
-detectors on held-out in-distribution data into one score with a split-conformal p-value
-(:mod:`.conformal`).
+``ambiguity``, ``hull`` and ``sphere_hull`` read the guard's geometry from :class:`Evidence`;
+``feature_norm`` (``-||x||``) is a component of the combined score only.
+:class:`CombinedScore` (:mod:`.combined`) combines detectors on held-out in-distribution data
+into one score with a split-conformal p-value (:mod:`.conformal`).
 """
 
 from __future__ import annotations
@@ -50,6 +53,7 @@ from .mahalanobis import Mahalanobis
 from .msp import MSP
 from .sphere import SphereHullDistance, to_sphere
 from .vim import ViM
+from .whitened import LowTail, WhitenedMetricSphereHull, WhitenedSphereHull
 
 __all__ = [
     "COMBINE",
@@ -67,9 +71,12 @@ __all__ = [
     "Evidence",
     "FeatureNorm",
     "HullDistance",
+    "LowTail",
     "Mahalanobis",
     "SphereHullDistance",
     "ViM",
+    "WhitenedMetricSphereHull",
+    "WhitenedSphereHull",
     "component",
     "lower_threshold",
     "make",
@@ -91,6 +98,9 @@ REGISTRY: dict[str, Callable[..., Detector]] = {
         Ambiguity,
         HullDistance,
         SphereHullDistance,
+        WhitenedSphereHull,
+        WhitenedMetricSphereHull,
+        LowTail,
     )
 }
 

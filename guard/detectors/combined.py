@@ -32,7 +32,14 @@ Fit (in-distribution data only; nothing is ever fitted on OOD inputs):
    (:class:`~.transform.NormalTransform`).
 4. ``combine`` turns the vector of normal scores ``t`` into one score:
 
-   * ``"stouffer_or"`` (default): evidence of one kind adds up, evidence of different kinds
+   * ``"stouffer_max"`` (default): the first group's Stouffer statistic ``Z_0`` (by default
+     every component but the :data:`SPECIALISTS`), or a specialist's ``Z_g`` (each alone by
+     default) when it is more than :data:`OFFSET` standard-normal units higher:
+     ``max(Z_0, max_g Z_g - offset)``. A specialist detects one kind of input the distances
+     miss (near OOD for fDBD, blank images for the low-activation tail) and is noise elsewhere;
+     the offset keeps that noise out of the in-distribution tail, where the soft maximum of
+     ``"stouffer_or"`` let it in. No weight is fitted.
+   * ``"stouffer_or"``: evidence of one kind adds up, evidence of different kinds
      stands alone. The components are split into ``groups``; each group's Stouffer statistic
      ``Z_g = sum_{k in g} t_k / sqrt(|g|)`` (standard normal under independence) and the score
      is their soft maximum ``log sum_g exp(Z_g)``: an input is out of distribution when the
@@ -100,6 +107,7 @@ from .msp import MSP
 from .sphere import SphereHullDistance
 from .transform import NormalTransform
 from .vim import ViM
+from .whitened import LowTail, WhitenedMetricSphereHull, WhitenedSphereHull
 
 __all__ = ["COMBINE", "COMPONENTS", "DEFAULT_COMPONENTS", "MIN_CALIB", "CombinedScore", "component"]
 
@@ -107,6 +115,9 @@ log = logging.getLogger(__name__)
 
 #: Components known by name (see the module docstring).
 COMPONENTS = (
+    "hw_sphere_hull",
+    "hw_metric_sphere_hull",
+    "low_tail",
     "sphere_hull",
     "hull",
     "fdbd",
@@ -117,27 +128,38 @@ COMPONENTS = (
     "feature_norm",
 )
 #: Combination rules.
-COMBINE = ("stouffer_or", "stouffer", "fisher", "min_variance", "max")
+COMBINE = ("stouffer_max", "stouffer_or", "stouffer", "fisher", "min_variance", "max")
+#: Components that stand alone under ``"stouffer_max"`` when no ``groups`` are given (the
+#: specialists, each for a kind of input the distances miss); the others form the first group.
+SPECIALISTS = ("fdbd", "low_tail", "hull")
+#: How far (in standard-normal units) a specialist stands below the first group under
+#: ``"stouffer_max"``.
+OFFSET = 0.25
 #: Components that stand alone under ``"stouffer_or"`` when no ``groups`` are given (the
 #: class-conditional boundary score); the other components form one group.
 ALONE = ("fdbd",)
 #: The default, chosen on the multi-model OOD suite by its worst case against the best peer over
-#: every (model, OOD set) pair (``reports/ood_suite/suite.md``): the hull distance of the
-#: normalised features, ViM and Mahalanobis (feature statistics, O(f^2) per input) in one
-#: group, and the exact-margin fDBD (geometry the guard computes anyway) by itself.
-DEFAULT_COMPONENTS = ("sphere_hull", "vim", "mahalanobis", "fdbd")
+#: every (model, OOD set) pair (``reports/ood_suite/suite.md``): the two half-whitened spherical
+#: hull distances in one group (:mod:`.whitened`), and three specialists alone, each for what the
+#: distances miss: the exact-margin fDBD (near OOD: held-out classes), the low-activation tail
+#: (constant images) and the raw hull distance.
+DEFAULT_COMPONENTS = ("hw_sphere_hull", "hw_metric_sphere_hull", "fdbd", "low_tail", "hull")
 #: The default combination rule (no weight fitted; see the module docstring): the Stouffer
-#: statistic of the spherical hull distance, ViM and Mahalanobis, soft-OR-ed with fDBD.
-DEFAULT_COMBINE = "stouffer_or"
+#: statistic of the two half-whitened hull distances, or a specialist :data:`OFFSET` above it.
+DEFAULT_COMBINE = "stouffer_max"
 #: Fewest held-out in-distribution calibration inputs ``fit`` accepts (half fit the
 #: combination, half give the p-values).
 MIN_CALIB = 100
+_GROUPED = ("stouffer_max", "stouffer_or")  # the rules that combine groups of components
 _FORMAT = 3  # of to_arrays (3 stores the groups; 2 is read; 1 predates the detectors package)
 #: Every detector class by name: what :meth:`CombinedScore.from_arrays` can rebuild.
 CLASSES: dict[str, type[Detector]] = {
     cls.name: cls
     for cls in (
         SphereHullDistance,
+        WhitenedSphereHull,
+        WhitenedMetricSphereHull,
+        LowTail,
         HullDistance,
         FDBD,
         Mahalanobis,
@@ -191,6 +213,7 @@ class CombinedScore:
         *,
         groups: Sequence[Sequence[str]] | None = None,
         fit_fraction: float = 0.5,
+        offset: float = OFFSET,
     ) -> None:
         components = tuple(components)
         names = [c.name if isinstance(c, Detector) else c for c in components]
@@ -212,22 +235,26 @@ class CombinedScore:
         self.combine = combine
         self.seed = int(seed)
         self.fit_fraction = float(fit_fraction)
+        self.offset = float(offset)
+        if not math.isfinite(self.offset) or self.offset < 0:
+            raise InputError(f"offset must be a finite number >= 0, got {offset}")
         self.groups = None if groups is None else tuple(tuple(g) for g in groups)
         if self.groups is not None:
             flat = [n for g in self.groups for n in g]
-            if combine != "stouffer_or" or sorted(flat) != sorted(names) or not all(self.groups):
+            if combine not in _GROUPED or sorted(flat) != sorted(names) or not all(self.groups):
                 raise InputError(
-                    f"groups are for combine='stouffer_or' and must split the components "
+                    f"groups are for combine in {_GROUPED} and must split the components "
                     f"{tuple(names)} into non-empty groups, each name once; got {groups}"
                 )
 
     def _resolve_groups(self, names: Sequence[str]) -> tuple[tuple[int, ...], ...]:
-        if self.combine != "stouffer_or":
+        if self.combine not in _GROUPED:
             return tuple((k,) for k in range(len(names)))
         if self.groups is not None:
             return tuple(tuple(names.index(n) for n in g) for g in self.groups)
-        rest = tuple(k for k, n in enumerate(names) if n not in ALONE)
-        alone = tuple((k,) for k, n in enumerate(names) if n in ALONE)
+        solo = ALONE if self.combine == "stouffer_or" else SPECIALISTS
+        rest = tuple(k for k, n in enumerate(names) if n not in solo)
+        alone = tuple((k,) for k, n in enumerate(names) if n in solo)
         return ((rest,) if rest else ()) + alone
 
     @property
@@ -352,9 +379,11 @@ class CombinedScore:
         return T
 
     def _combine(self, T: np.ndarray) -> np.ndarray:
-        if self.combine == "stouffer_or":
+        if self.combine in _GROUPED:
             Z = np.stack([T[:, list(g)].sum(axis=1) / math.sqrt(len(g)) for g in self.groups_], 1)
-            return logsumexp(Z)
+            if self.combine == "stouffer_or":
+                return logsumexp(Z)
+            return np.maximum(Z[:, 0], (Z[:, 1:] - self.offset).max(axis=1, initial=-np.inf))
         if self.combine == "fisher":
             return -log_ndtr(-T).sum(axis=1)  # -log(1 - Phi(t)), accurate in the tail
         if self.combine == "max":
@@ -401,13 +430,18 @@ class CombinedScore:
             "fit_fraction": self.fit_fraction,
             "n_fit": self.n_fit_,
             "groups": None if self.groups is None else [list(g) for g in self.groups],
+            "offset": self.offset,
         }
         out["config"] = np.array(json.dumps(config))
         return {k: np.asarray(v) for k, v in out.items()}
 
     @classmethod
-    def from_arrays(cls, arrays: Mapping[str, np.ndarray]) -> CombinedScore:
-        """The combined score :meth:`to_arrays` wrote, exactly (bit for bit)."""
+    def from_arrays(
+        cls, arrays: Mapping[str, np.ndarray], train_features: np.ndarray | None = None
+    ) -> CombinedScore:
+        """The combined score :meth:`to_arrays` wrote, exactly (bit for bit). Components that
+        keep an index of the training features (:mod:`.whitened`) rebuild it from
+        ``train_features`` (the guard's own)."""
         try:
             cfg = json.loads(str(np.asarray(arrays["config"])))
             if cfg.get("format") not in (2, _FORMAT):
@@ -418,7 +452,15 @@ class CombinedScore:
             dets = []
             for name in cfg["components"]:
                 own = {k[len(name) + 1 :]: v for k, v in arrays.items() if k.startswith(name + ".")}
-                dets.append(CLASSES[name].from_arrays(own))
+                det = CLASSES[name].from_arrays(own)
+                if hasattr(det, "bind"):
+                    if train_features is None:
+                        raise InputError(
+                            f"the component {name!r} needs the guard's training features to "
+                            f"load: CombinedScore.from_arrays(arrays, train_features)"
+                        )
+                    det.bind(train_features)
+                dets.append(det)
             comps = [
                 n if by_name else d
                 for n, d, by_name in zip(cfg["components"], dets, cfg["by_name"], strict=True)
@@ -429,6 +471,7 @@ class CombinedScore:
                 cfg["seed"],
                 groups=cfg.get("groups"),
                 fit_fraction=cfg["fit_fraction"],
+                offset=cfg.get("offset", OFFSET),
             )
             self.detectors_ = dets
             self.groups_ = self._resolve_groups(self.names)

@@ -71,8 +71,18 @@ DEFAULT = Candidate("guard default", tuple(DEFAULT_COMPONENTS), DEFAULT_COMBINE)
 #: one, before the suite existed).
 CANDIDATES: tuple[Candidate, ...] = (
     DEFAULT,
-    Candidate("previous default", ("sphere_hull", "hull", "fdbd", "vim"), "stouffer"),
+    Candidate("previous default", ("sphere_hull", "vim", "mahalanobis", "fdbd"), "stouffer_or"),
+    Candidate("earlier default", ("sphere_hull", "hull", "fdbd", "vim"), "stouffer"),
     Candidate("original default", ("hull", "fdbd", "mahalanobis"), "min_variance"),
+    Candidate(
+        "half-whitened sphere hulls", ("hw_sphere_hull", "hw_metric_sphere_hull"), "stouffer"
+    ),
+    Candidate("half-whitened sphere hull", ("hw_sphere_hull",), "stouffer"),
+    Candidate(
+        "half-whitened sphere hulls (Stouffer) or fDBD",
+        ("hw_sphere_hull", "hw_metric_sphere_hull", "fdbd"),
+        "stouffer_max",
+    ),
     Candidate(
         "sphere, raw hull, ViM (Stouffer) or fDBD",
         ("sphere_hull", "hull", "vim", "fdbd"),

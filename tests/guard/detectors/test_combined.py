@@ -21,9 +21,9 @@ from guard.detectors import (
     CombinedScore,
     Evidence,
     HullDistance,
-    Mahalanobis,
-    SphereHullDistance,
-    ViM,
+    LowTail,
+    WhitenedMetricSphereHull,
+    WhitenedSphereHull,
     to_sphere,
 )
 from guard.detectors.combined import DEFAULT_COMBINE, DEFAULT_COMPONENTS
@@ -205,7 +205,7 @@ def test_to_arrays_from_arrays_exact_round_trip(tmp_path, combine):
         assert all(isinstance(v, np.ndarray) and v.dtype != object for v in arrays.values())
         np.savez(tmp_path / "ood.npz", **arrays)
         with np.load(tmp_path / "ood.npz", allow_pickle=False) as z:
-            back = CombinedScore.from_arrays(dict(z))
+            back = CombinedScore.from_arrays(dict(z), F)
         q = _cheap(Fq, W, b)
         s1, p1 = sc.score(q)
         s2, p2 = back.score(q)
@@ -221,7 +221,7 @@ def test_to_arrays_from_arrays_exact_round_trip(tmp_path, combine):
     broken = dict(arrays)
     del broken["fdbd.centre"]
     with pytest.raises(InputError, match="centre"):
-        CombinedScore.from_arrays(broken)
+        CombinedScore.from_arrays(broken, F)
 
 
 # ------------------------------------------------------------------ input checks
@@ -243,7 +243,7 @@ def test_fit_refuses_too_little_calibration_data_and_bad_arguments():
     with pytest.raises(InputError, match="reads Evidence.hull"):
         CombinedScore(ALL).fit(F, y, W, b, replace(cal, hull=None))
     with pytest.raises(InputError, match="reads Evidence.sphere"):
-        CombinedScore().fit(F, y, W, b, replace(cal, sphere=None))
+        CombinedScore(ALL).fit(F, y, W, b, replace(cal, sphere=None))
     with pytest.raises(InputError, match="an Evidence"):
         CombinedScore().fit(F, y, W, b, {"features": Fc})
     with pytest.raises(InputError):
@@ -280,7 +280,7 @@ def test_fit_refuses_too_little_calibration_data_and_bad_arguments():
     )
     assert s.shape == (4,)
     with pytest.raises(InputError, match="NaN or Inf"):
-        sc.score(replace(cal, sphere=np.full(len(Fc), np.nan)))
+        sc.score(replace(cal, hull=np.full(len(Fc), np.nan)))
 
 
 # ------------------------------------------------------------------ components, brute force
@@ -387,14 +387,34 @@ def test_components_by_name_are_the_detectors_with_the_combined_scores_choices(t
     F, y = _draw(rng, centres, 300)
     Fc, _ = _draw(rng, centres, 200)
     Fq, _ = _draw(rng, centres, 40)
-    assert DEFAULT_COMPONENTS == ("sphere_hull", "vim", "mahalanobis", "fdbd")
-    assert DEFAULT_COMBINE == "stouffer_or"
-    given = [SphereHullDistance(), ViM(), Mahalanobis(), FDBD(margins="exact", centre="median")]
+    assert DEFAULT_COMPONENTS == (
+        "hw_sphere_hull",
+        "hw_metric_sphere_hull",
+        "fdbd",
+        "low_tail",
+        "hull",
+    )
+    assert DEFAULT_COMBINE == "stouffer_max"
+    given = [
+        WhitenedSphereHull(),
+        WhitenedMetricSphereHull(),
+        FDBD(margins="exact", centre="median"),
+        LowTail(),
+        HullDistance(),
+    ]
     a = CombinedScore().fit(F, y, W, b, _cheap(Fc, W, b))
     b_ = CombinedScore(given).fit(F, y, W, b, _cheap(Fc, W, b))
     for x, z in zip(a.score(_cheap(Fq, W, b)), b_.score(_cheap(Fq, W, b))):
         np.testing.assert_array_equal(x, z)
     assert not hasattr(given[1], "W_")
+    # the components that index the training features load only with them
+    np.savez(tmp_path / "d.npz", **a.to_arrays())
+    with np.load(tmp_path / "d.npz", allow_pickle=False) as z:
+        with pytest.raises(InputError, match="training features"):
+            CombinedScore.from_arrays(dict(z))
+        back = CombinedScore.from_arrays(dict(z), F)
+    for x, z in zip(a.score(_cheap(Fq, W, b)), back.score(_cheap(Fq, W, b))):
+        np.testing.assert_array_equal(x, z)
     own = CombinedScore(["hull", KNN(k=3, subsample=0.5, seed=7)]).fit(F, y, W, b, _cheap(Fc, W, b))
     np.savez(tmp_path / "c.npz", **own.to_arrays())
     with np.load(tmp_path / "c.npz", allow_pickle=False) as z:
@@ -447,3 +467,39 @@ def test_stouffer_or_is_the_soft_maximum_of_the_groups_stouffer_statistics(tmp_p
     cfg["format"] = 2
     arrays["config"] = np.array(json.dumps(cfg))
     np.testing.assert_array_equal(CombinedScore.from_arrays(arrays).score(q)[0], old.score(q)[0])
+
+
+# ------------------------------------------------------------------ stouffer_max
+def test_stouffer_max_is_the_first_group_or_a_specialist_above_it(tmp_path):
+    """Against a direct computation from the fitted normal transforms: by default the
+    specialists (fDBD, the low-activation tail, the raw hull) stand alone ``offset`` below the
+    Stouffer statistic of the rest; explicit groups and offset; their round trip."""
+    centres, W, b = _centres(23, n=4, f=10)
+    rng = np.random.default_rng(24)
+    F, y = _draw(rng, centres, 400)
+    Fc, _ = _draw(rng, centres, 200)
+    Fq, _ = _draw(rng, centres, 50)
+    Fq[:5] *= 4.0
+    q = _cheap(Fq, W, b)
+    comps = ("sphere_hull", "fdbd", "vim", "hull")
+    sc = CombinedScore(comps, "stouffer_max", seed=2).fit(F, y, W, b, _cheap(Fc, W, b))
+    assert sc.groups_ == ((0, 2), (1,), (3,)) and sc.offset == 0.25
+    T = np.stack([t(r) for t, r in zip(sc.transforms_, sc.component_scores(q).values())], 1)
+    want = np.maximum((T[:, 0] + T[:, 2]) / np.sqrt(2.0), np.maximum(T[:, 1], T[:, 3]) - 0.25)
+    np.testing.assert_allclose(sc.score(q)[0], want, rtol=1e-12, atol=1e-12)
+    groups = (("vim",), ("sphere_hull", "fdbd", "hull"))
+    g = CombinedScore(comps, "stouffer_max", seed=2, groups=groups, offset=1.5)
+    g.fit(F, y, W, b, _cheap(Fc, W, b))
+    want = np.maximum(T[:, 2], (T[:, 0] + T[:, 1] + T[:, 3]) / np.sqrt(3.0) - 1.5)
+    np.testing.assert_allclose(g.score(q)[0], want, rtol=1e-12, atol=1e-12)
+    np.savez(tmp_path / "g.npz", **g.to_arrays())
+    with np.load(tmp_path / "g.npz", allow_pickle=False) as z:
+        back = CombinedScore.from_arrays(dict(z))
+    assert back.offset == 1.5 and back.groups_ == g.groups_
+    np.testing.assert_array_equal(back.score(q)[0], g.score(q)[0])
+    # one group only: its Stouffer statistic
+    one = CombinedScore(("sphere_hull", "vim"), "stouffer_max").fit(F, y, W, b, _cheap(Fc, W, b))
+    assert one.groups_ == ((0, 1),)
+    for bad in (-0.1, float("nan")):
+        with pytest.raises(InputError, match="offset"):
+            CombinedScore(comps, "stouffer_max", offset=bad)

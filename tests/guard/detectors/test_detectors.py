@@ -65,6 +65,9 @@ def test_registry_names_and_make():
         "ambiguity",
         "hull",
         "sphere_hull",
+        "hw_sphere_hull",
+        "hw_metric_sphere_hull",
+        "low_tail",
     }
     for name, factory in det.REGISTRY.items():
         assert factory().name == name
@@ -316,3 +319,77 @@ def test_to_arrays_from_arrays_exact_round_trip(tmp_path, d):
         np.testing.assert_array_equal(v, arrays[k])
     with pytest.raises(InputError, match="not the arrays"):
         type(d).from_arrays({k: v for k, v in arrays.items() if k != "W"})
+
+
+# ---------------------------------------------------------------- guard.detectors.whitened
+@pytest.mark.parametrize("cls", [det.WhitenedSphereHull, det.WhitenedMetricSphereHull])
+def test_whitened_sphere_hull_is_the_certified_distance_in_its_space(cls):
+    """The transform against its definition (A^4 = S_w^-1 for the pooled within-class
+    covariance, times (I + W_n^T W_n)^(1/2) with the metric), and the score against an exact
+    QP (Clarabel) of the transformed query's distance to the hull of the transformed training
+    features: within the hull's 1e-3 relative gap, never below the true distance."""
+    from tests.reference import solvers as reference
+
+    F, y, W, b, Q = _problem(21, n=120, f=6, relu=True)
+    d = cls().fit(F, y, W, b)
+    A = d.transform_
+    mu = np.stack([F[y == c].mean(0) for c in range(4)])
+    D = F - mu[y]
+    Sw = D.T @ D / len(F)
+    M = np.eye(6)
+    if d.metric:
+        Wn = W / np.linalg.norm(W, 2)
+        M = M + Wn.T @ Wn
+    # A M^-1 A^T... (A = S^-1/4 R with R R^T = M): A A^T = S^-1/4 M S^-1/4
+    S4 = np.linalg.inv(np.linalg.cholesky(Sw))  # any square root of S^-1 up to rotation
+    ref_sq = np.linalg.inv(Sw)
+    P = A @ np.linalg.inv(M) @ A.T
+    np.testing.assert_allclose(P @ P, ref_sq, rtol=1e-8, atol=1e-10)
+    del S4
+    T = det.to_sphere(F @ A)
+    U = det.to_sphere(Q[:12] @ A)
+    s = d.score(Q[:12])
+    for k in range(12):
+        true = reference.hull_distance(T, U[k])
+        assert true - 1e-7 <= s[k] <= true * (1 + 1.5e-3) + 1e-6, (k, s[k], true)
+
+
+def test_low_tail_against_brute_force():
+    """Per unit -log((#{t_j <= x_j} + 1) / (N + 2)) by direct counting; the k largest summed."""
+    F, y, W, b, Q = _problem(22, n=200, f=9, relu=True)
+    Q[:5, :3] = -1.0  # below every training value: the largest surprisal
+    for k in (1, 3):
+        d = det.LowTail(k=k).fit(F.astype(np.float32), y, W, b)
+        s = d.score(Q)
+        Ff, Qf = F.astype(np.float32), Q.astype(np.float32)
+        for r in range(len(Q)):
+            counts = (Ff <= Qf[r]).sum(axis=0)
+            L = -np.log((counts + 1.0) / (len(F) + 2.0))
+            assert s[r] == pytest.approx(np.sort(L)[::-1][:k].sum(), rel=1e-12)
+        assert s[:5].min() >= k * np.log(len(F) + 2.0) - 1e-9
+    with pytest.raises(InputError, match="k <="):
+        det.LowTail(k=10).fit(F, y, W, b)
+    with pytest.raises(InputError, match="k >= 1"):
+        det.LowTail(k=0)
+
+
+@pytest.mark.parametrize(
+    "d", [det.WhitenedSphereHull(), det.WhitenedMetricSphereHull(), det.LowTail()], ids=repr
+)
+def test_training_feature_detectors_round_trip_with_bind(tmp_path, d):
+    """They store only their transform: loaded, they score once bound to the training
+    features, bit for bit as fitted; unbound they say what is missing."""
+    F, y, W, b, Q = _problem(23, n=150, f=8, relu=True)
+    F = F.astype(np.float32)
+    d.fit(F, y, W, b)
+    arrays = d.to_arrays()
+    assert max(v.size for v in arrays.values()) <= 8 * 8  # no copy of the training features
+    np.savez(tmp_path / "d.npz", **arrays)
+    with np.load(tmp_path / "d.npz", allow_pickle=False) as z:
+        back = type(d).from_arrays(dict(z))
+    with pytest.raises(InputError, match="bind"):
+        back.score(Q)
+    back.bind(F)
+    np.testing.assert_array_equal(back.score(Q), d.score(Q))
+    with pytest.raises(InputError, match="training features"):
+        back.bind(F[:, :-1])

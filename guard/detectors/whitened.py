@@ -1,0 +1,158 @@
+"""The certified hull distance in a half-whitened spherical space, and a low-activation score:
+the components the multi-model OOD suite (``scripts/eval_ood_suite.py``) chose the default on.
+
+**Half-whitened spherical hull** (``hw_sphere_hull``). The spherical hull (:mod:`.sphere`)
+measures the direction of a feature vector against the hull of the training directions. Its
+weak spots on the suite were inputs that move along directions in which the classes barely vary
+(where a raw direction change is small but unusual). Whitening the features by the pooled
+within-class covariance ``S_w`` before normalising makes those directions count (full whitening
+is the space of Mahalanobis); half of it, ``A = S_w^{-1/4}``, keeps the between-class geometry
+that the spherical hull uses. The score is the certified hull distance (its upper bound, the
+same column generation as every hull of the guard) of ``to_sphere(x A)`` to the hull of
+``to_sphere(t A)`` over the training features ``t``.
+
+``hw_metric_sphere_hull`` adds the classifier's own directions to the metric:
+``A' = A (I + W_n^T W_n)^{1/2}`` with ``W_n = W / ||W||_2``, so that a move that changes the
+logits counts twice as much as one the classifier ignores.
+
+**Low-activation tail** (``low_tail``). A constant or blank image drives units of the last hidden
+layer below anything seen in training (after a ReLU: to exact zeros where training inputs were
+positive). Per unit ``j`` the lower-tail surprisal ``-log (#{t: t_j <= x_j} + 1) / (N + 2)``
+against the training features, and the score is the sum of the ``k = 3`` largest: high only where
+a few units sit in their extreme lower tail, which hull distances (dominated by the large
+coordinates) miss.
+
+The three keep a copy of what they need of the training features (the transformed directions'
+hull index, the sorted columns) that is rebuilt from the guard's training features when a guard
+is loaded (:meth:`bind`), so an artifact stores only the transform.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import InputError
+from ..geometry.hull import ConvexHullIndex
+from ..geometry.hull_types import HullConfig
+from ..geometry.sphere import to_sphere
+from .base import Detector, Evidence
+
+__all__ = ["LowTail", "WhitenedMetricSphereHull", "WhitenedSphereHull"]
+
+_ROWS = 16384  # rows per block when transforming the training features
+
+
+class WhitenedSphereHull(Detector):
+    """Certified hull distance of ``to_sphere(x A)`` to the hull of the transformed training
+    features, ``A = S_w^{-gamma/2}`` (module docstring).
+
+    Args:
+        gamma: how far to whiten (0: the plain spherical hull, 1: Mahalanobis' whitening).
+        metric: weight of the classifier's directions in the metric ``I + metric W_n^T W_n``.
+
+    Attributes set by :meth:`fit`: ``transform_`` (f, f) ``A``.
+    """
+
+    name = "hw_sphere_hull"
+    needs = ("features",)
+    state = ("transform_",)
+    default_metric = 0.0
+
+    def __init__(self, gamma: float = 0.5, metric: float | None = None) -> None:
+        self.gamma = float(gamma)
+        self.metric = float(self.default_metric if metric is None else metric)
+        if not 0 <= self.gamma <= 1 or self.metric < 0:
+            raise InputError(
+                f"expected 0 <= gamma <= 1 and metric >= 0, got {self.gamma}, {self.metric}"
+            )
+
+    def _fit(self, F: np.ndarray, y: np.ndarray | None) -> None:
+        y = self._labels(F, y)
+        f = F.shape[1]
+        S = np.zeros((f, f))
+        classes = np.unique(y)
+        means = np.zeros((len(classes), f))
+        for k, c in enumerate(classes):
+            means[k] = F[y == c].astype(np.float64).mean(axis=0)
+        pos = np.searchsorted(classes, y)
+        for lo in range(0, F.shape[0], _ROWS):
+            D = F[lo : lo + _ROWS].astype(np.float64) - means[pos[lo : lo + _ROWS]]
+            S += D.T @ D
+        vals, vecs = np.linalg.eigh(S / F.shape[0])
+        vals = np.maximum(vals, max(float(vals.max()), 1e-300) * 1e-12)
+        A = (vecs * vals ** (-self.gamma / 2)) @ vecs.T
+        if self.metric > 0:
+            Wn = self.W_ / max(float(np.linalg.norm(self.W_, 2)), 1e-300)
+            e, V = np.linalg.eigh(np.eye(f) + self.metric * Wn.T @ Wn)
+            A = A @ ((V * np.sqrt(e)) @ V.T)
+        self.transform_ = A
+        self.bind(F)
+
+    def _directions(self, X: np.ndarray) -> np.ndarray:
+        return to_sphere(np.asarray(X, dtype=np.float64) @ self.transform_)
+
+    def bind(self, train_features: np.ndarray) -> None:
+        """Build the hull index of the transformed training features (after :meth:`fit`, or
+        after :meth:`from_arrays` with the guard's training features)."""
+        F = np.asarray(train_features)
+        if F.ndim != 2 or F.shape[1] != self.transform_.shape[0]:
+            raise InputError(
+                f"expected training features (N, {self.transform_.shape[0]}), got {F.shape}"
+            )
+        U = np.empty(F.shape, dtype=np.float32)
+        for lo in range(0, F.shape[0], _ROWS):
+            U[lo : lo + _ROWS] = self._directions(F[lo : lo + _ROWS])
+        self._index = ConvexHullIndex(U, HullConfig(), device="cpu")
+
+    def _score(self, ev: Evidence) -> np.ndarray:
+        if not hasattr(self, "_index"):
+            raise InputError(f"{type(self).__name__} has no index: bind(training features)")
+        X = self._read(ev, "features")
+        if not len(X):
+            return np.zeros(0)
+        return self._index.query(self._directions(X), top_support=1).upper
+
+
+class WhitenedMetricSphereHull(WhitenedSphereHull):
+    """:class:`WhitenedSphereHull` with the classifier's directions in the metric
+    (``metric = 1``)."""
+
+    name = "hw_metric_sphere_hull"
+    default_metric = 1.0
+
+
+class LowTail(Detector):
+    """Sum of the ``k`` largest per-unit lower-tail surprisals against the training features
+    (module docstring)."""
+
+    name = "low_tail"
+    needs = ("features",)
+
+    def __init__(self, k: int = 3) -> None:
+        self.k = int(k)
+        if self.k < 1:
+            raise InputError(f"expected k >= 1, got {self.k}")
+
+    def _fit(self, F: np.ndarray, y: np.ndarray | None) -> None:
+        if self.k > F.shape[1]:
+            raise InputError(f"low_tail needs k <= the feature width {F.shape[1]}, got {self.k}")
+        self.bind(F)
+
+    def bind(self, train_features: np.ndarray) -> None:
+        """Sort the training features' columns (after :meth:`fit`, or after
+        :meth:`from_arrays` with the guard's training features)."""
+        F = np.asarray(train_features, dtype=np.float32)
+        if F.ndim != 2 or F.shape[1] != self.W_.shape[1]:
+            raise InputError(f"expected training features (N, {self.W_.shape[1]}), got {F.shape}")
+        self._sorted = np.sort(F.T, axis=1)  # (f, N): each unit's values, ascending
+
+    def _score(self, ev: Evidence) -> np.ndarray:
+        if not hasattr(self, "_sorted"):
+            raise InputError("LowTail has no training columns: bind(training features)")
+        X = self._read(ev, "features").astype(np.float32)
+        f, N = self._sorted.shape
+        L = np.empty(X.shape)
+        for j in range(f):
+            L[:, j] = np.searchsorted(self._sorted[j], X[:, j], side="right")
+        L = -np.log((L + 1.0) / (N + 2.0))
+        return -np.sort(-L, axis=1)[:, : self.k].sum(axis=1)
