@@ -327,7 +327,8 @@ def test_whitened_sphere_hull_is_the_certified_distance_in_its_space(cls):
     """The transform against its definition (A^4 = S_w^-1 for the pooled within-class
     covariance, times (I + W_n^T W_n)^(1/2) with the metric), and the score against an exact
     QP (Clarabel) of the transformed query's distance to the hull of the transformed training
-    features: within the hull's 1e-3 relative gap, never below the true distance."""
+    features: within the query's relative gap (1e-2 by default, 1e-3 asked), never below the
+    true distance."""
     from tests.reference import solvers as reference
 
     F, y, W, b, Q = _problem(21, n=120, f=6, relu=True)
@@ -340,18 +341,17 @@ def test_whitened_sphere_hull_is_the_certified_distance_in_its_space(cls):
     if d.metric:
         Wn = W / np.linalg.norm(W, 2)
         M = M + Wn.T @ Wn
-    # A M^-1 A^T... (A = S^-1/4 R with R R^T = M): A A^T = S^-1/4 M S^-1/4
-    S4 = np.linalg.inv(np.linalg.cholesky(Sw))  # any square root of S^-1 up to rotation
-    ref_sq = np.linalg.inv(Sw)
+    # A = S^-1/4 R with R R^T = M, so (A M^-1 A^T)^2 = S^-1
     P = A @ np.linalg.inv(M) @ A.T
-    np.testing.assert_allclose(P @ P, ref_sq, rtol=1e-8, atol=1e-10)
-    del S4
+    np.testing.assert_allclose(P @ P, np.linalg.inv(Sw), rtol=1e-8, atol=1e-10)
     T = det.to_sphere(F @ A)
     U = det.to_sphere(Q[:12] @ A)
-    s = d.score(Q[:12])
-    for k in range(12):
-        true = reference.hull_distance(T, U[k])
-        assert true - 1e-7 <= s[k] <= true * (1 + 1.5e-3) + 1e-6, (k, s[k], true)
+    tight = cls(tol=1e-3).fit(F, y, W, b)
+    for dd, tol in ((d, 1e-2), (tight, 1e-3)):
+        s = dd.score(Q[:12])
+        for k in range(12):
+            true = reference.hull_distance(T, U[k])
+            assert true - 1e-7 <= s[k] <= true * (1 + 1.5 * tol) + 1e-6, (k, s[k], true)
 
 
 def test_low_tail_against_brute_force():
