@@ -424,17 +424,23 @@ def test_components_by_name_are_the_detectors_with_the_combined_scores_choices(t
 
 
 # ------------------------------------------------------------------ stouffer_or
-def test_stouffer_or_is_the_soft_maximum_of_the_groups_stouffer_statistics(tmp_path):
-    """Against a direct computation from the fitted normal transforms: the default groups (fDBD
-    alone, the rest together), explicit groups, their persistence, and format-2 arrays (written
-    before the groups existed) still read."""
-    centres, W, b = _centres(20, n=4, f=10)
-    rng = np.random.default_rng(21)
+def _grouped_case(seed: int):
+    """Training features and labels, W, b, calibration features and query Evidence (a few
+    queries far out) for the tests of the grouped rules."""
+    centres, W, b = _centres(seed, n=4, f=10)
+    rng = np.random.default_rng(seed + 1)
     F, y = _draw(rng, centres, 400)
     Fc, _ = _draw(rng, centres, 200)
     Fq, _ = _draw(rng, centres, 50)
     Fq[:5] *= 4.0
-    q = _cheap(Fq, W, b)
+    return F, y, W, b, Fc, _cheap(Fq, W, b)
+
+
+def test_stouffer_or_is_the_soft_maximum_of_the_groups_stouffer_statistics(tmp_path):
+    """Against a direct computation from the fitted normal transforms: the default groups (fDBD
+    alone, the rest together), explicit groups, their persistence, and format-2 arrays (written
+    before the groups existed) still read."""
+    F, y, W, b, Fc, q = _grouped_case(20)
     comps = ("sphere_hull", "fdbd", "hull", "vim")
     sc = CombinedScore(comps, "stouffer_or", seed=2).fit(F, y, W, b, _cheap(Fc, W, b))
     assert sc.groups_ == ((0, 2, 3), (1,))
@@ -474,13 +480,7 @@ def test_stouffer_max_is_the_first_group_or_a_specialist_above_it(tmp_path):
     """Against a direct computation from the fitted normal transforms: by default the
     specialists (fDBD, the low-activation tail, the raw hull) stand alone ``offset`` below the
     Stouffer statistic of the rest; explicit groups and offset; their round trip."""
-    centres, W, b = _centres(23, n=4, f=10)
-    rng = np.random.default_rng(24)
-    F, y = _draw(rng, centres, 400)
-    Fc, _ = _draw(rng, centres, 200)
-    Fq, _ = _draw(rng, centres, 50)
-    Fq[:5] *= 4.0
-    q = _cheap(Fq, W, b)
+    F, y, W, b, Fc, q = _grouped_case(23)
     comps = ("sphere_hull", "fdbd", "vim", "hull")
     sc = CombinedScore(comps, "stouffer_max", seed=2).fit(F, y, W, b, _cheap(Fc, W, b))
     assert sc.groups_ == ((0, 2), (1,), (3,)) and sc.offset == 0.25
