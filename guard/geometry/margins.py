@@ -219,15 +219,17 @@ def compute_margins(
                 cf, screen = _closed_forms(W, b, z, pred[sl])
                 lower, point, exact, pgap = cf.copy(), None, np.zeros(cf.shape, bool), None
             else:
-                cf, lower, point, exact, pgap = relaxed_margins(X[sl], W, b, pred[sl], nonneg)
+                cf, lower, pt, exact, pg = relaxed_margins(X[sl], W, b, pred[sl], nonneg)
+                if core is not None:  # the QPs of every pair left, in one call
+                    closed[sl] = cf
+                    _all_pairs(
+                        core, X[sl], W, b, pred[sl], lower, pt, exact, pg, nonneg, problems,
+                        (margins[sl], d_min[sl], nearest[sl], flip[sl], gap[sl], n_qp[sl]),
+                    )  # fmt: skip
+                    bar.update(cf.shape[0])
+                    continue
+                point, pgap = pt, pg
             closed[sl] = cf
-            if core is not None and not lazy:  # the QPs of every pair left, in one call
-                _all_pairs(
-                    core, X[sl], W, b, pred[sl], lower, point, exact, pgap, nonneg, problems,
-                    (margins[sl], d_min[sl], nearest[sl], flip[sl], gap[sl], n_qp[sl]),
-                )  # fmt: skip
-                bar.update(cf.shape[0])
-                continue
             job = _Chunk(
                 X[sl], W, b, pred[sl], lower, point, exact, pgap, nonneg, d_min_only, problems,
                 screen, (margins[sl], d_min[sl], nearest[sl], flip[sl], gap[sl], n_qp[sl]),
