@@ -51,10 +51,8 @@ class WhitenedSphereHull(Detector):
         metric: weight of the classifier's directions in the metric ``I + metric W_n^T W_n``.
         tol: relative gap at which the hull query stops. The score is the upper bound (the
             distance to a point of the hull, whatever the gap); at 1e-2 instead of the guard's
-            1e-3 it moved by at most 1.3e-5 (relative) on 256 Fashion-MNIST test images, for
-            1.5x less time.
-
-    Attributes set by :meth:`fit`: ``transform_`` (f, f) ``A``.
+            1e-3 every AUROC of the OOD suite stayed the same to four decimals, and the score
+            cost 1.60 instead of 1.96 ms per image (``bench/ood.py``, two runs).
     """
 
     name = "hw_sphere_hull"
