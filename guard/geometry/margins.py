@@ -285,14 +285,11 @@ def _all_pairs(
     # a pair whose orthant projection (step 2) sits on many bounds y_l = 0 goes to DAQP at once
     # (the compiled QP hands back more than 40 active constraints: see margin_qp.hpp)
     light = (point[r, j] <= 0).sum(axis=1) <= _LIGHT_BOUNDS if nonneg else np.ones(len(r), bool)
-    d, Y, g, status, _ = core.margin_qps(
+    d, Y, g = np.full(len(r), np.nan), np.full((len(r), X.shape[1]), np.nan), np.zeros(len(r))
+    status = np.full(len(r), 2, dtype=np.int8)  # 2: not solved there (the heavy pairs)
+    d[light], Y[light], g[light], status[light], _ = core.margin_qps(
         X, np.ascontiguousarray(W), np.ascontiguousarray(b), pred, r[light], j[light], bool(nonneg)
     )
-    if not light.all():  # room for every pair, the heavy ones unsolved
-        full = np.full(len(r), np.nan), np.full((len(r), X.shape[1]), np.nan), np.zeros(len(r))
-        full[0][light], full[1][light], full[2][light] = d, Y, g
-        d, Y, g = full
-        status = _spread(status, light)
     for p in np.flatnonzero(status != 0):
         dp, yp, g[p] = pair_margin(X[r[p]], W, b, int(pred[r[p]]), int(j[p]), nonneg, problems)
         d[p] = dp
@@ -321,13 +318,6 @@ def _all_pairs(
     k = at[rows, jstar]
     pts[k >= 0] = Y[k[k >= 0]]
     flip[reach] = pts[reach]
-
-
-def _spread(status: np.ndarray, light: np.ndarray) -> np.ndarray:
-    """The compiled QP's statuses of the ``light`` pairs, 2 (not solved there) for the rest."""
-    out = np.full(len(light), 2, dtype=np.int8)
-    out[light] = status
-    return out
 
 
 def _claim(claims: list[tuple[int, np.ndarray]], r: int, y: np.ndarray) -> None:
