@@ -17,7 +17,23 @@ import numpy as np
 
 from .base import Detector, Evidence
 
-__all__ = ["Mahalanobis"]
+__all__ = ["Mahalanobis", "within_class_covariance"]
+
+
+def within_class_covariance(F: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Class means (classes, f) in the order of ``np.unique(y)`` and the shared within-class
+    maximum-likelihood covariance ``1/N sum_c sum_{i in c} (x_i - mu_c)(x_i - mu_c)^T`` (f, f),
+    in float64 one class at a time (no float64 copy of all of ``F``)."""
+    N, f = F.shape
+    classes = np.unique(y)
+    means = np.empty((classes.size, f))
+    cov = np.zeros((f, f))
+    for i, c in enumerate(classes):
+        Fc = F[y == c].astype(np.float64)
+        means[i] = Fc.mean(axis=0)
+        D = Fc - means[i]
+        cov += D.T @ D
+    return means, cov / N
 
 
 class Mahalanobis(Detector):
@@ -34,17 +50,8 @@ class Mahalanobis(Detector):
     state = ("whiten_", "class_means_w_")
 
     def _fit(self, F: np.ndarray, y: np.ndarray | None) -> None:
-        y = self._labels(F, y)
-        N, f = F.shape
-        classes = np.unique(y)
-        means = np.empty((classes.size, f))
-        cov = np.zeros((f, f))
-        for i, c in enumerate(classes):  # float64 one class at a time: no copy of all of F
-            Fc = F[y == c].astype(np.float64)
-            means[i] = Fc.mean(axis=0)
-            D = Fc - means[i]
-            cov += D.T @ D
-        cov /= N
+        means, cov = within_class_covariance(F, self._labels(F, y))
+        f = F.shape[1]
         vals, vecs = np.linalg.eigh(cov)
         keep = vals > max(float(vals.max()), 1e-300) * f * np.finfo(float).eps
         self.whiten_ = vecs[:, keep] / np.sqrt(vals[keep])  # (f, r): A A^T = S^+

@@ -36,6 +36,7 @@ from ..geometry.hull import ConvexHullIndex
 from ..geometry.hull_types import HullConfig
 from ..geometry.sphere import to_sphere
 from .base import Detector, Evidence
+from .mahalanobis import within_class_covariance
 
 __all__ = ["LowTail", "WhitenedMetricSphereHull", "WhitenedSphereHull"]
 
@@ -71,18 +72,9 @@ class WhitenedSphereHull(Detector):
             )
 
     def _fit(self, F: np.ndarray, y: np.ndarray | None) -> None:
-        y = self._labels(F, y)
         f = F.shape[1]
-        S = np.zeros((f, f))
-        classes = np.unique(y)
-        means = np.zeros((len(classes), f))
-        for k, c in enumerate(classes):
-            means[k] = F[y == c].astype(np.float64).mean(axis=0)
-        pos = np.searchsorted(classes, y)
-        for lo in range(0, F.shape[0], _ROWS):
-            D = F[lo : lo + _ROWS].astype(np.float64) - means[pos[lo : lo + _ROWS]]
-            S += D.T @ D
-        vals, vecs = np.linalg.eigh(S / F.shape[0])
+        _, S = within_class_covariance(F, self._labels(F, y))
+        vals, vecs = np.linalg.eigh(S)
         vals = np.maximum(vals, max(float(vals.max()), 1e-300) * 1e-12)
         A = (vecs * vals ** (-self.gamma / 2)) @ vecs.T
         if self.metric > 0:
