@@ -1,4 +1,5 @@
-"""HullPair: the raw and the spherical hull queried in one set of passes (native run_pair).
+"""HullPair: the raw and the spherical hull, and views of linear maps of the same points
+(HullView), queried in one set of passes (native run_views).
 
 Checked against exact QPs (Clarabel through cvxpy, tests/reference), against two separate
 ConvexHullIndex queries, and between one and two threads (bit for bit)."""
@@ -15,6 +16,7 @@ from guard.geometry import native
 from guard.geometry.errors import GeometryError
 from guard.geometry.hull import ConvexHullIndex, HullConfig
 from guard.geometry.hull_pair import HullPair
+from guard.geometry.hull_view import HullView
 from guard.geometry.regions import UnionOfBalls
 from guard.geometry.sphere import to_sphere
 from tests.reference import solvers as reference
@@ -121,20 +123,40 @@ def test_pair_rejects_bad_queries() -> None:
         pair.query(np.full((1, 16), np.nan))
 
 
+def _view(pair: HullPair, Q64: np.ndarray, core=None, scale=None, A=None, kappa=1.0, a_fro=0.0):
+    """The argument tuple of native query_views for the spherical view (or what is given)."""
+    core = pair.sphere._core if core is None else core
+    return (core, Q64, pair._scale if scale is None else scale, A, kappa, a_fro, 0)
+
+
 @needs_core
-def test_native_pair_checks_its_arguments() -> None:
+def test_native_views_check_their_arguments() -> None:
     F, Q, pair = _case(3000, 16, 0)
     other = ConvexHullIndex(F[:100], CONFIG, device="cpu")
     Q64 = Q.astype(np.float64)
+    raw = pair.raw._core
     with pytest.raises(ValueError, match="different numbers of points"):
-        native.core.query_pair(pair.raw._core, Q64, other._core, Q64, pair._scale, 0, 0, 1)
+        native.core.query_views(raw, Q64, 0, [_view(pair, Q64, other._core)], 1)
     with pytest.raises(ValueError, match="two different cores"):
-        native.core.query_pair(pair.raw._core, Q64, pair.raw._core, Q64, pair._scale, 0, 0, 1)
+        native.core.query_views(raw, Q64, 0, [_view(pair, Q64, raw)], 1)
+    with pytest.raises(ValueError, match="two different cores"):
+        native.core.query_views(raw, Q64, 0, [_view(pair, Q64), _view(pair, Q64)], 1)
     with pytest.raises(ValueError, match="one scale per point"):
-        short = pair._scale[:5]
-        native.core.query_pair(pair.raw._core, Q64, pair.sphere._core, Q64, short, 0, 0, 1)
+        native.core.query_views(raw, Q64, 0, [_view(pair, Q64, scale=pair._scale[:5])], 1)
+    with pytest.raises(ValueError, match="differ in rows"):
+        native.core.query_views(raw, Q64, 0, [_view(pair, Q64[:3])], 1)
+    with pytest.raises(ValueError, match="d x d"):
+        native.core.query_views(
+            raw, Q64, 0, [_view(pair, Q64, A=np.eye(16)[:8], kappa=1, a_fro=4)], 1
+        )
+    with pytest.raises(ValueError, match="kappa and a_fro"):
+        native.core.query_views(
+            raw, Q64, 0, [_view(pair, Q64, A=np.eye(16), kappa=np.nan, a_fro=4)], 1
+        )
+    with pytest.raises(ValueError, match="7-tuple"):
+        native.core.query_views(raw, Q64, 0, [(pair.sphere._core, Q64)], 1)
     with pytest.raises(ValueError, match="threads"):
-        native.core.query_pair(pair.raw._core, Q64, pair.sphere._core, Q64, pair._scale, 0, 0, 0)
+        native.core.query_views(raw, Q64, 0, [_view(pair, Q64)], 0)
 
 
 def _radii(F: np.ndarray, seed: int, huge: bool = False) -> np.ndarray:
@@ -171,9 +193,7 @@ def test_union_over_other_points_is_queried_on_its_own() -> None:
     if native.core is not None:
         with pytest.raises(ValueError, match="not centred on the raw hull's points"):
             Q64 = Q.astype(np.float64)
-            native.core.query_pair(
-                pair.raw._core, Q64, pair.sphere._core, Q64, pair._scale, 0, 0, 1, copy._core, Q
-            )
+            native.core.query_views(pair.raw._core, Q64, 0, [_view(pair, Q64)], 1, copy._core, Q)
 
 
 def _assert_lower_within_own_bound(res, T: np.ndarray, Y: np.ndarray) -> None:
@@ -229,3 +249,161 @@ def test_pair_lower_bounds_hold_with_near_ties_on_the_sphere() -> None:
     h, s = pair.query(X, threads=2)
     _assert_lower_within_own_bound(s, pair.sphere.points.astype(np.float64), to_sphere(X))
     assert s.converged.all()
+
+
+def _maps(d: int, seed: int) -> list[np.ndarray]:
+    """A half-whitening of a random covariance (as guard.detectors.whitened builds) and an
+    ill-conditioned map (singular values over six orders of magnitude)."""
+    rng = np.random.default_rng(seed)
+    C = np.cov(rng.normal(size=(4 * d, d)) * rng.lognormal(0, 1.0, d), rowvar=False)
+    e, V = np.linalg.eigh(C)
+    U, _, Vt = np.linalg.svd(rng.normal(size=(d, d)))
+    return [(V * e**-0.25) @ V.T, (U * np.logspace(0, -6, d)) @ Vt]
+
+
+def _view_case(N: int, d: int, seed: int):
+    F, Q, pair = _case(N, d, seed)
+    views = [HullView(pair.raw.points, A, CONFIG, device="cpu") for A in _maps(d, seed)]
+    return F, Q, pair, views
+
+
+@needs_core
+@pytest.mark.parametrize(("N", "d", "seed"), [(3000, 16, 0), (2000, 48, 1)])
+def test_views_intervals_contain_the_exact_distances(N: int, d: int, seed: int) -> None:
+    F, Q, pair, views = _view_case(N, d, seed)
+    assert all(v.fusable(pair.raw) for v in views)
+    h, s, vs, _ = pair.query_all(Q, None, views, top_support=4, threads=2)
+    for v, res in zip(views, vs, strict=True):
+        P = v.index.points.astype(np.float64)
+        for i, x in enumerate(v.directions(Q)):
+            ref = reference.hull_distance(P, x)
+            assert res.lower[i] <= ref + 1e-5 * max(1.0, ref), (i, res.lower[i], ref)
+            assert res.upper[i] >= ref - 1e-5 * max(1.0, ref), (i, res.upper[i], ref)
+            assert res.converged[i], i
+            assert res.upper[i] - res.lower[i] <= 1e-3 * res.upper[i] + 1e-7
+        assert res.support_idx.shape == (len(Q), 0)
+    # the raw and the spherical hull are those of the pair alone, up to the certified rounding
+    h0, s0 = pair.query(Q, top_support=4, threads=2)
+    for a, b in ((h, h0), (s, s0)):
+        np.testing.assert_allclose(a.upper, b.upper, rtol=2e-3, atol=1e-7)
+
+
+@needs_core
+@pytest.mark.parametrize(("N", "d", "seed"), [(3000, 16, 0), (2000, 48, 1)])
+def test_views_lower_bounds_hold_for_their_own_direction(N: int, d: int, seed: int) -> None:
+    """As test_pair_lower_bounds_hold_for_their_own_direction, for views of maps: their scans
+    multiply the raw rows by fl32(A g) and fl32(1 / |t A|), and a rounding bound that does not
+    cover it lets the scan miss the maximum."""
+    F, Q, pair, views = _view_case(N, d, seed)
+    rng = np.random.default_rng(seed + 9)
+    X = (np.maximum(rng.normal(size=(40, d)), 0) * rng.lognormal(0, 1.5, (40, 1))).astype(
+        np.float32
+    )
+    X = np.vstack([Q, X])
+    for threads in (1, 2):
+        _, _, vs, _ = pair.query_all(X, None, views, threads=threads)
+        for v, res in zip(views, vs, strict=True):
+            _assert_lower_within_own_bound(res, v.index.points.astype(np.float64), v.directions(X))
+            assert np.all(res.lower <= res.upper)
+
+
+@needs_core
+def test_views_lower_bounds_hold_with_near_ties() -> None:
+    """Training points along few directions at many norms (as for the sphere above): after the
+    map each direction is held by dozens of points a float32 rounding apart, so only the
+    rounding bound of the mapped products keeps the true maximum among the candidates."""
+    rng = np.random.default_rng(3)
+    dirs = np.maximum(rng.normal(size=(40, 16)), 0) + 0.01
+    norms = rng.lognormal(0.0, 2.0, size=(40, 75))
+    F = (dirs[:, None, :] * norms[:, :, None]).reshape(-1, 16).astype(np.float32)
+    pair = HullPair(ConvexHullIndex(F, CONFIG, device="cpu"), CONFIG, device="cpu")
+    views = [HullView(pair.raw.points, A, CONFIG, device="cpu") for A in _maps(16, 3)]
+    X = (np.maximum(rng.normal(size=(60, 16)), 0) + rng.normal(scale=0.3, size=(60, 16))).astype(
+        np.float32
+    )
+    _, _, vs, _ = pair.query_all(X, None, views, threads=2)
+    for v, res in zip(views, vs, strict=True):
+        _assert_lower_within_own_bound(res, v.index.points.astype(np.float64), v.directions(X))
+        assert res.converged.all()
+
+
+@needs_core
+@pytest.mark.parametrize("seed", [0, 1])
+def test_views_lower_bounds_hold_where_the_map_shrinks_the_points(seed: int) -> None:
+    """The worst case of the mapped products' rounding: points t with |t A| ~ 1e-4 |t| (t =
+    (b / sigma) U^T for A = U diag(sigma) V^T, so t A = b V^T), many along each mapped direction.
+    A float32 product's rounding scales with |A g| |t|, the product itself with |g| |t A|; the
+    certificate's bound carries kappa = max |t| / |t A| for that (without it, this fails for
+    every seed tried)."""
+    rng = np.random.default_rng(seed)
+    d = 16
+    U, _, Vt = np.linalg.svd(rng.normal(size=(d, d)))
+    sigma = np.logspace(0, -4, d)
+    A = (U * sigma) @ Vt
+    t = ((np.abs(rng.normal(size=(40, d))) + 0.01) / sigma) @ U.T
+    norms = rng.lognormal(0.0, 2.0, size=(40, 75))
+    F = (t[:, None, :] * norms[:, :, None]).reshape(-1, d).astype(np.float32)
+    pair = HullPair(ConvexHullIndex(F, CONFIG, device="cpu"), CONFIG, device="cpu")
+    view = HullView(pair.raw.points, A, CONFIG, device="cpu")
+    assert view.kappa > 1e3
+    X = ((np.abs(rng.normal(size=(60, d))) + rng.normal(scale=0.3, size=(60, d))) / sigma) @ U.T
+    X = X.astype(np.float32)
+    _, _, (res,), _ = pair.query_all(X, None, [view], threads=2)
+    _assert_lower_within_own_bound(res, view.index.points.astype(np.float64), view.directions(X))
+    assert res.converged.all()
+
+
+@needs_core
+def test_views_agree_with_separate_queries_and_threads_do_not_matter() -> None:
+    F, Q, pair, views = _view_case(3000, 16, 0)
+    regions = UnionOfBalls(pair.raw.points, _radii(F, 1), device="cpu")
+    one = pair.query_all(Q, regions, views, threads=1)
+    two = pair.query_all(Q, regions, views, threads=2)
+    for a, b in zip([one[0], one[1], *one[2]], [two[0], two[1], *two[2]], strict=True):
+        for f in fields(a):
+            x, y = getattr(a, f.name), getattr(b, f.name)
+            assert (x is None and y is None) or np.array_equal(x, y), f.name
+    for f in fields(one[3]):
+        assert np.array_equal(getattr(one[3], f.name), getattr(regions.query(Q), f.name))
+    for v, fused in zip(views, one[2], strict=True):
+        alone = v.query(Q)
+        assert np.all(fused.lower <= alone.upper * (1 + 1e-12) + 1e-12)
+        assert np.all(alone.lower <= fused.upper * (1 + 1e-12) + 1e-12)
+    # one query at a time: the same certified intervals
+    for i in range(0, len(Q), 4):
+        _, _, vs, _ = pair.query_all(Q[i : i + 1], None, views)
+        for res, whole in zip(vs, one[2], strict=True):
+            assert res.lower[0] <= whole.upper[i] * (1 + 1e-12) + 1e-12
+            assert whole.lower[i] <= res.upper[0] * (1 + 1e-12) + 1e-12
+
+
+def test_views_of_other_points_or_without_the_core_are_queried_alone() -> None:
+    F, Q, pair = _case(3000, 16, 0)
+    A = _maps(16, 0)[0]
+    other = HullView(pair.raw.points.copy(), A, CONFIG, device="cpu")
+    assert not other.fusable(pair.raw)
+    _, _, (res,), _ = pair.query_all(Q, None, [other])
+    alone = other.query(Q)
+    for f in fields(res):
+        x, y = getattr(res, f.name), getattr(alone, f.name)
+        assert (x is None and y is None) or np.array_equal(x, y), f.name
+    config = HullConfig(subsample=256, pool_size=128, add_per_round=16, engine="numpy")
+    slow = HullPair(ConvexHullIndex(F[:500], config, device="cpu"), config, device="cpu")
+    view = HullView(slow.raw.points, A, config, device="cpu")
+    assert not slow.fused
+    _, _, (res,), _ = slow.query_all(Q[:4], None, [view])
+    for i, x in enumerate(view.directions(Q[:4])):
+        ref = reference.hull_distance(view.index.points.astype(np.float64), x)
+        assert res.lower[i] <= ref + 1e-5 and res.upper[i] >= ref - 1e-5
+
+
+def test_view_rejects_bad_arguments() -> None:
+    F = np.ones((10, 4), dtype=np.float32)
+    with pytest.raises(GeometryError, match="float32 points"):
+        HullView(F.astype(np.float64))
+    with pytest.raises(GeometryError, match="transform"):
+        HullView(F, np.eye(3))
+    with pytest.raises(GeometryError, match="maps a training point to 0"):
+        HullView(F, np.zeros((4, 4)))
+    with pytest.raises(GeometryError, match="transform"):
+        HullView(F, np.full((4, 4), np.nan))

@@ -82,7 +82,7 @@ struct HullWorkspace {
     std::vector<float> pool_v;  // their products
     std::vector<HullQuery> qs;  // per-query states (their buffers keep their capacity)
     std::vector<HullStream> streams;   // per query of a round (a scan's first part)
-    std::vector<HullStream> streams2;  // the same, a scan's second part (run_pair's threads)
+    std::vector<HullStream> streams2;  // the same, a scan's second part (run_views' threads)
     HullTimes times;
 };
 
@@ -136,9 +136,9 @@ class HullBlock {
 
     // ------------------------------------------------------------ the rounds, step by step
     // begin(); then while next_round() is not empty: scan_block() over every block of the N
-    // training rows in order (products of the rows with the float32 directions G32() of the
-    // queries in the round), end_round(). run() does this with its own scan; run_pair() in
-    // hull_pair.hpp drives two blocks that share one scan.
+    // training rows in order (products of the rows with the float32 directions scan_dirs() of
+    // the queries in the round), end_round(). run() does this with its own scan; run_views()
+    // in hull_pair.hpp drives several blocks that share one scan.
 
     // Rows per scan block for nb open queries: their products fit in ~256 KB, and the rows in
     // ~1 MB (measured at 1-4 queries: 4,096 rows of 64 floats cost 1.1-1.7x less than 65,536, on
@@ -219,8 +219,25 @@ class HullBlock {
 
     // Products come from another matrix: fl32(fl32(g32.t) s_t) with t the rows of that matrix
     // and s_t = fl32(1 / |t|), for this block's rows fl32(t / |t|) (the spherical hull over the
-    // raw features' scan; see run_pair). Changes the rounding bound of the certificate.
+    // raw features' scan; see run_views). Changes the rounding bound of the certificate.
     void set_scaled_scan(bool on) { scaled_ = on; }
+
+    // Products come from the rows t of another matrix through a linear map: this block's rows
+    // are fl32(w_t) with w_t = fl64(t A) / |fl64(t A)| (A: d x d float64, row-major, kept alive
+    // by the caller), and a full round's products are fl32(fl32(h32.t) s_t) with the scan
+    // directions h32 = fl32(A g32) (scan_dirs()) and s_t = fl32(1 / |fl64(t A)|) (0 for a zero
+    // row). kappa >= max_t |t| / |t A| and a_fro >= the Frobenius norm of A enter the rounding
+    // bound of the certificate (prepare_round). A = nullptr: back to the block's own rows.
+    void set_transform(const double* A, double kappa, double a_fro) {
+        A_ = A;
+        kappa_ = kappa;
+        a_fro_ = a_fro;
+        scaled_ = A != nullptr;
+    }
+
+    // The float32 directions a full round's scan multiplies the rows with: G32(), or through
+    // the transform of set_transform.
+    const float* scan_dirs() const { return A_ ? H32_.data() : G32_.data(); }
 
   private:
     const float* T_;
@@ -243,6 +260,10 @@ class HullBlock {
     std::vector<float> G32_;          // the round's float32 directions (todo x d)
     int n_full_ = 0;
     bool oob_ = false, scaled_ = false;
+    const double* A_ = nullptr;       // set_transform
+    double kappa_ = 1.0, a_fro_ = 0.0;
+    std::vector<float> H32_;          // the round's scan directions fl32(A g32) (todo x d)
+    std::vector<double> h64_;         // scratch: one of them in float64
     std::chrono::steady_clock::time_point start_;
 
     const float* row(int64_t t) const { return T_ + t * d_; }
@@ -523,6 +544,7 @@ class HullBlock {
         for (int i = 0; i < nb; ++i)
             for (int k = 0; k < d_; ++k)
                 G32[static_cast<size_t>(i) * d_ + k] = static_cast<float>(qs[todo[i]].g[k]);
+        if (A_) H32_.resize(static_cast<size_t>(nb) * d_);
         streams_.resize(std::max<size_t>(streams_.size(), nb));
         streams2_.resize(std::max<size_t>(streams2_.size(), nb));
         const double gamma = d_ * U32 / (1 - d_ * U32);
@@ -546,7 +568,10 @@ class HullBlock {
             }
             // |fl32(g32.t) - g.t| <= (gamma ||g32|| + ||g - g32||) ||t|| <= err (Higham 3.5)
             s.err = (gamma * std::sqrt(n32) + std::sqrt(diff)) * prm_.max_norm;
-            if (scaled_) {
+            if (A_) {
+                s.err = transformed_err(G32.data() + static_cast<size_t>(i) * d_, n32, diff,
+                                        H32_.data() + static_cast<size_t>(i) * d_);
+            } else if (scaled_) {
                 // t^ = fl32(t/|t|), s_t = fl32(1/|t|) (each within relative u of t/|t|, 1/|t|),
                 // products fl32(fl32(g32.t) s_t): fl32(g32.t) within gamma |g32| |t|, times s_t
                 // and its rounding add 3u |g32| (1 + gamma)(1 + u)^2; against g.t^: |g32| |t^ -
@@ -574,6 +599,42 @@ class HullBlock {
             s2.cand_v.clear();
             s2.n_pool = 0;
         }
+    }
+
+    // The scan direction h32 = fl32(A g32) of one query (written to h32) and the rounding
+    // bound of its products fl32(fl32(h32.t) s_t) against g.u_t, u_t = fl32(w_t) the block's
+    // row (set_transform); n32 = |g32|^2, diff = |g - g32|^2. With v_t = t A / |t A| exact:
+    //  * |g.u_t - g32.v_t| <= |g - g32| |u_t| + |g32| |u_t - v_t|, where |u_t - v_t| <= u (the
+    //    float32 rounding of the row, |w_t| <= 1 + u) + r, r = 4 (d + 4) u64 (a_fro kappa + 1)
+    //    bounding the float64 rounding of t A (gamma64_d |t| a_fro, relative to |t A| at most
+    //    gamma64_d a_fro kappa), doubled by the normalisation, plus its own few u64;
+    //  * g32.v_t = (A g32).t / |t A|, and h32 = A g32 + e_h with |e_h| <= |h32 - fl64(A g32)| +
+    //    gamma64_d a_fro |g32| (computed here); fl32(h32.t) = h32.t + e_p, |e_p| <= gamma_d
+    //    |h32| |t| (Higham 3.5); s_t = (1 + e_s) / |t A| with |e_s| <= u + r (the float64 norm
+    //    and the float32 rounding of 1 / norm), and the product's rounding another u; so the
+    //    product minus g32.v_t is at most |g32| (2u + r)(1 + u) + (gamma_d |h32| + |e_h|) kappa
+    //    (1 + u + r)(1 + u) (|g32.v_t| <= |g32| |v_t| = |g32|, |t| / |t A| <= kappa);
+    //  * a factor 1 + 8u and one u64 term per bound cover the products of the small terms.
+    double transformed_err(const float* g32, double n32, double diff, float* h32) {
+        const int d = d_;
+        h64_.resize(d);
+        double hn = 0.0, hd = 0.0;
+        for (int r = 0; r < d; ++r) {
+            double acc = 0.0;
+            const double* a = A_ + static_cast<int64_t>(r) * d;
+            for (int k = 0; k < d; ++k) acc += a[k] * static_cast<double>(g32[k]);
+            const float h = static_cast<float>(acc);
+            h32[r] = h;
+            hn += static_cast<double>(h) * h;
+            hd += (static_cast<double>(h) - acc) * (static_cast<double>(h) - acc);
+        }
+        const double g = std::sqrt(n32);
+        const double gamma = d * U32 / (1 - d * U32);
+        const double g64 = (d + 2) * U64 / (1 - (d + 2) * U64);
+        const double r = 4.0 * (d + 4) * U64 * (a_fro_ * kappa_ + 1.0);
+        const double e_h = std::sqrt(hd) + g64 * a_fro_ * g;
+        const double v = g * (3.0 * U32 + 2.0 * r) + (gamma * std::sqrt(hn) + e_h) * kappa_ * (1.0 + 2.0 * U32 + r);
+        return v * (1.0 + 8.0 * U32) + std::sqrt(diff) * std::max(prm_.max_norm, 1.0);
     }
 
     // Part 1 of the round's scan into part 0: the largest value, the candidates (those below

@@ -1,11 +1,13 @@
-// Two hull blocks in one set of passes: the raw hull of the training points T and the spherical
-// hull of their directions fl32(t / |t|) (guard.detectors.sphere). Both scan the same memory: a
-// full round of the spherical hull needs g.t^ for every training point, and
-// fl32(fl32(g.t) s_t) with s_t = fl32(1 / |t|) is that product up to a rounding bound that the
-// spherical block's certificate takes in (HullBlock::set_scaled_scan). So each pass reads T
-// once for the open queries of both hulls (one GEMM per block of rows), where two separate
-// queries read two N x d arrays: at small batches the scan is bound by memory traffic, and the
-// rounds of the two hulls run in lock step.
+// Hull blocks in one set of passes over the training points T: the raw hull of T, the
+// spherical hull of their directions fl32(t / |t|) (guard.detectors.sphere) and hulls of the
+// directions of linear maps of them, fl32(t A / |t A|) (guard.detectors.whitened). They all
+// scan the same memory: a full round of the spherical hull needs g.t^ for every training point,
+// and fl32(fl32(g.t) s_t) with s_t = fl32(1 / |t|) is that product up to a rounding bound that
+// the block's certificate takes in (HullBlock::set_scaled_scan); through a map A the product is
+// fl32(fl32((A g).t) s_t), s_t = fl32(1 / |t A|) (HullBlock::set_transform). So each pass reads
+// T once for the open queries of every hull (one GEMM per block of rows), where separate
+// queries read one N x d array each: at small batches the scan is bound by memory traffic, and
+// the rounds of the hulls run in lock step.
 #pragma once
 
 #include <exception>
@@ -49,41 +51,59 @@ inline void both(bool two, F&& f) {
     if (err) std::rethrow_exception(err);
 }
 
-// raw: the block over T (N x d); sphere: the block over the directions, whose scan reads T and
-// multiplies by scale (N). Both are answered as by their own run(), for any number of threads
-// (1 or 2): with two, each round's inner work runs one block per thread, and each scan one
-// half of the rows per thread (the halves meet at a block boundary, so every product is the
-// one a single thread computes, and HullBlock::merge_parts gives the streams of one pass).
+// One hull of a shared scan: its block, its queries (B x d, in the block's own space) and the
+// scale of its products (N, nullptr: the block's rows are T itself). A block over the
+// directions of T (the spherical hull) has set_scaled_scan(true), one over the directions of
+// T A set_transform(A, ...); either way its scan directions are scan_dirs().
+struct ScanView {
+    HullBlock* block;
+    const double* Q;
+    const float* scale;
+};
+
+// The views' blocks over the same rows T (N x d), answered as by their own run(), for any
+// number of threads (1 or 2): with two, each round's inner work runs the views of even index on
+// this thread and the others on a second one, and each scan one half of the rows per thread
+// (the halves meet at a block boundary, so every product is the one a single thread computes,
+// and HullBlock::merge_parts gives the streams of one pass).
 //
 // With `un` (the union of learned regions over the same rows T, queries Qu: B x d float32) the
 // union's products ride on the first pass, as extra rows of its GEMM, and its answers go to
 // `uout` (as UnionScan::run gives them).
-inline void run_pair(HullBlock& raw, const double* Q, HullBlock& sphere, const double* Qs, int B,
-                     const float* T, const float* scale, int64_t N, int d, const Blas& blas,
-                     int threads, std::vector<float> (&bufs)[2], HullTimes& tm,
-                     UnionScan* un = nullptr, const float* Qu = nullptr, UnionOut* uout = nullptr) {
+inline void run_views(const std::vector<ScanView>& views, int B, const float* T, int64_t N, int d,
+                      const Blas& blas, int threads, std::vector<float> (&bufs)[2], HullTimes& tm,
+                      UnionScan* un = nullptr, const float* Qu = nullptr, UnionOut* uout = nullptr) {
     const bool two = threads > 1;
-    HullBlock* blk[2] = {&raw, &sphere};
-    sphere.set_scaled_scan(true);
-    both(two, [&](int p) { blk[p]->begin(p == 0 ? Q : Qs, B); });
-    int n_open[2] = {0, 0};
-    bool on[2] = {true, true};
+    const int K = static_cast<int>(views.size());
+    both(two, [&](int p) {
+        for (int k = p; k < K; k += 2) views[k].block->begin(views[k].Q, B);
+    });
+    std::vector<int> n_open(K, 0);
+    std::vector<char> on(K, 1);
     bool union_due = un != nullptr;  // the union scans with the first pass
     if (union_due) un->begin(Qu, B);
     std::vector<float> G;
+    std::vector<int64_t> at(K + 1);  // first row of each view's directions in G
     while (true) {
         both(two, [&](int p) {
-            if (n_open[p] > 0) blk[p]->end_round();
-            n_open[p] = on[p] ? static_cast<int>(blk[p]->next_round().size()) : 0;
-            on[p] = n_open[p] > 0;
+            for (int k = p; k < K; k += 2) {
+                if (n_open[k] > 0) views[k].block->end_round();
+                n_open[k] = on[k] ? static_cast<int>(views[k].block->next_round().size()) : 0;
+                on[k] = n_open[k] > 0;
+            }
         });
-        const int na = n_open[0], ns = n_open[1], nu = union_due ? B : 0;
-        if (na + ns + nu == 0) break;
-        const int nb = na + ns + nu;
+        const int nu = union_due ? B : 0;
+        at[0] = 0;
+        for (int k = 0; k < K; ++k) at[k + 1] = at[k] + n_open[k];
+        const int nh = static_cast<int>(at[K]);
+        if (nh + nu == 0) break;
+        const int nb = nh + nu;
         G.resize(static_cast<size_t>(nb) * d);
-        if (na) std::copy(raw.G32(), raw.G32() + static_cast<size_t>(na) * d, G.begin());
-        if (ns) std::copy(sphere.G32(), sphere.G32() + static_cast<size_t>(ns) * d, G.begin() + static_cast<size_t>(na) * d);
-        if (nu) std::copy(Qu, Qu + static_cast<size_t>(nu) * d, G.begin() + static_cast<size_t>(na + ns) * d);
+        for (int k = 0; k < K; ++k)
+            if (n_open[k])
+                std::copy(views[k].block->scan_dirs(), views[k].block->scan_dirs() + static_cast<size_t>(n_open[k]) * d,
+                          G.begin() + at[k] * d);
+        if (nu) std::copy(Qu, Qu + static_cast<size_t>(nu) * d, G.begin() + static_cast<size_t>(nh) * d);
         const int64_t BL = HullBlock::scan_rows(nb, d);
         const int64_t n_blocks = (N + BL - 1) / BL;
         const int64_t mid = two ? std::min(N, BL * ((n_blocks + 1) / 2)) : N;
@@ -95,13 +115,15 @@ inline void run_pair(HullBlock& raw, const double* Q, HullBlock& sphere, const d
             for (int64_t lo = from; lo < to; lo += BL) {
                 const int64_t n = std::min(BL, to - lo);
                 scan_rows_times(blas, T + lo * d, static_cast<int>(n), G.data(), nb, d, V);
-                if (na) raw.scan_block(V, lo, n, p);
-                if (ns) {
-                    float* Vs = V + static_cast<int64_t>(na) * n;
-                    for (int i = 0; i < ns; ++i) scale_by(Vs + static_cast<int64_t>(i) * n, scale + lo, n);
-                    sphere.scan_block(Vs, lo, n, p);
+                for (int k = 0; k < K; ++k) {
+                    if (!n_open[k]) continue;
+                    float* Vk = V + at[k] * n;
+                    if (views[k].scale)
+                        for (int i = 0; i < n_open[k]; ++i)
+                            scale_by(Vk + static_cast<int64_t>(i) * n, views[k].scale + lo, n);
+                    views[k].block->scan_block(Vk, lo, n, p);
                 }
-                if (nu) un->scan_block(V + static_cast<int64_t>(na + ns) * n, n, lo, p);
+                if (nu) un->scan_block(V + static_cast<int64_t>(nh) * n, n, lo, p);
             }
         });
         tm.scan_gemm += t.lap();  // (products and streams together)

@@ -242,32 +242,76 @@ class UnionCore {
     Blas blas_;
 };
 
-// The raw hull (core `raw`) and the spherical hull (core `sphere`, over fl32(t / |t|) of raw's
-// points t) of the same queries in one set of passes over raw's points (hull_pair.hpp): Q and
-// Qs (B x d) the raw and the normalised queries, scale (N) = fl32(1 / |t|) (0 for a zero row);
-// on one or two threads (the same answers). With union_core (a UnionCore over the same points)
-// and Qu (B x d float32) the union's membership rides on the first pass: (raw, sphere, regions
-// tuple as UnionCore.query gives it, or None).
-py::tuple query_pair(HullCore& raw, carray<double> Q, HullCore& sphere, carray<double> Qs,
-                     carray<float> scale, int top_raw, int top_sphere, int threads,
-                     UnionCore* un, py::object Qu_obj) {
+// One view of query_views: another core over a map of raw's points, its queries, the scale of
+// its products and, for a linear map, the map and the bounds its certificate needs.
+struct ViewArgs {
+    HullCore* core;
+    carray<double> Q;
+    carray<float> scale;
+    carray<double> A;  // d x d, or empty: the directions t / |t| themselves
+    double kappa, a_fro;
+    int top;
+};
+
+// The raw hull (core `raw`, queries Q: B x d) and hulls over maps of its points in one set of
+// passes over raw's points (hull_pair.hpp): `views`, a list of tuples (core, Qv, scale, A,
+// kappa, a_fro, top_support), where core holds fl32(t / |t|) (A None, scale fl32(1 / |t|)) or
+// fl32(w_t), w_t = fl64(t A) / |fl64(t A)| (scale fl32(1 / |fl64(t A)|), kappa >= max |t| /
+// |t A|, a_fro >= |A|_F), for raw's points t (0 scale for a zero row), and Qv (B x d) the
+// queries in that space; on one or two threads (the same answers). With union_core (a UnionCore
+// over the same points) and Qu (B x d float32) the union's membership rides on the first pass:
+// (raw's results, [each view's results], regions tuple as UnionCore.query gives it, or None).
+py::tuple query_views(HullCore& raw, carray<double> Q, int top_raw, py::list views_in,
+                      int threads, UnionCore* un, py::object Qu_obj) {
     const int64_t N = raw.size();
     const int d = raw.dim();
     need_2d(Q, "Q", d);
-    need_2d(Qs, "Qs", d);
-    if (&raw == &sphere) throw std::invalid_argument("query_pair: two different cores expected");
-    if (sphere.size() != N || sphere.dim() != d)
-        throw std::invalid_argument("query_pair: the two cores hold different numbers of points");
-    if (Qs.shape(0) != Q.shape(0)) throw std::invalid_argument("query_pair: Q and Qs differ in rows");
-    if (scale.ndim() != 1 || scale.shape(0) != N)
-        throw std::invalid_argument("query_pair: one scale per point expected");
     const int B = static_cast<int>(Q.shape(0));
-    std::unique_lock<std::mutex> lock_r, lock_s;
-    HullWorkspace own_r, own_s;
+    if (threads < 1) throw std::invalid_argument("query_views: threads must be >= 1");
+    std::vector<ViewArgs> va;
+    for (py::handle h : views_in) {
+        py::tuple t = h.cast<py::tuple>();
+        if (t.size() != 7) throw std::invalid_argument("query_views: a view is a 7-tuple");
+        ViewArgs v{t[0].cast<HullCore*>(), t[1].cast<carray<double>>(), t[2].cast<carray<float>>(),
+                   t[3].is_none() ? carray<double>() : t[3].cast<carray<double>>(),
+                   t[4].cast<double>(), t[5].cast<double>(), t[6].cast<int>()};
+        if (v.core == &raw) throw std::invalid_argument("query_views: two different cores expected");
+        for (const ViewArgs& o : va)
+            if (o.core == v.core) throw std::invalid_argument("query_views: two different cores expected");
+        if (v.core->size() != N || v.core->dim() != d)
+            throw std::invalid_argument("query_views: the cores hold different numbers of points");
+        need_2d(v.Q, "Qv", d);
+        if (v.Q.shape(0) != B) throw std::invalid_argument("query_views: Q and Qv differ in rows");
+        if (v.scale.ndim() != 1 || v.scale.shape(0) != N)
+            throw std::invalid_argument("query_views: one scale per point expected");
+        if (v.A.size() > 0) {
+            need_2d(v.A, "A", d);
+            if (v.A.shape(0) != d) throw std::invalid_argument("A: expected a d x d map");
+            if (!(v.kappa >= 1e-300 && std::isfinite(v.kappa) && v.a_fro > 0 && std::isfinite(v.a_fro)))
+                throw std::invalid_argument("query_views: kappa and a_fro must be finite and > 0");
+        }
+        if (v.top < 0) throw std::invalid_argument("query_views: top_support must be >= 0");
+        va.push_back(std::move(v));
+    }
+    const int K = static_cast<int>(va.size());
+    std::unique_lock<std::mutex> lock_r;
+    HullWorkspace own_r;
     HullWorkspace& ws = raw.acquire(lock_r, own_r);
-    HullBlock a = raw.make_block(ws);
-    HullBlock b = sphere.make_block(sphere.acquire(lock_s, own_s));
-    if (threads < 1) throw std::invalid_argument("query_pair: threads must be >= 1");
+    std::vector<std::unique_lock<std::mutex>> locks(K);
+    std::vector<std::unique_ptr<HullWorkspace>> owns(K);
+    std::vector<HullBlock> blocks;
+    blocks.reserve(K + 1);
+    blocks.push_back(raw.make_block(ws));
+    for (int k = 0; k < K; ++k) {
+        owns[k] = std::make_unique<HullWorkspace>();
+        blocks.push_back(va[k].core->make_block(va[k].core->acquire(locks[k], *owns[k])));
+        if (va[k].A.size() > 0)
+            blocks.back().set_transform(va[k].A.data(), va[k].kappa, va[k].a_fro);
+        else
+            blocks.back().set_scaled_scan(true);
+    }
+    std::vector<ScanView> views{{&blocks[0], Q.data(), nullptr}};
+    for (int k = 0; k < K; ++k) views.push_back({&blocks[k + 1], va[k].Q.data(), va[k].scale.data()});
     carray<float> Qu;
     std::unique_ptr<UnionScan> scan;
     carray<bool> in_union(un ? B : 0);
@@ -278,24 +322,24 @@ py::tuple query_pair(HullCore& raw, carray<double> Q, HullCore& sphere, carray<d
     if (un) {
         Qu = Qu_obj.cast<carray<float>>();
         need_2d(Qu, "Qu", d);
-        if (Qu.shape(0) != B) throw std::invalid_argument("query_pair: Q and Qu differ in rows");
+        if (Qu.shape(0) != B) throw std::invalid_argument("query_views: Q and Qu differ in rows");
         if (un->data().T != raw.points() || un->data().N != N)
-            throw std::invalid_argument("query_pair: the union's balls are not centred on the raw hull's points");
+            throw std::invalid_argument("query_views: the union's balls are not centred on the raw hull's points");
         scan = std::make_unique<UnionScan>(un->data(), un->blas());
     }
     std::vector<float> bufs[2];
     bufs[0].swap(ws.buf);  // (the core's scratch: its pages are already touched)
     {
         py::gil_scoped_release nogil;
-        run_pair(a, Q.data(), b, Qs.data(), B, raw.points(), scale.data(), N, d, raw.blas(),
-                 std::min(threads, 2), bufs, ws.times, scan.get(), un ? Qu.data() : nullptr,
-                 &uout);
+        run_views(views, B, raw.points(), N, d, raw.blas(), std::min(threads, 2), bufs, ws.times,
+                  scan.get(), un ? Qu.data() : nullptr, &uout);
     }
     bufs[0].swap(ws.buf);
     py::object regions = py::none();
     if (un) regions = py::make_tuple(in_union, n_balls, slack, best);
-    return py::make_tuple(raw.results(a, B, N, top_raw), sphere.results(b, B, N, top_sphere),
-                          regions);
+    py::list out;
+    for (int k = 0; k < K; ++k) out.append(va[k].core->results(blocks[k + 1], B, N, va[k].top));
+    return py::make_tuple(raw.results(blocks[0], B, N, top_raw), out, regions);
 }
 
 // Wolfe's min-norm point of conv(rows of P) (m x d): (weights (m,), major cycles). For tests.
@@ -374,9 +418,9 @@ PYBIND11_MODULE(_native, m) {
         .def("query", &HullCore::query, py::arg("Q"), py::arg("scan"), py::arg("top_support"))
         .def("times", &HullCore::times,
              "seconds per phase, summed over the calls that used this core's own scratch");
-    m.def("query_pair", &query_pair, py::arg("raw"), py::arg("Q"), py::arg("sphere"),
-          py::arg("Qs"), py::arg("scale"), py::arg("top_raw"), py::arg("top_sphere"),
-          py::arg("threads") = 1, py::arg("union_core") = nullptr, py::arg("Qu") = py::none());
+    m.def("query_views", &query_views, py::arg("raw"), py::arg("Q"), py::arg("top_raw"),
+          py::arg("views"), py::arg("threads") = 1, py::arg("union_core") = nullptr,
+          py::arg("Qu") = py::none());
     m.def("min_norm_point", &min_norm_point, py::arg("P"));
     m.def("margin_qps", &margin_qps, py::arg("X"), py::arg("W"), py::arg("b"), py::arg("pred"),
           py::arg("rows"), py::arg("cols"), py::arg("nonneg"));

@@ -55,7 +55,7 @@ GUARD_CLONES inline int64_t ball_slacks(float* V, int64_t n, const float* off, c
 }
 
 // The union's scan of blocks of queries. run() scans on its own; begin() / scan_block() / end()
-// let another scan feed it the products (run_pair: the union rides on the hulls' first pass), in
+// let another scan feed it the products (run_views: the union rides on the hulls' first pass), in
 // one or two parts (e.g. two threads, each over its own rows; end() merges them, with the same
 // answers as one pass).
 class UnionScan {
