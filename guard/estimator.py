@@ -11,6 +11,7 @@ them, never stored). Works on feature arrays; the ONNX model is optional.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -302,12 +303,15 @@ class Guard:
         self.ood_ = None
         if calib_features is not None:
             Fc = np.asarray(calib_features, dtype=np.float32)
-            s = self.score_features(Fc)
+            ood = None
             if self.ood:
+                # the components first, then the calibration inputs' geometry with their hulls
+                # from the same shared passes that serve queries (score_features)
                 labels = self.train_labels_ if self.train_labels_ is not None else m.pred
-                self.ood_ = CombinedScore(seed=self.seed).fit(
-                    Ft, labels, W, b, Evidence.from_scores(s, Fc)
-                )
+                ood = CombinedScore(seed=self.seed).fit_components(self.hull_.points, labels, W, b)
+            s, ev = self._geometry(Fc, None, ood)
+            if ood is not None:
+                self.ood_ = ood.calibrate(ev)
             self.calib_scores_ = {"hull": s.hull_upper, "d_min": s.d_min, "ambiguity": s.ambiguity}
             self.thresholds_ = calibrate(
                 s.hull_upper,
@@ -413,8 +417,9 @@ class Guard:
         guard.calib_scores_ = None
         if "calib_hull" in a:
             guard.calib_scores_ = {k: a[f"calib_{k}"] for k in ("hull", "d_min", "ambiguity")}
-        guard.ood_ = None if state.ood is None else _combined_score(state.ood, a["train_features"])
         guard.hull_ = ConvexHullIndex(a["train_features"], guard._hull_config(), device=device)
+        # (bound to the hull's own points: its components' hulls ride on the hull's passes)
+        guard.ood_ = None if state.ood is None else _combined_score(state.ood, guard.hull_.points)
         guard.hulls_ = HullPair(guard.hull_, guard._hull_config(), device=device)
         guard.sphere_ = guard.hulls_.sphere
         if model is not None:
@@ -518,18 +523,32 @@ class Guard:
             )
         if not np.all(np.isfinite(F)):
             raise InputError("features contain NaN or Inf")
+        s, ev = self._geometry(F, logits, self.ood_)
+        if self.ood_ is None:
+            return s
+        ood_score, p_value = self.ood_.score(ev)
+        return dataclasses.replace(s, ood_score=ood_score, p_value=p_value)
+
+    def _geometry(
+        self, F: np.ndarray, logits: np.ndarray | None, ood: CombinedScore | None
+    ) -> tuple[Scores, Evidence]:
+        """The scores of features ``F`` (without ``ood_score`` and ``p_value``: NaN) and what
+        the OOD score ``ood`` reads of them, the distances to its hulls included."""
         if logits is None:
             logits = (F.astype(np.float64) @ self.W_.T + self.b_).astype(np.float32)
         regions = self.regions_  # (built on first use: here, not in a worker thread)
-        # The raw and the spherical hull share their passes over the training features, and the
-        # union's products come with the first (on up to 2 threads: one per hull, one half of
-        # the rows per pass); the margins beside them. The results do not depend on threads.
+        views = {} if ood is None else ood.hull_views()
+        # The raw and the spherical hull and the OOD score's hulls share their passes over the
+        # training features, and the union's products come with the first (on up to 2 threads:
+        # the hulls split between them, one half of the rows per pass); the margins beside
+        # them. The results do not depend on threads.
         threads = resolve_jobs(self.n_jobs)
-        (h, sph, r), m = run_tasks(
+        (h, sph, vs, r), m = run_tasks(
             [
-                lambda: self.hulls_.query_with_union(
+                lambda: self.hulls_.query_all(
                     F,
                     regions,
+                    list(views.values()),
                     top_support=self.top_support,
                     threads=threads,
                     progress=self.progress,
@@ -538,20 +557,18 @@ class Guard:
             ],
             self.n_jobs,
         )
-        ood_score = p_value = np.full(len(F), np.nan)
-        ood = self.ood_
-        if ood is not None:
-            ood_score, p_value = ood.score(
-                Evidence(
-                    features=F,
-                    logits=logits,
-                    hull=h.upper,
-                    d_min=m.d_min,
-                    margins=m.margins,
-                    sphere=sph.upper,
-                )
-            )
-        return Scores(
+        assert r is not None
+        ev = Evidence(
+            features=F,
+            logits=logits,
+            hull=h.upper,
+            d_min=m.d_min,
+            margins=m.margins,
+            sphere=sph.upper,
+            hulls={name: v.upper for name, v in zip(views, vs, strict=True)},
+        )
+        nan = np.full(len(F), np.nan)
+        scores = Scores(
             pred=m.pred,
             logits=np.asarray(logits, dtype=np.float32),
             margins=m.margins,
@@ -567,8 +584,8 @@ class Guard:
             sphere_upper=sph.upper,
             sphere_lower=sph.lower,
             sphere_converged=sph.converged,
-            ood_score=ood_score,
-            p_value=p_value,
+            ood_score=nan,
+            p_value=nan,
             in_union=r.in_union,
             n_balls=r.n_balls,
             union_slack=r.slack,
@@ -577,6 +594,7 @@ class Guard:
             ),
             support_alpha=h.support_alpha,
         )
+        return scores, ev
 
     def decide(self, scores: Scores) -> Decisions:
         """Abstain / flag decisions for scores, with the fitted thresholds."""

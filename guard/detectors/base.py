@@ -45,6 +45,9 @@ class Evidence:
         d_min: (N,) distance to the nearest decision boundary (``Scores.d_min``).
         sphere: (N,) certified upper bound of the distance of the L2-normalised features to
             the hull of the L2-normalised training features (``Scores.sphere_upper``).
+        hulls: (N,) certified upper bounds of hull distances that detectors asked the guard for
+            (their ``hull_view``, computed in the guard's shared passes), by detector name; a
+            detector whose name is missing queries its own view.
     """
 
     features: np.ndarray | None = None
@@ -53,9 +56,22 @@ class Evidence:
     hull: np.ndarray | None = None
     d_min: np.ndarray | None = None
     sphere: np.ndarray | None = None
+    hulls: Mapping[str, np.ndarray] | None = None
 
     def __post_init__(self) -> None:
         rows = set()
+        if self.hulls is not None:
+            if not isinstance(self.hulls, Mapping):
+                raise InputError(
+                    f"expected Evidence.hulls: a mapping of names to (N,) arrays, got "
+                    f"{type(self.hulls).__name__}"
+                )
+            hulls = {str(k): np.asarray(v) for k, v in self.hulls.items()}
+            for k, v in hulls.items():
+                if v.ndim != 1:
+                    raise InputError(f"expected Evidence.hulls[{k!r}] of shape (N,), got {v.shape}")
+                rows.add(v.shape[0])
+            object.__setattr__(self, "hulls", hulls)
         for name, ndim in _NDIM.items():
             a = getattr(self, name)
             if a is None:
@@ -70,8 +86,9 @@ class Evidence:
             shapes = {
                 f.name: getattr(self, f.name).shape
                 for f in fields(self)
-                if getattr(self, f.name) is not None
+                if getattr(self, f.name) is not None and f.name != "hulls"
             }
+            shapes.update({f"hulls[{k!r}]": v.shape for k, v in (self.hulls or {}).items()})
             raise InputError(f"Evidence fields differ in their number of rows: {shapes}")
 
     @classmethod
@@ -89,18 +106,22 @@ class Evidence:
 
     def take(self, idx: np.ndarray) -> Evidence:
         """The rows ``idx`` of every field that is present."""
-        return Evidence(
-            **{
-                f.name: None if getattr(self, f.name) is None else getattr(self, f.name)[idx]
-                for f in fields(self)
-            }
-        )
+        out: dict[str, Any] = {
+            f.name: None if getattr(self, f.name) is None else getattr(self, f.name)[idx]
+            for f in fields(self)
+            if f.name != "hulls"
+        }
+        if self.hulls is not None:
+            out["hulls"] = {k: v[idx] for k, v in self.hulls.items()}
+        return Evidence(**out)
 
     def __len__(self) -> int:
         for f in fields(self):
             a = getattr(self, f.name)
-            if a is not None:
+            if a is not None and f.name != "hulls":
                 return int(a.shape[0])
+        for v in (self.hulls or {}).values():
+            return int(v.shape[0])
         return 0
 
 

@@ -95,6 +95,7 @@ import numpy as np
 from scipy.special import log_ndtr
 
 from ..errors import InputError, NotFittedError
+from ..geometry.hull_view import HullView
 from ..geometry.qp import min_norm_point
 from .base import Detector, Evidence, as_features
 from .conformal import p_value
@@ -259,6 +260,15 @@ class CombinedScore:
         alone = tuple((k,) for k, n in enumerate(names) if n in solo)
         return ((rest,) if rest else ()) + alone
 
+    def hull_views(self) -> dict[str, HullView]:
+        """The hulls whose distances the components read (by component name), for a guard to
+        compute in its shared passes and hand over as ``Evidence.hulls``."""
+        return {
+            d.name: d.hull_view
+            for d in getattr(self, "detectors_", [])
+            if isinstance(d, WhitenedSphereHull)
+        }
+
     @property
     def names(self) -> tuple[str, ...]:
         """The components' names, in order."""
@@ -282,7 +292,23 @@ class CombinedScore:
             calib: :class:`~.base.Evidence` of at least :data:`MIN_CALIB` held-out
                 in-distribution inputs (never the training features) with what the components
                 read (``Evidence.from_scores(guard.score_features(x), x)`` has everything).
+
+        The same as :meth:`fit_components` then :meth:`calibrate` (a guard calls the two, so
+        that the calibration inputs' hull distances come from the passes that serve queries,
+        :meth:`hull_views`).
         """
+        _check_calib(calib)  # (before the components' fit, which takes a while)
+        return self.fit_components(train_features, train_labels, W, b).calibrate(calib)
+
+    def fit_components(
+        self,
+        train_features: np.ndarray,
+        train_labels: np.ndarray | None,
+        W: np.ndarray,
+        b: np.ndarray,
+    ) -> CombinedScore:
+        """Fit the components on the training data (arguments as :meth:`fit`); then
+        :meth:`calibrate`."""
         W = np.asarray(W, dtype=np.float64)
         b = np.asarray(b, dtype=np.float64).reshape(-1)
         if W.ndim != 2 or b.shape != (W.shape[0],) or W.shape[0] < 2:
@@ -299,18 +325,6 @@ class CombinedScore:
                     f"expected integer train_labels of shape ({F.shape[0]},), got "
                     f"{y.dtype} {y.shape}"
                 )
-        if not isinstance(calib, Evidence):
-            raise InputError(
-                f"expected calib: an Evidence of held-out in-distribution inputs, "
-                f"got {type(calib).__name__}"
-            )
-        m_cal = len(calib)
-        if m_cal < MIN_CALIB:
-            raise InputError(
-                f"the combined score needs at least {MIN_CALIB} held-out "
-                f"in-distribution calibration inputs (half fit the combination, "
-                f"half give the p-values), got {m_cal}"
-            )
         self.detectors_ = [
             (copy.deepcopy(c) if isinstance(c, Detector) else component(c, self.seed)).fit(
                 F, y.astype(np.int64), W, b
@@ -318,6 +332,14 @@ class CombinedScore:
             for c in self.components
         ]
         self.groups_ = self._resolve_groups(self.names)
+        return self
+
+    def calibrate(self, calib: Evidence) -> CombinedScore:
+        """Fit the combination and the p-values' reference on held-out in-distribution inputs
+        (``calib`` as in :meth:`fit`), after :meth:`fit_components`."""
+        if not hasattr(self, "detectors_"):
+            raise NotFittedError("CombinedScore.calibrate needs fit_components first")
+        m_cal = _check_calib(calib)
         raw = self._raw(calib)  # (M, C)
         perm = np.random.default_rng(self.seed).permutation(m_cal)
         n_fit = int(round(self.fit_fraction * m_cal))
@@ -513,3 +535,20 @@ class CombinedScore:
             f"CombinedScore(components={self.names!r}, combine={self.combine!r}, "
             f"seed={self.seed}{groups})"
         )
+
+
+def _check_calib(calib: Evidence) -> int:
+    """The number of calibration inputs, or an InputError."""
+    if not isinstance(calib, Evidence):
+        raise InputError(
+            f"expected calib: an Evidence of held-out in-distribution inputs, "
+            f"got {type(calib).__name__}"
+        )
+    m_cal = len(calib)
+    if m_cal < MIN_CALIB:
+        raise InputError(
+            f"the combined score needs at least {MIN_CALIB} held-out "
+            f"in-distribution calibration inputs (half fit the combination, "
+            f"half give the p-values), got {m_cal}"
+        )
+    return m_cal

@@ -23,8 +23,11 @@ a few units sit in their extreme lower tail, which hull distances (dominated by 
 coordinates) miss.
 
 The three keep a copy of what they need of the training features (the transformed directions'
-hull index, the sorted columns) that is rebuilt from the guard's training features when a guard
-is loaded (:meth:`bind`), so an artifact stores only the transform.
+hull, :class:`~guard.geometry.hull_view.HullView`; the sorted columns) that is rebuilt from the
+guard's training features when a guard is loaded (:meth:`bind`), so an artifact stores only the
+transform. A guard computes the two hull distances in the passes it makes over its training
+features anyway (:meth:`~guard.geometry.hull_pair.HullPair.query_all`) and hands them over as
+``Evidence.hulls``; alone, each detector queries its own view.
 """
 
 from __future__ import annotations
@@ -32,15 +35,12 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import InputError
-from ..geometry.hull import ConvexHullIndex
 from ..geometry.hull_types import HullConfig
-from ..geometry.sphere import to_sphere
+from ..geometry.hull_view import HullView
 from .base import Detector, Evidence
 from .mahalanobis import within_class_covariance
 
 __all__ = ["LowTail", "WhitenedMetricSphereHull", "WhitenedSphereHull"]
-
-_ROWS = 16384  # rows per block when transforming the training features
 
 
 class WhitenedSphereHull(Detector):
@@ -84,29 +84,34 @@ class WhitenedSphereHull(Detector):
         self.transform_ = A
         self.bind(F)
 
-    def _directions(self, X: np.ndarray) -> np.ndarray:
-        return to_sphere(np.asarray(X, dtype=np.float64) @ self.transform_)
-
     def bind(self, train_features: np.ndarray) -> None:
-        """Build the hull index of the transformed training features (after :meth:`fit`, or
-        after :meth:`from_arrays` with the guard's training features)."""
+        """Build the hull of the transformed training features (after :meth:`fit`, or after
+        :meth:`from_arrays` with the guard's training features). Given float32 features the
+        view keeps a reference to them (:attr:`hull_view`): a guard passes its hull's own
+        points, so that the view's full rounds ride on the guard's passes."""
         F = np.asarray(train_features)
         if F.ndim != 2 or F.shape[1] != self.transform_.shape[0]:
             raise InputError(
                 f"expected training features (N, {self.transform_.shape[0]}), got {F.shape}"
             )
-        U = np.empty(F.shape, dtype=np.float32)
-        for lo in range(0, F.shape[0], _ROWS):
-            U[lo : lo + _ROWS] = self._directions(F[lo : lo + _ROWS])
-        self._index = ConvexHullIndex(U, HullConfig(tol=self.tol), device="cpu")
+        if F.dtype != np.float32 or not F.flags.c_contiguous:
+            F = np.ascontiguousarray(F, dtype=np.float32)
+        self._view = HullView(F, self.transform_, HullConfig(tol=self.tol), device="cpu")
 
     def _score(self, ev: Evidence) -> np.ndarray:
-        if not hasattr(self, "_index"):
-            raise InputError(f"{type(self).__name__} has no index: bind(training features)")
+        if ev.hulls is not None and self.name in ev.hulls:
+            return ev.hulls[self.name]
         X = self._read(ev, "features")
         if not len(X):
             return np.zeros(0)
-        return self._index.query(self._directions(X), top_support=1).upper
+        return self.hull_view.query(X).upper
+
+    @property
+    def hull_view(self) -> HullView:
+        """The hull of the transformed training features' directions (after :meth:`bind`)."""
+        if not hasattr(self, "_view"):
+            raise InputError(f"{type(self).__name__} has no index: bind(training features)")
+        return self._view
 
 
 class WhitenedMetricSphereHull(WhitenedSphereHull):
