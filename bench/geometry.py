@@ -12,10 +12,11 @@ the process (``time.process_time``: on a shared machine it counts only this proc
 
 * ``Guard.score_features`` on Fashion-MNIST test features of the artifact's model at batch 1
   and 64 (everything: margins, the certified raw and spherical hulls, union of learned regions,
-  OOD score), split into its parts, for the compiled core and for the previous version (the
-  numpy paths, selected with ``guard.geometry.native.disabled()``, on the same queries,
-  alternating); and the two hulls and the union in their shared passes (``HullPair``) against
-  the same three queried one after the other;
+  OOD score with its two half-whitened spherical hulls), split into its parts, for the compiled
+  core and for the previous version (the numpy paths, selected with
+  ``guard.geometry.native.disabled()``, on the same queries, alternating); and the four hulls
+  and the union in their shared passes (``HullPair.query_all``) against the same five queried
+  one after the other;
 * the floor: one float32 GEMM of the same queries against all N x d training features
   (``F @ T.T``), per image, and the ratio geometry / floor;
 * certified hull, 1M x 64 synthetic features: single-query p50 (compiled and previous);
@@ -25,7 +26,7 @@ the process (``time.process_time``: on a shared machine it counts only this proc
 * exact ``d_min`` at 1,000 classes x 2,048 features per sample, one sample per call and 64 per
   call (as fit's ``training_radii`` calls it) (and, as the previous version's floor, the
   all-pairs feasibility step it spent its time in);
-* threads: wall time of ``Guard.score_features`` with ``n_jobs=1`` and ``n_jobs=-1`` (the two
+* threads: wall time of ``Guard.score_features`` with ``n_jobs=1`` and ``n_jobs=-1`` (the
   hulls' shared passes on two threads, then the margins and the union side by side,
   :mod:`guard.concurrency`) on the same batches
   of 1, 16 and 64, alternating (wall time, not CPU time: the point is using more cores);
@@ -101,6 +102,12 @@ def test_features(guard, n: int) -> np.ndarray:
     return model.run(x, batch_size=256)[1]
 
 
+def _views(guard) -> list:
+    """The hulls the guard's OOD score reads (the default's two half-whitened spherical hulls),
+    which the guard queries in its shared passes."""
+    return [] if guard.ood_ is None else list(guard.ood_.hull_views().values())
+
+
 def geometry_rows(artifact: str, repeats: int, n_single: int) -> tuple[list[dict], dict]:
     from guard import load_artifact
 
@@ -130,13 +137,21 @@ def geometry_rows(artifact: str, repeats: int, n_single: int) -> tuple[list[dict
                     cpu_ms(compute_margins, Fb, g.W_, g.b_, g.nonneg_) / B
                 )
                 t.setdefault(f"{name} shared", []).append(
-                    cpu_ms(g.hulls_.query_with_union, Fb, g.regions_, top_support=g.top_support) / B
+                    cpu_ms(
+                        g.hulls_.query_all,
+                        Fb,
+                        g.regions_,
+                        _views(g),
+                        top_support=g.top_support,
+                    )
+                    / B
                 )
-            # ours, the two hulls and the union queried one after the other (before they
-            # shared their passes)
+            # ours, the hulls and the union queried one after the other (before they shared
+            # their passes)
             t.setdefault("separate", []).append(
                 cpu_ms(new.hull_.query, Fb64, top_support=new.top_support) / B
                 + cpu_ms(new.sphere_.query, to_sphere(Fb), top_support=0) / B
+                + sum(cpu_ms(v.query, Fb) / B for v in _views(new))
                 + cpu_ms(new.regions_.query, Fb) / B
             )
             t.setdefault("floor", []).append(cpu_ms(np.matmul, Fb, T.T) / B)
@@ -151,6 +166,7 @@ def geometry_rows(artifact: str, repeats: int, n_single: int) -> tuple[list[dict
                 "margins": s["ours margins"],
                 "hulls + union (shared passes)": s["ours shared"],
                 "hulls + union queried separately": s["separate"],
+                "hulls per image": 2 + len(_views(new)),
                 "separately / shared": s["separate"]["median"] / s["ours shared"]["median"],
                 "rest (OOD score, ...)": ours
                 - s["ours margins"]["median"]
@@ -513,7 +529,10 @@ def main(argv: list[str] | None = None) -> int:
             "ours = the compiled core (guard/geometry/native/); previous = the numpy paths of "
             "the same code, selected with guard.geometry.native.disabled(), on the same "
             "queries, alternating. geometry (all) = Guard.score_features (margins, hull, "
-            "union, OOD score); the parts are timed separately.",
+            "union, OOD score); the parts are timed separately. hulls + union = the raw and "
+            "spherical hulls, the OOD score's half-whitened spherical hulls and the union of "
+            "learned regions (HullPair.query_all: one GEMM per block of training rows serves "
+            "them all; queried separately: each its own passes).",
             "GEMM floor = one float32 product of the batch with all N x d training features "
             "(numpy/OpenBLAS), per image: what one full pass over the training data costs.",
             f"the issue's figures for the previous version: batch 1 {ISSUE['batch 1']} ms, "
