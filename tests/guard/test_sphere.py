@@ -111,3 +111,34 @@ def test_sphere_survives_the_artifact_round_trip(tmp_path) -> None:
     s1, s2 = g.score_features(Q), g2.score_features(Q)
     np.testing.assert_array_equal(s1.sphere_upper, s2.sphere_upper)
     np.testing.assert_array_equal(s1.ood_score, s2.ood_score)
+
+
+def test_default_scores_hulls_ride_on_the_guards_passes(tmp_path) -> None:
+    """The default OOD score's half-whitened hulls are computed in the guard's shared passes
+    (HullPair.query_all), at fit (the calibration inputs) as when serving, and still after a
+    save and load (the score binds to the hull's own points); the detectors alone (their own
+    passes) give certified intervals around the same distances."""
+    from guard import load_artifact, save_artifact
+    from guard.geometry import native
+
+    F, W, b, Q, _, _ = _case(400, 64, 3, 2)
+    y = np.random.default_rng(5).integers(0, 3, size=len(F))
+    g = Guard(calib_fraction=0.3).fit_features(F, W, b, y)
+    views = g.ood_.hull_views()
+    assert set(views) == {"hw_sphere_hull", "hw_metric_sphere_hull"}
+    fused = native.core is not None
+    assert all(v.fusable(g.hull_) == fused for v in views.values())
+    s = g.score_features(Q)
+    _, ev = g._geometry(Q, None, g.ood_)
+    np.testing.assert_array_equal(s.ood_score, g.ood_.score(ev)[0])
+    for name, v in views.items():
+        alone = v.query(Q)
+        assert np.all(ev.hulls[name] >= alone.lower * (1 - 1e-12) - 1e-12), name
+        assert np.all(ev.hulls[name] <= alone.upper * (1 + 2e-2) + 1e-7), name
+    # the fit is deterministic: a second one stores the same p-value reference
+    g2 = Guard(calib_fraction=0.3).fit_features(F, W, b, y)
+    np.testing.assert_array_equal(g.ood_.calib_scores_, g2.ood_.calib_scores_)
+    save_artifact(g, tmp_path / "a")
+    back = load_artifact(tmp_path / "a")
+    assert all(v.fusable(back.hull_) == fused for v in back.ood_.hull_views().values())
+    np.testing.assert_array_equal(back.score_features(Q).ood_score, s.ood_score)
