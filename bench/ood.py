@@ -13,6 +13,7 @@ in one batch. Per image (median [min, max] over repeats):
   binary search per unit), fDBD from the exact margins, the normal transforms and the maximum;
 * the same inside the guard: its two hulls in the guard's shared passes
   (``HullPair.query_all`` with and without them, the difference), then the rest given them;
+  and the two hulls alone against added to the shared passes at batches of 8;
 * what the guard computes anyway: the raw and spherical hull distances and the exact margins
   (the default score reads the margins and the raw hull distance); the union of learned regions;
 * everything: ``Guard.score_features`` (geometry, default score, p-value);
@@ -131,6 +132,27 @@ def main(argv: list[str] | None = None) -> int:
     }
     for p, det in peers.items():
         t[f"peer {p}"] = _ms_per_image(lambda det=det: det.score(ev), n, repeats)
+    # at the batch size a served guard typically merges (8): the same queries, 8 per call
+    small = [slice(lo, lo + 8) for lo in range(0, n, 8)]
+    t["batches of 8: shared passes (raw + sphere hull + union)"] = _ms_per_image(
+        lambda: [
+            guard.hulls_.query_all(F[s], guard.regions_, top_support=guard.top_support)
+            for s in small
+        ],
+        n,
+        repeats,
+    )
+    t["batches of 8: shared passes with the default score's two hulls"] = _ms_per_image(
+        lambda: [
+            guard.hulls_.query_all(F[s], guard.regions_, views, top_support=guard.top_support)
+            for s in small
+        ],
+        n,
+        repeats,
+    )
+    t["batches of 8: the default score's two hulls alone"] = _ms_per_image(
+        lambda: [v.query(F[s]) for s in small for v in views], n, repeats
+    )
     default_cost = t["default score: combine, given the geometry"]["median"]
     in_guard = (
         t["guard's shared passes with the default score's two hulls"]["median"]
@@ -140,6 +162,11 @@ def main(argv: list[str] | None = None) -> int:
     previous_cost = (
         t["sphere hull (normalise + certified query)"]["median"]
         + t["previous default: combine, given the geometry"]["median"]
+    )
+    small_alone = t["batches of 8: the default score's two hulls alone"]["median"]
+    small_added = (
+        t["batches of 8: shared passes with the default score's two hulls"]["median"]
+        - t["batches of 8: shared passes (raw + sphere hull + union)"]["median"]
     )
     raw = t["raw hull (certified query)"]["median"]
     sphere = t["sphere hull (normalise + certified query)"]["median"]
@@ -156,6 +183,9 @@ def main(argv: list[str] | None = None) -> int:
             f"{default_cost:.3f}"
         ),
         "alone / in the guard (same run)": f"{default_cost / in_guard:.2f}x",
+        "batches of 8: the two hulls alone / added to the shared passes (same run)": (
+            f"{small_alone / small_added:.2f}x ({small_alone:.3f} vs {small_added:.3f} ms/image)"
+        ),
         "previous default's own cost (sphere query + combine), ms/image": f"{previous_cost:.3f}",
         "default in the guard / previous default's own cost (same run)": (
             f"{in_guard / previous_cost:.2f}x"
