@@ -21,7 +21,7 @@ import numpy as np
 from .calibrate import Thresholds, calibrate
 from .concurrency import resolve_jobs, run_tasks
 from .decide import decide
-from .detectors import CombinedScore, Evidence
+from .detectors import CombinedScore, Evidence, SphereHullDistance
 from .errors import InputError, NotFittedError
 from .geometry.errors import GeometryError
 from .geometry.hull import ConvexHullIndex, HullConfig
@@ -309,7 +309,7 @@ class Guard:
                 # from the same shared passes that serve queries (score_features)
                 labels = self.train_labels_ if self.train_labels_ is not None else m.pred
                 ood = CombinedScore(seed=self.seed).fit_components(self.hull_.points, labels, W, b)
-            s, ev = self._geometry(Fc, None, ood)
+            s, ev = self._geometry(Fc, None, ood, False)
             if ood is not None:
                 self.ood_ = ood.calibrate(ev)
             self.calib_scores_ = {"hull": s.hull_upper, "d_min": s.d_min, "ambiguity": s.ambiguity}
@@ -506,14 +506,21 @@ class Guard:
             raise NotFittedError("this Guard has no model: use score_features(features)")
         return self.model_
 
-    def score(self, x: np.ndarray) -> Scores:
-        """Run the model on inputs ``x`` and score their features."""
+    def score(self, x: np.ndarray, *, sphere: bool = True) -> Scores:
+        """Run the model on inputs ``x`` and score their features (``sphere`` as in
+        :meth:`score_features`)."""
         model = self.require_model()
         logits, feats = model.run(x, batch_size=self.batch_size, progress=self.progress)
-        return self.score_features(feats, logits)
+        return self.score_features(feats, logits, sphere=sphere)
 
-    def score_features(self, features: np.ndarray, logits: np.ndarray | None = None) -> Scores:
-        """Geometry of feature vectors (N, f); ``logits`` default to ``features W^T + b``."""
+    def score_features(
+        self, features: np.ndarray, logits: np.ndarray | None = None, *, sphere: bool = True
+    ) -> Scores:
+        """Geometry of feature vectors (N, f); ``logits`` default to ``features W^T + b``.
+        ``sphere=False`` skips the spherical hull's distance where the OOD score does not read
+        it (one certified hull query of about four per input; the server asks for it only
+        when a request names its outputs): ``sphere_upper`` and ``sphere_lower`` are then NaN
+        and ``sphere_converged`` False; every other field is the same."""
         self._fitted()
         F = np.asarray(features)
         f = self.W_.shape[1]
@@ -523,17 +530,19 @@ class Guard:
             )
         if not np.all(np.isfinite(F)):
             raise InputError("features contain NaN or Inf")
-        s, ev = self._geometry(F, logits, self.ood_)
+        s, ev = self._geometry(F, logits, self.ood_, sphere)
         if self.ood_ is None:
             return s
         ood_score, p_value = self.ood_.score(ev)
         return dataclasses.replace(s, ood_score=ood_score, p_value=p_value)
 
     def _geometry(
-        self, F: np.ndarray, logits: np.ndarray | None, ood: CombinedScore | None
+        self, F: np.ndarray, logits: np.ndarray | None, ood: CombinedScore | None, sphere: bool
     ) -> tuple[Scores, Evidence]:
-        """The scores of features ``F`` (without ``ood_score`` and ``p_value``: NaN) and what
-        the OOD score ``ood`` reads of them, the distances to its hulls included."""
+        """The scores of features ``F`` (without ``ood_score`` and ``p_value``: NaN; the
+        spherical hull's only with ``sphere`` or when ``ood`` reads it) and what the OOD score
+        ``ood`` reads of them, the distances to its hulls included."""
+        sphere = sphere or (ood is not None and SphereHullDistance.name in ood.names)
         if logits is None:
             logits = (F.astype(np.float64) @ self.W_.T + self.b_).astype(np.float32)
         regions = self.regions_  # (built on first use: here, not in a worker thread)
@@ -549,6 +558,7 @@ class Guard:
                     F,
                     regions,
                     list(views.values()),
+                    sphere=sphere,
                     top_support=self.top_support,
                     threads=threads,
                     progress=self.progress,
@@ -558,16 +568,17 @@ class Guard:
             self.n_jobs,
         )
         assert r is not None
+        nan = np.full(len(F), np.nan)
+        sph_upper = nan if sph is None else sph.upper
         ev = Evidence(
             features=F,
             logits=logits,
             hull=h.upper,
             d_min=m.d_min,
             margins=m.margins,
-            sphere=sph.upper,
+            sphere=None if sph is None else sph.upper,
             hulls={name: v.upper for name, v in zip(views, vs, strict=True)},
         )
-        nan = np.full(len(F), np.nan)
         scores = Scores(
             pred=m.pred,
             logits=np.asarray(logits, dtype=np.float32),
@@ -581,9 +592,9 @@ class Guard:
             hull_lower=h.lower,
             hull_converged=h.converged,
             ambiguity=m.d_min - h.upper,
-            sphere_upper=sph.upper,
-            sphere_lower=sph.lower,
-            sphere_converged=sph.converged,
+            sphere_upper=sph_upper,
+            sphere_lower=nan if sph is None else sph.lower,
+            sphere_converged=np.zeros(len(F), bool) if sph is None else sph.converged,
             ood_score=nan,
             p_value=nan,
             in_union=r.in_union,

@@ -78,6 +78,7 @@ class HullPair:
         h, s, _, _ = self.query_all(
             features, top_support=top_support, threads=threads, progress=progress
         )
+        assert s is not None
         return h, s
 
     def query_with_union(
@@ -95,7 +96,7 @@ class HullPair:
         h, s, _, r = self.query_all(
             features, union, top_support=top_support, threads=threads, progress=progress
         )
-        assert r is not None
+        assert s is not None and r is not None
         return h, s, r
 
     def query_all(
@@ -104,12 +105,14 @@ class HullPair:
         union: UnionOfBalls | None = None,
         views: Sequence[HullView] = (),
         *,
+        sphere: bool = True,
         top_support: int = 8,
         threads: int = 1,
         progress: bool = False,
-    ) -> tuple[HullDistances, HullDistances, list[HullDistances], Regions | None]:
-        """:meth:`query_with_union` (``union`` may be ``None``) and the distances of the rows in
-        each of ``views`` (no weights), in that order: those built over the raw hull's points
+    ) -> tuple[HullDistances, HullDistances | None, list[HullDistances], Regions | None]:
+        """:meth:`query_with_union` (``union`` may be ``None``; the spherical hull's distances
+        only with ``sphere``, else ``None``) and the distances of the rows in each of ``views``
+        (no weights), in that order: those built over the raw hull's points
         (:meth:`HullView.fusable`) share the passes, any other is queried on its own."""
         Q = np.asarray(features, dtype=np.float64)
         if Q.ndim != 2 or Q.shape[1] != self.raw.dim:
@@ -122,11 +125,12 @@ class HullPair:
         if not self.fused:
             return (
                 self.raw.query(Q, top_support=top_support, progress=progress),
-                self.sphere_view.query(Q, progress=progress),
+                self.sphere_view.query(Q, progress=progress) if sphere else None,
                 [v.query(Q, progress=progress) for v in views],
                 None if union is None else union.query(features),
             )
-        shared = [self.sphere_view] + [v for v, f in zip(views, fuse, strict=True) if f]
+        shared = [self.sphere_view] if sphere else []
+        shared += [v for v, f in zip(views, fuse, strict=True) if f]
         dirs = [v.directions(Q) for v in shared]
         # queries equal to a training point (of any hull) are answered on their own, as
         # ConvexHullIndex.query answers them (distance 0 and the point itself as support)
@@ -184,9 +188,11 @@ class HullPair:
             regions = Regions(*out_u)
         elif union is not None:
             regions = union.query(Qu)
-        fused = iter(HullDistances(**out) for out in outs[1:])
+        done = [HullDistances(**out) for out in outs]
+        sph = done.pop(0) if sphere else None
+        fused = iter(done)
         rest = [next(fused) if f else v.query(Q) for v, f in zip(views, fuse, strict=True)]
-        return HullDistances(**out_r), HullDistances(**outs[0]), rest, regions
+        return HullDistances(**out_r), sph, rest, regions
 
     def _shares_rows(self, union: UnionOfBalls) -> bool:
         P, T = union.points, self.raw.points

@@ -46,6 +46,9 @@ _R = TypeVar("_R")
 class _Request:
     x: np.ndarray
     future: asyncio.Future[BatchResult]
+    sphere: bool = True
+    """Whether its results need the spherical hull's distance (a batch computes it when one
+    of its requests does)."""
     enqueued: float = field(default_factory=time.perf_counter)
     scheduled: int = 0
     """Images given to batches so far (chunks run in order, one batch at a time)."""
@@ -98,8 +101,9 @@ class Batcher:
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._loop(), name="guard-batcher")
 
-    async def submit(self, x: np.ndarray) -> BatchResult:
-        """Queue ``x`` (B images) and wait for its results.
+    async def submit(self, x: np.ndarray, *, sphere: bool = True) -> BatchResult:
+        """Queue ``x`` (B images) and wait for its results (the spherical hull's distances
+        only with ``sphere``: NaN otherwise, unless another request of its batch asked).
 
         Cancelling the caller drops the images of ``x`` that have not run yet.
         """
@@ -109,7 +113,7 @@ class Batcher:
             raise Overloaded(
                 f"server overloaded: {self.max_queue} requests already queued; retry later"
             )
-        req = _Request(x, asyncio.get_running_loop().create_future())
+        req = _Request(x, asyncio.get_running_loop().create_future(), sphere)
         self._waiting.append(req)
         self._arrived.set()
         try:
@@ -219,7 +223,8 @@ class Batcher:
         x = live[0].images if len(live) == 1 else np.concatenate([c.images for c in live])
         try:
             if isinstance(run_fn, Pipeline):  # its model run may await (upstream mode)
-                run = await run_fn.arun(x, self.run_in_worker)
+                sphere = any(c.request.sphere for c in live)
+                run = await run_fn.arun(x, self.run_in_worker, sphere=sphere)
             else:
                 run = await self.run_in_worker(run_fn, x)
         except Exception as exc:  # noqa: BLE001 - it belongs to the request that caused it

@@ -37,7 +37,7 @@ from ..errors import LoadRefused, ModelNotFound, NotReady
 from ..metrics import Metrics
 from .batcher import Batcher
 from .model import ServedModel
-from .outputs import output_tensors, requested_outputs
+from .outputs import SPHERE_OUTPUTS, output_tensors, requested_outputs
 from .pipeline import BatchResult, BatchRun, Pipeline
 from .types import (
     InferenceRequest,
@@ -208,14 +208,14 @@ class DataPlane:
         self.loaded = False
         log.info("model %r unloaded", name)
 
-    async def submit(self, x: np.ndarray) -> BatchResult:
+    async def submit(self, x: np.ndarray, *, sphere: bool = True) -> BatchResult:
         """Queue validated images ``x`` (B, ...) for the next batches; their results.
 
         Cancelling the caller (a gRPC cancel or deadline) stops the images not yet run.
         Counted in ``guard_in_flight_requests`` until it returns.
         """
         with self.metrics.in_flight.track_inprogress():
-            return await self.batcher.submit(x)
+            return await self.batcher.submit(x, sphere=sphere)
 
     # ---------------------------------------------------------------- Open Inference Protocol
     def server_metadata(self) -> ServerMetadata:
@@ -227,7 +227,9 @@ class DataPlane:
     async def infer(self, req: InferenceRequest) -> InferenceResponse:
         m = self._check(req.model_name, req.model_version)
         names = requested_outputs(req.outputs, m.geometry)
-        result = await self.submit(self._images(m, req))
+        # the spherical hull's distance (one hull query of about four) only when asked for
+        sphere = not SPHERE_OUTPUTS.isdisjoint(names)
+        result = await self.submit(self._images(m, req), sphere=sphere)
         return InferenceResponse(m.name, str(result.version), req.id, output_tensors(names, result))
 
     def _images(self, m: ServedModel, req: InferenceRequest) -> np.ndarray:

@@ -147,6 +147,8 @@ OUTPUTS: dict[str, OutputSpec] = {
 #: Outputs sent only when asked for: the large ones, and the spherical hull distance (added after
 #: clients had pinned the default set).
 ON_REQUEST = ("margins", "support_indices", "support_weights", "sphere_distance", "sphere_lower")
+#: The outputs that need the spherical hull's distance (computed only for batches that ask).
+SPHERE_OUTPUTS = frozenset({"sphere_distance", "sphere_lower"})
 DEFAULT_OUTPUTS = [n for n in OUTPUTS if n not in ON_REQUEST]
 
 

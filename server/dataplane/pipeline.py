@@ -142,16 +142,17 @@ class Pipeline:
         self.geometry = geometry
         self.version = version
 
-    def __call__(self, x: np.ndarray) -> BatchRun:
+    def __call__(self, x: np.ndarray, *, sphere: bool = True) -> BatchRun:
         """The whole batch in this thread: the in-process model run, then :meth:`score`."""
         t0 = time.perf_counter()
         logits, feats = self.guard.require_model().run(x, batch_size=max(len(x), 1))
         self.metrics.model_seconds.observe(time.perf_counter() - t0)
-        return self.score(x, logits, feats)
+        return self.score(x, logits, feats, sphere=sphere)
 
-    async def arun(self, x: np.ndarray, in_worker: InWorker) -> BatchRun:
-        """Run one merged batch (what the batcher awaits); in-process: all in the worker."""
-        return await in_worker(self, x)
+    async def arun(self, x: np.ndarray, in_worker: InWorker, *, sphere: bool = True) -> BatchRun:
+        """Run one merged batch (what the batcher awaits); in-process: all in the worker.
+        ``sphere``: whether a request of the batch wants the spherical hull's distance."""
+        return await in_worker(lambda images: self(images, sphere=sphere), x)
 
     def check_inputs(self) -> np.ndarray:
         """The self-check's inputs: one all-zero image of the model's input shape."""
@@ -162,9 +163,12 @@ class Pipeline:
         the model is unusable (e.g. upstream mode: not the artifact's model)."""
         return await self.arun(self.check_inputs(), in_worker)
 
-    def score(self, x: np.ndarray, logits: np.ndarray, feats: np.ndarray) -> BatchRun:
+    def score(
+        self, x: np.ndarray, logits: np.ndarray, feats: np.ndarray, *, sphere: bool = True
+    ) -> BatchRun:
         """The geometry and the decisions of images ``x`` (B, ...) from the model's ``logits``
-        (B, n) and ``feats`` (B, f); images whose outputs are not finite fail alone."""
+        (B, n) and ``feats`` (B, f); images whose outputs are not finite fail alone. The
+        spherical hull's distance only with ``sphere`` (:meth:`Guard.score_features`)."""
         m = self.metrics
         t1 = time.perf_counter()
         m.batch_size.observe(len(x))
@@ -184,7 +188,7 @@ class Pipeline:
                 failed,
                 errors,
             )
-        scores = self.guard.score_features(feats, logits)
+        scores = self.guard.score_features(feats, logits, sphere=sphere)
         decisions = self.guard.decide(scores)
         m.geometry_seconds.observe(time.perf_counter() - t1)
         m.images.inc(len(logits))  # once scored: a batch that fails is rerun, not counted twice

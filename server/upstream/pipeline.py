@@ -52,7 +52,7 @@ class UpstreamPipeline(Pipeline):
         self.input_name = model.input_name
         self.outputs = served_outputs(model)  # (logits, features) as `guard export` names them
 
-    def __call__(self, x: np.ndarray) -> BatchRun:
+    def __call__(self, x: np.ndarray, *, sphere: bool = True) -> BatchRun:
         raise RuntimeError("upstream mode: batches run with `await pipeline.arun(x, in_worker)`")
 
     async def fetch(self, x: np.ndarray, metrics: Metrics | None) -> tuple[np.ndarray, np.ndarray]:
@@ -61,7 +61,7 @@ class UpstreamPipeline(Pipeline):
         logits, feats = (out[name] for name in self.outputs)
         return logits.reshape(len(x), -1), feats.reshape(len(x), -1)
 
-    async def arun(self, x: np.ndarray, in_worker: InWorker) -> BatchRun:
+    async def arun(self, x: np.ndarray, in_worker: InWorker, *, sphere: bool = True) -> BatchRun:
         try:
             self.monitor.gate()
         except UpstreamError as exc:  # refused without forwarding: down, or the wrong model
@@ -81,7 +81,7 @@ class UpstreamPipeline(Pipeline):
             raise
         if not self.geometry:  # logits and argmax only: no hop to the worker thread
             return self.score(x, logits, feats)
-        return await in_worker(lambda images: self.score(images, logits, feats), x)
+        return await in_worker(lambda images: self.score(images, logits, feats, sphere=sphere), x)
 
     async def check_reference(self) -> tuple[np.ndarray, np.ndarray]:
         """The upstream's logits and features on the reference inputs, once checked to be the

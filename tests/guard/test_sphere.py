@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from guard import Guard
-from guard.detectors import Evidence, SphereHullDistance, make, to_sphere
+from guard.detectors import CombinedScore, Evidence, SphereHullDistance, make, to_sphere
 from guard.geometry.hull import ConvexHullIndex, HullConfig
 from tests.reference import solvers as reference
 
@@ -129,7 +129,7 @@ def test_default_scores_hulls_ride_on_the_guards_passes(tmp_path) -> None:
     fused = native.core is not None
     assert all(v.fusable(g.hull_) == fused for v in views.values())
     s = g.score_features(Q)
-    _, ev = g._geometry(Q, None, g.ood_)
+    _, ev = g._geometry(Q, None, g.ood_, False)
     np.testing.assert_array_equal(s.ood_score, g.ood_.score(ev)[0])
     for name, v in views.items():
         alone = v.query(Q)
@@ -142,3 +142,25 @@ def test_default_scores_hulls_ride_on_the_guards_passes(tmp_path) -> None:
     back = load_artifact(tmp_path / "a")
     assert all(v.fusable(back.hull_) == fused for v in back.ood_.hull_views().values())
     np.testing.assert_array_equal(back.score_features(Q).ood_score, s.ood_score)
+
+
+def test_sphere_false_skips_only_the_spherical_hull() -> None:
+    """score_features(sphere=False): the spherical hull's fields NaN / False, every other field
+    bit for bit the same; an OOD score that reads the spherical hull gets it anyway."""
+    from dataclasses import fields
+
+    F, W, b, Q, _, _ = _case(400, 64, 3, 2)
+    y = np.random.default_rng(5).integers(0, 3, size=len(F))
+    g = Guard(calib_fraction=0.3).fit_features(F, W, b, y)
+    full, lean = g.score_features(Q), g.score_features(Q, sphere=False)
+    assert np.isnan(lean.sphere_upper).all() and np.isnan(lean.sphere_lower).all()
+    assert not lean.sphere_converged.any() and np.isfinite(full.sphere_upper).all()
+    for f in fields(full):
+        if not f.name.startswith("sphere_"):
+            np.testing.assert_array_equal(getattr(lean, f.name), getattr(full, f.name), f.name)
+    g.ood_ = CombinedScore(("sphere_hull", "fdbd")).fit(
+        F, y, W, b, Evidence.from_scores(g.score_features(F[:120]), F[:120])
+    )
+    np.testing.assert_array_equal(
+        g.score_features(Q, sphere=False).sphere_upper, g.score_features(Q).sphere_upper
+    )

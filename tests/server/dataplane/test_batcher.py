@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 import pytest
@@ -175,3 +175,38 @@ def test_self_check_leaves_the_request_metrics_alone(guard: Guard) -> None:
     }
     touched = {name: v for name, v in samples.items() if v != 0}
     assert not touched, f"the self-check changed the request metrics: {touched}"
+
+
+def test_spherical_hull_only_for_batches_that_ask(guard: Guard) -> None:
+    """A request without the sphere outputs does not pay for the spherical hull (its scores
+    carry NaN there, every other score the same); one that names them gets the guard's bounds,
+    also when merged with one that does not."""
+    x1, x2 = images(3, seed=61), images(2, seed=62)
+    want = guard.score(x1)
+
+    async def go(dp: DataPlane):
+        lean = await dp.submit(x2, sphere=False)
+        pipe: Any = dp.batcher._run
+        score = pipe.score
+        batches: list[tuple[int, bool]] = []
+
+        def recording(x, logits, feats, *, sphere=True):
+            batches.append((len(x), sphere))
+            return score(x, logits, feats, sphere=sphere)
+
+        pipe.score = recording
+        asked, plain = await asyncio.gather(
+            dp.infer(_req(x1, ("sphere_distance", "sphere_lower"))), dp.infer(_req(x2))
+        )
+        return lean, batches, asked, plain
+
+    lean, batches, asked, plain = _with_dataplane(guard, go, max_delay_s=0.2)
+    full = guard.score(x2)
+    assert np.isnan(lean.scores.sphere_upper).all()
+    np.testing.assert_array_equal(lean.scores.hull_upper, full.hull_upper)
+    np.testing.assert_array_equal(lean.scores.ood_score, full.ood_score)
+    assert batches == [(5, True)]  # one batch, with the spherical hull for the one that asked
+    out = {t.name: t.data for t in asked.outputs}
+    np.testing.assert_allclose(out["sphere_distance"], want.sphere_upper.astype("<f4"))
+    np.testing.assert_allclose(out["sphere_lower"], want.sphere_lower.astype("<f4"))
+    assert {t.name for t in plain.outputs}.isdisjoint({"sphere_distance", "sphere_lower"})
