@@ -46,9 +46,9 @@ def test_stop_lets_in_flight_requests_finish(make_server, guard):
     dataplane = st.srv.dataplane
     submit = dataplane.submit
 
-    async def counting_submit(x):
+    async def counting_submit(x, **kw):
         received.append(len(x))
-        return await submit(x)
+        return await submit(x, **kw)
 
     dataplane.submit = counting_submit
 
