@@ -43,7 +43,7 @@ MB = 1e6
 
 # ---------------------------------------------------------------------------- the child
 def _walk_components(guard) -> list[dict]:
-    """Every numpy array, FAISS index and model blob reachable from the guard (2 levels deep),
+    """Every numpy array, FAISS index and model blob reachable from the guard (6 levels deep),
     each piece of memory counted once: FAISS indexes first (by their serialized size), then the
     arrays, largest first; an array whose memory was already counted (a view of the FAISS
     storage, or of another array) is listed with 0 bytes and what it shares memory with."""
@@ -75,7 +75,9 @@ def _walk_components(guard) -> list[dict]:
 
     # The hull first: objects it shares with the guard count as the hull's.
     visit(guard.hull_, "guard.hull_", "ConvexHullIndex", 2)
-    visit(guard, "guard", "Guard", 2)
+    # deep enough for the spherical hull (guard.hulls_.sphere_view.index.index) and the OOD
+    # score's own structures (guard.ood_.detectors_[k]._view.index.index)
+    visit(guard, "guard", "Guard", 6)
 
     ranges: list[tuple[int, int, str]] = []  # counted memory: [lo, hi) and its name
     out: list[dict] = []
