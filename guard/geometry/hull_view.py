@@ -85,6 +85,7 @@ class HullView:
         self.source = points
         self.transform = A
         self.scale = scale
+        self._finite = bool(np.all(np.isfinite(scale)))
         self.kappa = 1.0 if A is None else max(kappa, 1e-300) * _SAFETY
         self.a_fro = 0.0 if A is None else float(np.linalg.norm(A)) * _SAFETY
         self.index = ConvexHullIndex(rows, config, device=device)
@@ -119,5 +120,5 @@ class HullView:
             and self.index._core is not None
             and raw.device == "cpu"
             and self.index.device == "cpu"
-            and np.all(np.isfinite(self.scale))
+            and self._finite
         )
