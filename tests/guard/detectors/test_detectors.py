@@ -282,6 +282,16 @@ def test_evidence_checks_and_rows():
     sub = ev.take(np.array([4, 1]))
     np.testing.assert_array_equal(sub.hull, [4.0, 1.0])
     assert sub.features.shape == (2, 3) and sub.margins is None
+    # the hull distances the guard computed for named detectors: one (N,) array per name
+    ev = Evidence(hull=np.arange(5.0), hulls={"a": np.arange(5.0) * 2})
+    assert len(Evidence(hulls={"a": np.zeros(3)})) == 3
+    np.testing.assert_array_equal(ev.take(np.array([3])).hulls["a"], [6.0])
+    with pytest.raises(InputError, match=r"hulls\['a'\] of shape \(N,\)"):
+        Evidence(hulls={"a": np.zeros((5, 1))})
+    with pytest.raises(InputError, match="differ in their number of rows"):
+        Evidence(hull=np.zeros(5), hulls={"a": np.zeros(4)})
+    with pytest.raises(InputError, match="a mapping"):
+        Evidence(hulls=[np.zeros(5)])  # type: ignore[arg-type]
 
 
 def test_fit_and_score_input_validation():
