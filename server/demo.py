@@ -594,7 +594,7 @@ def print_report(
     sources: list[Source], results: dict[str, dict[str, np.ndarray]], manifest: dict, rows: int
 ) -> None:
     names = manifest.get("class_names") or [str(i) for i in range(10)]
-    t = manifest.get("thresholds") or {}
+    t = (manifest.get("fitted") or {}).get("thresholds") or {}
     hull_t = t.get("hull")
     hull_txt = "off" if hull_t is None else f"{hull_t:.3f}"
     print()

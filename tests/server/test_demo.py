@@ -68,6 +68,8 @@ def test_demo_end_to_end(small_artifact: Path, capsys: pytest.CaptureFixture) ->
     out, err = capsys.readouterr()
     assert rc == 0, out + err
     assert "Summary per source" in out
+    # the decision rules state the artifact's own calibration (200 of the 2,000 images held out)
+    assert "calibrated on 200 held-out training images" in out, out
     for source, n in (
         ("fashion", 40),
         ("digits", 20),
