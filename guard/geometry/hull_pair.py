@@ -29,7 +29,7 @@ import numpy as np
 from .errors import GeometryError
 from .hull import ConvexHullIndex, result_arrays
 from .hull_types import HullConfig, HullDistances
-from .hull_view import HullView
+from .hull_view import HullView, same_rows
 from .native import core as native_core
 from .progress import progress_bar
 from .regions import Regions, UnionOfBalls
@@ -191,17 +191,14 @@ class HullPair:
         done = [HullDistances(**out) for out in outs]
         sph = done.pop(0) if sphere else None
         fused = iter(done)
-        rest = [next(fused) if f else v.query(Q) for v, f in zip(views, fuse, strict=True)]
+        rest = [
+            next(fused) if f else v.query(Q, progress=progress)
+            for v, f in zip(views, fuse, strict=True)
+        ]
         return HullDistances(**out_r), sph, rest, regions
 
     def _shares_rows(self, union: UnionOfBalls) -> bool:
-        P, T = union.points, self.raw.points
-        return (
-            union._core is not None
-            and P.shape == T.shape
-            and P.flags.c_contiguous
-            and P.__array_interface__["data"][0] == T.__array_interface__["data"][0]
-        )
+        return union._core is not None and same_rows(union.points, self.raw.points)
 
 
 def _put(out: dict[str, np.ndarray], rows: np.ndarray, res: dict[str, np.ndarray | None]) -> None:

@@ -23,7 +23,7 @@ from .hull import ConvexHullIndex
 from .hull_types import HullConfig, HullDistances
 from .sphere import to_sphere
 
-__all__ = ["HullView"]
+__all__ = ["HullView", "same_rows"]
 
 _ROWS = 16384  # rows per block while transforming
 _SAFETY = 1.0 + 1e-6  # on kappa and a_fro: far above the float64 rounding of computing them
@@ -109,16 +109,23 @@ class HullView:
     def fusable(self, raw: ConvexHullIndex) -> bool:
         """Whether the compiled core can scan this view over ``raw``'s rows: built from the same
         memory, both on the core's exact CPU scan, every scale finite."""
-        P, T = self.source, raw.points
         return bool(
-            isinstance(P, np.ndarray)
-            and P.shape == T.shape
-            and P.dtype == T.dtype
-            and P.flags.c_contiguous
-            and P.__array_interface__["data"][0] == T.__array_interface__["data"][0]
+            same_rows(self.source, raw.points)
             and raw._core is not None
             and self.index._core is not None
             and raw.device == "cpu"
             and self.index.device == "cpu"
             and self._finite
         )
+
+
+def same_rows(P: object, T: np.ndarray) -> bool:
+    """Whether ``P`` is the very memory of the rows ``T`` (C-contiguous, same shape and dtype,
+    same first byte): what a compiled scan over ``T`` may stand in for."""
+    return bool(
+        isinstance(P, np.ndarray)
+        and P.shape == T.shape
+        and P.dtype == T.dtype
+        and P.flags.c_contiguous
+        and P.__array_interface__["data"][0] == T.__array_interface__["data"][0]
+    )
