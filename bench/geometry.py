@@ -154,7 +154,7 @@ def geometry_rows(artifact: str, repeats: int, n_single: int) -> tuple[list[dict
             # their passes)
             t.setdefault("separate", []).append(
                 cpu_ms(new.hull_.query, Fb64, top_support=new.top_support) / B
-                + cpu_ms(new.sphere_.query, to_sphere(Fb), top_support=0) / B
+                + cpu_ms(new.sphere_.query_directions, to_sphere(Fb)) / B
                 + sum(cpu_ms(v.query, Fb) / B for v in _views(new))
                 + cpu_ms(new.regions_.query, Fb) / B
             )
@@ -312,7 +312,7 @@ def settings_rows(
     rows, summary = [], {}
     for name, P, X in (
         ("raw hull", g.hull_.points, F.astype(np.float64)),
-        ("spherical hull", g.sphere_.points, to_sphere(F)),
+        ("spherical hull", g.sphere_.rows(), to_sphere(F)),
         (f"synthetic {n_synthetic:,} x 64", T, Q),
     ):
         configs = {

@@ -75,8 +75,8 @@ def _walk_components(guard) -> list[dict]:
 
     # The hull first: objects it shares with the guard count as the hull's.
     visit(guard.hull_, "guard.hull_", "ConvexHullIndex", 2)
-    # deep enough for the spherical hull (guard.hulls_.sphere_view.index.index) and the OOD
-    # score's own structures (guard.ood_.detectors_[k]._view.index.index)
+    # deep enough for the spherical hull (guard.hulls_.sphere_view, and its index where one
+    # was built: ._index.index) and the OOD score's own (guard.ood_.detectors_[k]._view)
     visit(guard, "guard", "Guard", 6)
 
     ranges: list[tuple[int, int, str]] = []  # counted memory: [lo, hi) and its name
@@ -262,8 +262,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _is_index(c: dict) -> bool:
-    """Structures the hull queries keep over the training set (the "index")."""
-    return c["owner"] == "ConvexHullIndex"
+    """Structures the hull queries keep over the training set (the "index"): every hull's,
+    the raw one's (ConvexHullIndex) and its views' (HullView: the spherical hull, the OOD
+    score's hulls)."""
+    return c["owner"] in ("ConvexHullIndex", "HullView")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -433,10 +435,13 @@ def main(argv: list[str] | None = None) -> int:
         "The first geometry query's growth is working memory (e.g. candidate points copied to "
         "float64 for an exact test) that glibc malloc keeps after it is freed; it is not held "
         "by any structure, but a server's RSS includes it.",
-        "index memory = the structures of guard.hull_ (ConvexHullIndex): the training features "
-        "the exact scan reads, the FAISS index, and any per-point caches. When the features are "
-        "a view of the FAISS index's storage they are counted once (listed with 0 bytes); a "
-        "separate copy would count again.",
+        "index memory = the structures of every hull: guard.hull_ (ConvexHullIndex: the "
+        "training features the exact scan reads, the FAISS index, and any per-point caches) and "
+        "its views (HullView: the spherical hull and the OOD score's hulls, which keep a scale "
+        "per point and compute their rows on demand from the hull's features). When the "
+        "features are a view of the FAISS index's storage they are counted once (listed with 0 "
+        "bytes); a separate copy would count again. Memory the compiled core holds (its scratch) "
+        "is not walked; the RSS rows include it.",
     ]
     jpath, mpath = write_results(
         args.name,

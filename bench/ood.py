@@ -111,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
             lambda: default.score(ev_hulls), n, repeats
         ),
         "sphere hull (normalise + certified query)": _ms_per_image(
-            lambda: guard.sphere_.query(to_sphere(F), top_support=0), n, repeats
+            lambda: guard.sphere_.query_directions(to_sphere(F)), n, repeats
         ),
         "default score: combine, given the geometry": _ms_per_image(
             lambda: default.score(ev), n, repeats

@@ -296,7 +296,7 @@ class Guard:
         self.lipschitz_ = lipschitz_constant(W)
         self.hull_ = ConvexHullIndex(Ft, self._hull_config(), device=self.device)
         self.hulls_ = HullPair(self.hull_, self._hull_config(), device=self.device)
-        self.sphere_ = self.hulls_.sphere
+        self.sphere_ = self.hulls_.sphere_view
         self._regions = None
         self.thresholds_ = Thresholds(ambiguity=self.ambiguity_threshold)
         self.calib_scores_: dict[str, np.ndarray] | None = None
@@ -421,7 +421,7 @@ class Guard:
         # (bound to the hull's own points: its components' hulls ride on the hull's passes)
         guard.ood_ = None if state.ood is None else _combined_score(state.ood, guard.hull_.points)
         guard.hulls_ = HullPair(guard.hull_, guard._hull_config(), device=device)
-        guard.sphere_ = guard.hulls_.sphere
+        guard.sphere_ = guard.hulls_.sphere_view
         if model is not None:
             guard.check_model(model)
         guard.model_ = model

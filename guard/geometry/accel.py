@@ -30,6 +30,12 @@ def _gpu_present() -> bool:
     return os.path.exists("/dev/nvidiactl") or os.path.exists("/dev/nvidia0")
 
 
+def surely_cpu(device: str) -> bool:
+    """Whether full rounds on ``device`` scan on the CPU, known without importing torch:
+    ``cpu``, or ``auto`` on a machine without an NVIDIA GPU."""
+    return device == "cpu" or (device == "auto" and not _gpu_present())
+
+
 class RowProducts:
     """``products(X) = X @ M.T`` (B x N, C-contiguous float32) for a fixed (N, k) float32 ``M``.
 
@@ -45,7 +51,7 @@ class RowProducts:
         self.M = M
         self.device = "cpu"
         self._t = None
-        if device == "cpu" or (device == "auto" and not _gpu_present()):
+        if surely_cpu(device):
             return  # (auto: torch is not even imported on a machine without an NVIDIA GPU)
         try:
             import torch

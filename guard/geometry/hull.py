@@ -264,11 +264,12 @@ class ConvexHullIndex:
             np.sqrt(max(float(np.einsum("ij,ij->i", b, b).max()) for b in _blocks(self.points)))
         )
         # Settings that depend on the data: clipped to N, atol scaled by the features' size.
-        self._k = min(config.k, index.ntotal)
-        self._atol = config.atol * max(self.max_norm, 1.0)
-        self._pool_size = max(config.pool_size, config.add_per_round)
-        self._max_working = max(4 * index.d, 2 * self._k)
         self._build_subsample(config.subsample, config.seed)
+        prm = core_params(config, index.ntotal, index.d, len(self._sub), self.max_norm)
+        self._k = min(config.k, index.ntotal)
+        self._atol = prm["atol"]
+        self._pool_size = prm["pool_size"]
+        self._max_working = prm["max_working"]
         self._build_row_keys(config.seed)
         self.scan = "exact"
         self.pca_k = 0
@@ -293,18 +294,7 @@ class ConvexHullIndex:
                 self._sub,
                 self._sub32,
                 self._sub_sq,
-                {
-                    "k0": min(self._k, 16, len(self._sub)),
-                    "tol": config.tol,
-                    "atol": self._atol,
-                    "max_norm": self.max_norm,
-                    "max_rounds": config.max_rounds,
-                    "add_per_round": config.add_per_round,
-                    "pool_size": self._pool_size,
-                    "max_working": self._max_working,
-                    "max_inner": _MAX_INNER,
-                    "time_budget_s": -1.0 if config.time_budget_s is None else config.time_budget_s,
-                },
+                prm,
                 native_blas(),
             )
         )
@@ -322,15 +312,10 @@ class ConvexHullIndex:
     def _build_subsample(self, subsample: int | None, seed: int) -> None:
         """The random subsample (S,) the first inner rounds search, its (S, d) float32 rows and
         their (S,) squared norms."""
-        N = len(self)
-        if subsample is None:
-            subsample = SUBSAMPLE
-        subsample = int(min(subsample, N))
-        if subsample >= N:
-            self._sub = np.arange(N)
+        self._sub = subsample_indices(len(self), subsample, seed)
+        if len(self._sub) == len(self):
             self._sub32 = self.points
         else:
-            self._sub = np.sort(np.random.default_rng(seed).choice(N, subsample, replace=False))
             self._sub32 = np.ascontiguousarray(self.points[self._sub])
         self._sub_sq = np.einsum("ij,ij->i", self._sub32, self._sub32)
 
@@ -689,6 +674,34 @@ class ConvexHullIndex:
             return 0.0, False
         # no new violator there: fall back to the exact scan for this query
         return self._full_exact(st, self.points @ g.astype(np.float32))
+
+
+def subsample_indices(n: int, size: int | None, seed: int) -> np.ndarray:
+    """The sorted training indices (S,) of the random subsample of ``size`` (``None``:
+    :data:`SUBSAMPLE`; all ``n`` when that many or more) that the first inner rounds search."""
+    size = int(min(SUBSAMPLE if size is None else size, n))
+    if size >= n:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(seed).choice(n, size, replace=False))
+
+
+def core_params(config: HullConfig, n: int, d: int, n_sub: int, max_norm: float) -> dict:
+    """The compiled core's settings for ``n`` training points of dimension ``d`` (largest norm
+    ``max_norm``) with a subsample of ``n_sub``: ``config`` with the data-dependent values of
+    :class:`ConvexHullIndex` (the sizes clipped to ``n``, ``atol`` scaled by the norms)."""
+    k = min(config.k, n)
+    return {
+        "k0": min(k, 16, n_sub),
+        "tol": config.tol,
+        "atol": config.atol * max(max_norm, 1.0),
+        "max_norm": max_norm,
+        "max_rounds": config.max_rounds,
+        "add_per_round": config.add_per_round,
+        "pool_size": max(config.pool_size, config.add_per_round),
+        "max_working": max(4 * d, 2 * k),
+        "max_inner": _MAX_INNER,
+        "time_budget_s": -1.0 if config.time_budget_s is None else config.time_budget_s,
+    }
 
 
 def result_arrays(Q: np.ndarray, top_support: int) -> dict[str, np.ndarray]:

@@ -10,7 +10,8 @@ what a query costs (the scan is bound by memory traffic). The directions need no
 own for the scan: ``g . (t A / |t A|)`` is ``((A g) . t) * s_t`` with ``s_t = fl32(1 / |t A|)``,
 and the view's certificate takes the extra rounding in (:mod:`.hull_view`). So the compiled core
 (``native/hull_pair.hpp``) runs the rounds of all the hulls in lock step, and each pass is one
-GEMM over the raw rows for the open queries of every hull.
+GEMM over the raw rows for the open queries of every hull. The views keep no rows of their
+own: the core computes the few it needs.
 
 The answers are those of separate :meth:`ConvexHullIndex.query` calls up to the float32
 rounding that the certificates cover (the pools and candidates of a round come from float32
@@ -49,7 +50,8 @@ class HullPair:
 
     Attributes:
         raw: the hull of the training features.
-        sphere: the hull of ``fl32(to_sphere(t))`` for the training features ``t``, row for row.
+        sphere_view: the hull of ``fl32(to_sphere(t))`` for the training features ``t``, row for
+            row (a :class:`~.hull_view.HullView` without a map).
         fused: whether queries share their passes (both indices on the compiled core's exact
             scan on the CPU); otherwise :meth:`query` queries each index on its own.
     """
@@ -59,8 +61,6 @@ class HullPair:
     ) -> None:
         self.raw = raw
         self.sphere_view = HullView(raw.points, None, config or raw.config, device=device)
-        self.sphere = self.sphere_view.index
-        self._scale = self.sphere_view.scale
         self.fused = native_core is not None and self.sphere_view.fusable(raw)
 
     def query(
@@ -132,11 +132,9 @@ class HullPair:
         shared = [self.sphere_view] if sphere else []
         shared += [v for v, f in zip(views, fuse, strict=True) if f]
         dirs = [v.directions(Q) for v in shared]
-        # queries equal to a training point (of any hull) are answered on their own, as
-        # ConvexHullIndex.query answers them (distance 0 and the point itself as support)
+        # queries equal to a training point are answered on their own, as ConvexHullIndex.query
+        # answers them (distance 0 and the point itself as support)
         known = self.raw._training_points(Q) >= 0
-        for v, D in zip(shared, dirs, strict=True):
-            known |= v.index._training_points(D) >= 0
         rows = np.flatnonzero(~known)
         out_r = result_arrays(Q, top_support)
         outs = [result_arrays(D, 0) for D in dirs]
@@ -146,7 +144,7 @@ class HullPair:
             alone = np.flatnonzero(known)
             _put(out_r, alone, vars(self.raw.query(Q[alone], top_support=top_support)))
             for v, D, out in zip(shared, dirs, outs, strict=True):
-                _put(out, alone, vars(v.index.query(D[alone], top_support=0)))
+                _put(out, alone, vars(v.query_directions(D[alone])))
             if out_u is not None and union is not None:
                 for arr, part in zip(out_u, union.query(Qu[alone]).arrays(), strict=True):
                     arr[alone] = part
@@ -156,15 +154,7 @@ class HullPair:
             for lo in range(0, len(rows), block):
                 sel = rows[lo : lo + block]
                 args = [
-                    (
-                        v.index._core,
-                        np.ascontiguousarray(D[sel]),
-                        v.scale,
-                        v.transform,
-                        v.kappa,
-                        v.a_fro,
-                        0,
-                    )
+                    (v._core, np.ascontiguousarray(D[sel]), 0)
                     for v, D in zip(shared, dirs, strict=True)
                 ]
                 res_r, res_v, res_u = native_core.query_views(  # type: ignore[union-attr]

@@ -47,7 +47,7 @@ def test_pair_intervals_contain_the_exact_distances(N: int, d: int, seed: int) -
     F, Q, pair = _case(N, d, seed)
     assert pair.fused
     h, s = pair.query(Q, top_support=4, threads=2)
-    P = pair.sphere.points.astype(np.float64)
+    P = pair.sphere_view.rows().astype(np.float64)
     for i, q in enumerate(Q):
         for name, res, T, x in (
             ("raw", h, F, q.astype(np.float64)),
@@ -81,7 +81,7 @@ def test_pair_agrees_with_separate_queries_and_threads_do_not_matter() -> None:
             x, y = getattr(a, f.name), getattr(b, f.name)
             assert (x is None and y is None) or np.array_equal(x, y), f.name
     raw = pair.raw.query(Q)
-    sph = pair.sphere.query(to_sphere(Q), top_support=0)
+    sph = pair.sphere_view.query_directions(to_sphere(Q))
     for fused, alone in ((one[0], raw), (one[1], sph)):
         # both are certified intervals around the same distance
         assert np.all(fused.lower <= alone.upper * (1 + 1e-12) + 1e-12)
@@ -108,8 +108,9 @@ def test_pair_without_the_core_queries_each_hull() -> None:
     pair = HullPair(ConvexHullIndex(F[:500], config, device="cpu"), config, device="cpu")
     assert not pair.fused
     h, s = pair.query(Q[:4])
+    rows = pair.sphere_view.rows().astype(np.float64)
     for i, q in enumerate(Q[:4]):
-        ref = reference.hull_distance(pair.sphere.points.astype(np.float64), to_sphere(q[None])[0])
+        ref = reference.hull_distance(rows, to_sphere(q[None])[0])
         assert s.lower[i] <= ref + 1e-5 and s.upper[i] >= ref - 1e-5
         ref = reference.hull_distance(F[:500], q.astype(np.float64))
         assert h.lower[i] <= ref + 1e-5 * max(1, ref) and h.upper[i] >= ref - 1e-5 * max(1, ref)
@@ -123,40 +124,86 @@ def test_pair_rejects_bad_queries() -> None:
         pair.query(np.full((1, 16), np.nan))
 
 
-def _view(pair: HullPair, Q64: np.ndarray, core=None, scale=None, A=None, kappa=1.0, a_fro=0.0):
-    """The argument tuple of native query_views for the spherical view (or what is given)."""
-    core = pair.sphere._core if core is None else core
-    return (core, Q64, pair._scale if scale is None else scale, A, kappa, a_fro, 0)
+def _view(pair: HullPair, Q64: np.ndarray, core=None):
+    """The argument tuple of native query_views for the spherical view (or the core given)."""
+    return (pair.sphere_view._core if core is None else core, Q64, 0)
+
+
+def _view_core(T: np.ndarray, scale: np.ndarray, A=None, kappa=1.0, a_fro=0.0, sub=None):
+    """A view core of the rows T (native HullCore's second constructor)."""
+    from guard.geometry.hull import core_params
+
+    sub = np.arange(min(len(T), 64)) if sub is None else sub
+    prm = core_params(CONFIG, len(T), T.shape[1], len(sub), 1.0)
+    return native.core.HullCore(T, sub, scale, A, kappa, a_fro, prm, native.blas())
 
 
 @needs_core
 def test_native_views_check_their_arguments() -> None:
     F, Q, pair = _case(3000, 16, 0)
-    other = ConvexHullIndex(F[:100], CONFIG, device="cpu")
+    other = HullView(pair.raw.points[:100].copy(), None, CONFIG, device="cpu")
+    copy = HullView(pair.raw.points.copy(), None, CONFIG, device="cpu")
     Q64 = Q.astype(np.float64)
     raw = pair.raw._core
-    with pytest.raises(ValueError, match="different numbers of points"):
-        native.core.query_views(raw, Q64, 0, [_view(pair, Q64, other._core)], 1)
-    with pytest.raises(ValueError, match="two different cores"):
+    scale = pair.sphere_view.scale
+    for v in (other, copy):  # views of other points (same shape or not)
+        with pytest.raises(ValueError, match="a view core of raw's points"):
+            native.core.query_views(raw, Q64, 0, [_view(pair, Q64, v._core)], 1)
+    with pytest.raises(ValueError, match="a view core of raw's points"):
         native.core.query_views(raw, Q64, 0, [_view(pair, Q64, raw)], 1)
+    with pytest.raises(ValueError, match="must not be a view"):
+        native.core.query_views(pair.sphere_view._core, Q64, 0, [], 1)
     with pytest.raises(ValueError, match="two different cores"):
         native.core.query_views(raw, Q64, 0, [_view(pair, Q64), _view(pair, Q64)], 1)
-    with pytest.raises(ValueError, match="one scale per point"):
-        native.core.query_views(raw, Q64, 0, [_view(pair, Q64, scale=pair._scale[:5])], 1)
     with pytest.raises(ValueError, match="differ in rows"):
         native.core.query_views(raw, Q64, 0, [_view(pair, Q64[:3])], 1)
-    with pytest.raises(ValueError, match="d x d"):
-        native.core.query_views(
-            raw, Q64, 0, [_view(pair, Q64, A=np.eye(16)[:8], kappa=1, a_fro=4)], 1
-        )
-    with pytest.raises(ValueError, match="kappa and a_fro"):
-        native.core.query_views(
-            raw, Q64, 0, [_view(pair, Q64, A=np.eye(16), kappa=np.nan, a_fro=4)], 1
-        )
-    with pytest.raises(ValueError, match="7-tuple"):
-        native.core.query_views(raw, Q64, 0, [(pair.sphere._core, Q64)], 1)
+    with pytest.raises(ValueError, match="3-tuple"):
+        native.core.query_views(raw, Q64, 0, [(pair.sphere_view._core, Q64)], 1)
     with pytest.raises(ValueError, match="threads"):
         native.core.query_views(raw, Q64, 0, [_view(pair, Q64)], 0)
+    # a view core checks its own arguments
+    T = pair.raw.points
+    with pytest.raises(ValueError, match="one value per point"):
+        _view_core(T, scale[:5])
+    with pytest.raises(ValueError, match="d x d"):
+        _view_core(T, scale, A=np.eye(16)[:8], kappa=1, a_fro=4)
+    with pytest.raises(ValueError, match="kappa and a_fro"):
+        _view_core(T, scale, A=np.eye(16), kappa=np.nan, a_fro=4)
+    with pytest.raises(ValueError, match="out of range"):
+        _view_core(T, scale, sub=np.array([0, len(T)]))
+    with pytest.raises(ValueError, match="CPU only"):
+        pair.sphere_view._core.query(Q64, lambda G: G, 0)
+
+
+@needs_core
+def test_view_rows_are_computed_as_numpy_computes_them() -> None:
+    """The core's rows (view_row, computed on demand) against numpy's float64 to_sphere(t A):
+    the same float32 rows up to one rounding, and every one of them at the indices asked."""
+    F, _, pair = _case(3000, 16, 0)
+    for A in (None, *_maps(16, 0)):
+        view = HullView(pair.raw.points, A, CONFIG, device="cpu")
+        got = view.rows()
+        y = F.astype(np.float64) if A is None else F.astype(np.float64) @ A
+        want = to_sphere(y)
+        assert got.dtype == np.float32 and got.shape == F.shape
+        assert np.all(np.abs(got - want) <= 2 * np.finfo(np.float32).eps * np.abs(want) + 1e-45)
+        idx = np.array([5, 0, 2999, 5])
+        assert np.array_equal(view.rows(idx), got[idx])
+    zero = HullView(np.zeros((3, 4), dtype=np.float32), None, CONFIG, device="cpu")
+    assert np.array_equal(zero.rows(), np.zeros((3, 4), dtype=np.float32))
+    with pytest.raises(ValueError, match="out of range"):
+        native.core.view_rows(pair.raw.points, None, np.array([3000]))
+
+
+@needs_core
+def test_views_keep_no_rows_of_their_own() -> None:
+    """A view on the compiled core holds its scale, not N x d rows: its index is never built
+    by queries, fused or alone."""
+    F, Q, pair, views = _view_case(3000, 16, 0)
+    pair.query_all(Q, None, views)
+    for v in (pair.sphere_view, *views):
+        v.query(Q[:3])
+        assert v.engine == "native" and v._index is None
 
 
 def _radii(F: np.ndarray, seed: int, huge: bool = False) -> np.ndarray:
@@ -227,7 +274,7 @@ def test_pair_lower_bounds_hold_for_their_own_direction(N: int, d: int, seed: in
         h, s = pair.query(X, threads=threads)
         for res, T, Y in (
             (h, F.astype(np.float64), X.astype(np.float64)),
-            (s, pair.sphere.points.astype(np.float64), to_sphere(X)),
+            (s, pair.sphere_view.rows().astype(np.float64), to_sphere(X)),
         ):
             _assert_lower_within_own_bound(res, T, Y)
             assert np.all(res.lower <= res.upper)
@@ -247,7 +294,7 @@ def test_pair_lower_bounds_hold_with_near_ties_on_the_sphere() -> None:
         np.float32
     )
     h, s = pair.query(X, threads=2)
-    _assert_lower_within_own_bound(s, pair.sphere.points.astype(np.float64), to_sphere(X))
+    _assert_lower_within_own_bound(s, pair.sphere_view.rows().astype(np.float64), to_sphere(X))
     assert s.converged.all()
 
 
@@ -274,7 +321,7 @@ def test_views_intervals_contain_the_exact_distances(N: int, d: int, seed: int) 
     assert all(v.fusable(pair.raw) for v in views)
     h, s, vs, _ = pair.query_all(Q, None, views, top_support=4, threads=2)
     for v, res in zip(views, vs, strict=True):
-        P = v.index.points.astype(np.float64)
+        P = v.rows().astype(np.float64)
         for i, x in enumerate(v.directions(Q)):
             ref = reference.hull_distance(P, x)
             assert res.lower[i] <= ref + 1e-5 * max(1.0, ref), (i, res.lower[i], ref)
@@ -303,7 +350,7 @@ def test_views_lower_bounds_hold_for_their_own_direction(N: int, d: int, seed: i
     for threads in (1, 2):
         _, _, vs, _ = pair.query_all(X, None, views, threads=threads)
         for v, res in zip(views, vs, strict=True):
-            _assert_lower_within_own_bound(res, v.index.points.astype(np.float64), v.directions(X))
+            _assert_lower_within_own_bound(res, v.rows().astype(np.float64), v.directions(X))
             assert np.all(res.lower <= res.upper)
 
 
@@ -323,7 +370,7 @@ def test_views_lower_bounds_hold_with_near_ties() -> None:
     )
     _, _, vs, _ = pair.query_all(X, None, views, threads=2)
     for v, res in zip(views, vs, strict=True):
-        _assert_lower_within_own_bound(res, v.index.points.astype(np.float64), v.directions(X))
+        _assert_lower_within_own_bound(res, v.rows().astype(np.float64), v.directions(X))
         assert res.converged.all()
 
 
@@ -349,7 +396,7 @@ def test_views_lower_bounds_hold_where_the_map_shrinks_the_points(seed: int) -> 
     X = ((np.abs(rng.normal(size=(60, d))) + rng.normal(scale=0.3, size=(60, d))) / sigma) @ U.T
     X = X.astype(np.float32)
     _, _, (res,), _ = pair.query_all(X, None, [view], threads=2)
-    _assert_lower_within_own_bound(res, view.index.points.astype(np.float64), view.directions(X))
+    _assert_lower_within_own_bound(res, view.rows().astype(np.float64), view.directions(X))
     assert res.converged.all()
 
 
@@ -393,7 +440,7 @@ def test_views_of_other_points_or_without_the_core_are_queried_alone() -> None:
     assert not slow.fused
     _, _, (res,), _ = slow.query_all(Q[:4], None, [view])
     for i, x in enumerate(view.directions(Q[:4])):
-        ref = reference.hull_distance(view.index.points.astype(np.float64), x)
+        ref = reference.hull_distance(view.rows().astype(np.float64), x)
         assert res.lower[i] <= ref + 1e-5 and res.upper[i] >= ref - 1e-5
 
 

@@ -48,6 +48,7 @@ struct HullParams {
 struct HullQuery {
     std::vector<double> q;      // d
     std::vector<int64_t> ws;    // training indices of the working set
+    std::vector<float> R;       // their rows (m x d, float32)
     std::vector<double> P;      // ws points - q (m x d), float64
     std::vector<double> Pn;     // their squared norms
     Wolfe qp;
@@ -86,18 +87,43 @@ struct HullWorkspace {
     HullTimes times;
 };
 
+// A block whose rows are a view of the training rows T (guard/geometry/hull_view.py): row t is
+// fl32(w_t), w_t = t A / |t A| (A: d x d float64, row-major; nullptr: t / |t|), computed on
+// demand by view_row (kernels.hpp) where a row itself is needed (a working set, a candidate of
+// the certificate), never stored for all N. Products with many rows come from T: g.w_t is
+// ((A g).t) s_t with scale s_t = fl32(1 / |t A|) (0 for a zero row); kappa >= max_t |t| / |t A|
+// and a_fro >= the Frobenius norm of A enter the certificate's rounding bound (prepare_round).
+struct ViewMap {
+    const double* A = nullptr;
+    const float* scale = nullptr;  // N
+    double kappa = 1.0, a_fro = 0.0;
+};
+
 // The whole block. T: N x d float32 training points; sub (S) indices of the subsample and its
-// rows sub32 (S x d) with squared norms sub_sq.
+// rows sub32 (S x d) with squared norms sub_sq. With a ViewMap (`map`) the block's rows are the
+// view's and T, sub32 the training rows it is a view of (sub_sq unused).
 class HullBlock {
   public:
     using Scan = std::function<void(const float* G, int B, float* V)>;  // V (B x N) = G T^T
 
     HullBlock(const float* T, int64_t N, int d, const int64_t* sub, const float* sub32,
               const float* sub_sq, int64_t S, const HullParams& prm, const Blas& sgemm, Scan scan,
-              HullWorkspace& ws)
+              HullWorkspace& ws, const ViewMap* map = nullptr)
         : qs(ws.qs), T_(T), N_(N), d_(d), sub_(sub), sub32_(sub32), sub_sq_(sub_sq), S_(S), prm_(prm),
           sgemm_(sgemm), scan_(std::move(scan)), mark_(ws.mark), buf_(ws.buf), V_(ws.sub), pool32_(ws.pool32), pool_v_(ws.pool_v), streams_(ws.streams), streams2_(ws.streams2), tm_(ws.times) {
         mark_.assign(N, 0);
+        if (map) {
+            if (scan_) throw std::invalid_argument("a view's block scans the CPU's rows only");
+            view_ = true;
+            A_ = map->A;
+            dscale_ = map->scale;
+            kappa_ = map->kappa;
+            a_fro_ = map->a_fro;
+            sub_scale_.resize(S);
+            for (int64_t s = 0; s < S; ++s) sub_scale_[s] = dscale_[sub[s]];
+            rowbuf_.resize(d);
+            ybuf_.resize(d);
+        }
     }
 
     std::vector<HullQuery>& qs;
@@ -123,7 +149,9 @@ class HullBlock {
                 if (buf_.size() < static_cast<size_t>(nb) * BL) buf_.resize(static_cast<size_t>(nb) * BL);
                 for (int64_t lo = 0; lo < N_; lo += BL) {
                     const int64_t n = std::min(BL, N_ - lo);
-                    scan_rows_times(sgemm_, T_ + lo * d_, static_cast<int>(n), G32_.data(), nb, d_, buf_.data());
+                    scan_rows_times(sgemm_, T_ + lo * d_, static_cast<int>(n), scan_dirs(), nb, d_, buf_.data());
+                    if (view_)
+                        for (int i = 0; i < nb; ++i) scale_by(buf_.data() + static_cast<int64_t>(i) * n, dscale_ + lo, n);
                     tm_.scan_gemm += t3.lap();
                     scan_block(buf_.data(), lo, n);
                     tm_.scan_stream += t3.lap();
@@ -154,6 +182,7 @@ class HullBlock {
         for (int b = 0; b < B; ++b) {
             HullQuery& st = qs[b];
             st.ws.clear();
+            st.R.clear();
             st.P.clear();
             st.Pn.clear();
             st.pool.clear();
@@ -217,27 +246,10 @@ class HullBlock {
         todo_.clear();
     }
 
-    // Products come from another matrix: fl32(fl32(g32.t) s_t) with t the rows of that matrix
-    // and s_t = fl32(1 / |t|), for this block's rows fl32(t / |t|) (the spherical hull over the
-    // raw features' scan; see run_views). Changes the rounding bound of the certificate.
-    void set_scaled_scan(bool on) { scaled_ = on; }
-
-    // Products come from the rows t of another matrix through a linear map: this block's rows
-    // are fl32(w_t) with w_t = fl64(t A) / |fl64(t A)| (A: d x d float64, row-major, kept alive
-    // by the caller), and a full round's products are fl32(fl32(h32.t) s_t) with the scan
-    // directions h32 = fl32(A g32) (scan_dirs()) and s_t = fl32(1 / |fl64(t A)|) (0 for a zero
-    // row). kappa >= max_t |t| / |t A| and a_fro >= the Frobenius norm of A enter the rounding
-    // bound of the certificate (prepare_round). A = nullptr: back to the block's own rows.
-    void set_transform(const double* A, double kappa, double a_fro) {
-        A_ = A;
-        kappa_ = kappa;
-        a_fro_ = a_fro;
-        scaled_ = A != nullptr;
-    }
-
-    // The float32 directions a full round's scan multiplies the rows with: G32(), or through
-    // the transform of set_transform.
+    // The float32 directions a full round's scan multiplies T's rows with: G32(), or through
+    // the view's map, and the scale of the products (nullptr: none; a view's s_t).
     const float* scan_dirs() const { return A_ ? H32_.data() : G32_.data(); }
+    const float* scan_scale() const { return view_ ? dscale_ : nullptr; }
 
   private:
     const float* T_;
@@ -259,14 +271,41 @@ class HullBlock {
     std::vector<int> active_, todo_;  // open queries; those in the current full round
     std::vector<float> G32_;          // the round's float32 directions (todo x d)
     int n_full_ = 0;
-    bool oob_ = false, scaled_ = false;
-    const double* A_ = nullptr;       // set_transform
+    bool oob_ = false;
+    bool view_ = false;               // the rows are a view of T's (ViewMap)
+    const double* A_ = nullptr;       // its map (nullptr: t / |t|)
+    const float* dscale_ = nullptr;   // its scale s_t (N)
     double kappa_ = 1.0, a_fro_ = 0.0;
+    std::vector<float> sub_scale_;    // s_t of the subsample (S)
+    std::vector<float> rowbuf_;       // scratch: one view row (d)
+    std::vector<double> ybuf_;        // scratch of view_row (d)
     std::vector<float> H32_;          // the round's scan directions fl32(A g32) (todo x d)
     std::vector<double> h64_;         // scratch: one of them in float64
     std::chrono::steady_clock::time_point start_;
 
     const float* row(int64_t t) const { return T_ + t * d_; }
+
+    // Row t of the block: T's, or the view's computed into scratch (valid until the next call).
+    const float* own_row(int64_t t) {
+        if (!view_) return row(t);
+        view_row(row(t), A_, d_, ybuf_.data(), rowbuf_.data());
+        return rowbuf_.data();
+    }
+
+    // out = the float32 direction whose products with T's rows give those with g (d) with the
+    // block's rows (before the scale): fl32(g), or fl32(A g) through the view's map.
+    void dir32(const double* g, float* out) const {
+        if (!A_) {
+            for (int k = 0; k < d_; ++k) out[k] = static_cast<float>(g[k]);
+            return;
+        }
+        for (int r = 0; r < d_; ++r) {
+            const double* a = A_ + static_cast<int64_t>(r) * d_;
+            double acc = 0.0;
+            for (int k = 0; k < d_; ++k) acc += a[k] * g[k];
+            out[r] = static_cast<float>(acc);
+        }
+    }
 
     void finish(HullQuery& st, double lower, int rounds, bool converged) {
         st.lower = lower;
@@ -279,7 +318,7 @@ class HullBlock {
     void start_sets(const double* Q, int B) {
         const int k0 = static_cast<int>(std::min<int64_t>(prm_.k0, S_));
         std::vector<float> Q32(static_cast<size_t>(B) * d_);
-        for (size_t i = 0; i < Q32.size(); ++i) Q32[i] = static_cast<float>(Q[i]);
+        for (int b = 0; b < B; ++b) dir32(Q + static_cast<int64_t>(b) * d_, Q32.data() + static_cast<int64_t>(b) * d_);
         std::vector<float>& D = V_;
         if (D.size() < static_cast<size_t>(B) * S_) D.resize(static_cast<size_t>(B) * S_);
         rows_times_rows(sgemm_, sub32_, static_cast<int>(S_), Q32.data(), B, d_, D.data());
@@ -289,20 +328,26 @@ class HullBlock {
             st.q.assign(Q + static_cast<int64_t>(b) * d_, Q + static_cast<int64_t>(b + 1) * d_);
             st.qp.reset(d_);
             float* col = D.data() + static_cast<int64_t>(b) * S_;
-            for (int64_t s = 0; s < S_; ++s) col[s] = sub_sq_[s] - 2.0f * col[s];
+            if (view_) {  // |row|^2 = 1 (0 for a zero row), products scaled by s_t
+                for (int64_t s = 0; s < S_; ++s)
+                    col[s] = (sub_scale_[s] > 0.0f ? 1.0f : 0.0f) - 2.0f * (col[s] * sub_scale_[s]);
+            } else {
+                for (int64_t s = 0; s < S_; ++s) col[s] = sub_sq_[s] - 2.0f * col[s];
+            }
             std::iota(order.begin(), order.end(), 0);
             if (k0 < S_)
                 std::nth_element(order.begin(), order.begin() + k0, order.end(),
                                  [col](int64_t x, int64_t y) { return col[x] < col[y] || (col[x] == col[y] && x < y); });
             std::vector<int64_t> first(order.begin(), order.begin() + k0);
             std::sort(first.begin(), first.end());
-            for (int64_t s : first) append(st, sub_[s], sub32_ + s * d_);
+            for (int64_t s : first) append(st, sub_[s], view_ ? own_row(sub_[s]) : sub32_ + s * d_);
         }
     }
 
     // Training point t (its row r: a copy in cache where there is one) joins the working set.
     void append(HullQuery& st, int64_t t, const float* r) {
         st.ws.push_back(t);
+        st.R.insert(st.R.end(), r, r + d_);
         const size_t off = st.P.size();
         st.P.resize(off + d_);
         double* out = st.P.data() + off;
@@ -330,7 +375,7 @@ class HullBlock {
         for (double l : st.qp.lam) total += l;
         st.p.assign(d_, 0.0);
         for (size_t c = 0; c < st.qp.corral.size(); ++c)
-            axpy_f(st.qp.lam[c] / total, row(st.ws[st.qp.corral[c]]), st.p.data(), d_);
+            axpy_f(st.qp.lam[c] / total, st.R.data() + static_cast<int64_t>(st.qp.corral[c]) * d_, st.p.data(), d_);
         st.g.resize(d_);
         for (int k = 0; k < d_; ++k) st.g[k] = st.q[k] - st.p[k];
         st.up = norm(st.g.data(), d_);
@@ -360,6 +405,7 @@ class HullBlock {
             // past the cap keep only the current support (it holds the optimum's support)
             std::vector<int> pos(st.ws.size(), -1);
             std::vector<int64_t> ws;
+            std::vector<float> R;
             std::vector<double> P, Pn;
             std::vector<char> keep(st.ws.size(), 0);
             for (int c : st.qp.corral) keep[c] = 1;
@@ -367,15 +413,17 @@ class HullBlock {
                 if (keep[i]) {
                     pos[i] = static_cast<int>(ws.size());
                     ws.push_back(st.ws[i]);
+                    R.insert(R.end(), st.R.begin() + i * d_, st.R.begin() + (i + 1) * d_);
                     P.insert(P.end(), st.P.begin() + i * d_, st.P.begin() + (i + 1) * d_);
                     Pn.push_back(st.Pn[i]);
                 }
             st.ws.swap(ws);
+            st.R.swap(R);
             st.P.swap(P);
             st.Pn.swap(Pn);
             st.qp.renumber(pos);
         }
-        for (int i : fresh) append(st, idx[i], src ? (*src)[i] : row(idx[i]));
+        for (int i : fresh) append(st, idx[i], src ? (*src)[i] : own_row(idx[i]));
         return true;
     }
 
@@ -417,20 +465,21 @@ class HullBlock {
             if (!on_sub.empty()) {
                 const int nb = static_cast<int>(on_sub.size());
                 G32.resize(static_cast<size_t>(nb) * d_);
-                for (int i = 0; i < nb; ++i)
-                    for (int k = 0; k < d_; ++k) G32[static_cast<size_t>(i) * d_ + k] = static_cast<float>(qs[on_sub[i]].g[k]);
+                for (int i = 0; i < nb; ++i) dir32(qs[on_sub[i]].g.data(), G32.data() + static_cast<size_t>(i) * d_);
                 if (V_.size() < static_cast<size_t>(nb) * S_) V_.resize(static_cast<size_t>(nb) * S_);
                 rows_times_rows(sgemm_, sub32_, static_cast<int>(S_), G32.data(), nb, d_, V_.data());
                 for (int i = 0; i < nb; ++i) {
                     HullQuery& st = qs[on_sub[i]];
-                    const float* v = V_.data() + static_cast<int64_t>(i) * S_;
+                    float* v = V_.data() + static_cast<int64_t>(i) * S_;
+                    if (view_) scale_by(v, sub_scale_.data(), S_);
                     idx.clear();
                     vals.clear();
                     src.clear();
                     for (int64_t s = 0; s < S_; ++s)
                         if (v[s] > thr[on_sub[i]])
                             idx.push_back(sub_[s]), vals.push_back(v[s]), src.push_back(sub32_ + s * d_);
-                    if (idx.empty() || !add(st, idx, vals, &src)) st.inner_done = true;
+                    // (a view's rows are not sub32's: add() computes those it takes)
+                    if (idx.empty() || !add(st, idx, vals, view_ ? nullptr : &src)) st.inner_done = true;
                 }
             }
             tm_.pool += t2.lap();
@@ -459,14 +508,16 @@ class HullBlock {
             tm_.qp += t0.lap();
             if (st.up <= 1e-6 * prm_.atol || it == prm_.max_inner - 1) break;
             const double thr = inner_threshold(st);
-            for (int k = 0; k < d_; ++k) g32[k] = static_cast<float>(st.g[k]);
+            dir32(st.g.data(), g32.data());
             rows_dot(rows, np, d_, g32.data(), pv);
+            if (view_)
+                for (int64_t s = 0; s < np; ++s) pv[s] *= dscale_[st.pool[s]];
             idx.clear();
             vals.clear();
             src.clear();
             for (int64_t s = 0; s < np; ++s)
                 if (pv[s] > thr) idx.push_back(st.pool[s]), vals.push_back(pv[s]), src.push_back(rows + s * d_);
-            const bool added = !idx.empty() && add(st, idx, vals, &src);
+            const bool added = !idx.empty() && add(st, idx, vals, view_ ? nullptr : &src);
             tm_.pool += t0.lap();
             if (!added) break;
         }
@@ -529,7 +580,7 @@ class HullBlock {
         const float cut = cut_for(s);
         double best = -INFINITY;
         for (size_t j = 0; j < s.cand.size(); ++j)
-            if (s.cand_v[j] >= cut) best = std::max(best, dot_fd(row(s.cand[j]), g, d_));
+            if (s.cand_v[j] >= cut) best = std::max(best, dot_fd(own_row(s.cand[j]), g, d_));
         const double slack = d_ * U64 / (1 - d_ * U64) * norm(g, d_) * prm_.max_norm;
         return best + slack;
     }
@@ -548,15 +599,6 @@ class HullBlock {
         streams_.resize(std::max<size_t>(streams_.size(), nb));
         streams2_.resize(std::max<size_t>(streams2_.size(), nb));
         const double gamma = d_ * U32 / (1 - d_ * U32);
-        // pool cut per query from the subsample, a uniform random sample of the points (the
-        // whole set when small): its r-th largest value estimates the pool_size-th largest
-        Tic t0;
-        const int64_t r = std::max<int64_t>(1, (static_cast<int64_t>(prm_.pool_size) * S_) / N_);
-        if (V_.size() < static_cast<size_t>(nb) * S_) V_.resize(static_cast<size_t>(nb) * S_);
-        if (prm_.pool_size < N_)
-            rows_times_rows(sgemm_, sub32_, static_cast<int>(S_), G32.data(), nb, d_, V_.data());
-        tm_.sub_gemm += t0.lap();
-        std::vector<float> w;
         for (int i = 0; i < nb; ++i) {
             HullStream& s = streams_[i];
             const double* g = qs[todo[i]].g.data();
@@ -571,7 +613,7 @@ class HullBlock {
             if (A_) {
                 s.err = transformed_err(G32.data() + static_cast<size_t>(i) * d_, n32, diff,
                                         H32_.data() + static_cast<size_t>(i) * d_);
-            } else if (scaled_) {
+            } else if (view_) {
                 // t^ = fl32(t/|t|), s_t = fl32(1/|t|) (each within relative u of t/|t|, 1/|t|),
                 // products fl32(fl32(g32.t) s_t): fl32(g32.t) within gamma |g32| |t|, times s_t
                 // and its rounding add 3u |g32| (1 + gamma)(1 + u)^2; against g.t^: |g32| |t^ -
@@ -580,6 +622,21 @@ class HullBlock {
                 s.err = ((gamma + 5.0 * U32) * std::sqrt(n32) + std::sqrt(diff)) *
                         std::max(prm_.max_norm, 1.0) * (1.0 + 8.0 * U32);
             }
+        }
+        // pool cut per query from the subsample, a uniform random sample of the points (the
+        // whole set when small): its r-th largest value estimates the pool_size-th largest
+        Tic t0;
+        const int64_t r = std::max<int64_t>(1, (static_cast<int64_t>(prm_.pool_size) * S_) / N_);
+        if (V_.size() < static_cast<size_t>(nb) * S_) V_.resize(static_cast<size_t>(nb) * S_);
+        if (prm_.pool_size < N_) {
+            rows_times_rows(sgemm_, sub32_, static_cast<int>(S_), scan_dirs(), nb, d_, V_.data());
+            if (view_)
+                for (int i = 0; i < nb; ++i) scale_by(V_.data() + static_cast<int64_t>(i) * S_, sub_scale_.data(), S_);
+        }
+        tm_.sub_gemm += t0.lap();
+        std::vector<float> w;
+        for (int i = 0; i < nb; ++i) {
+            HullStream& s = streams_[i];
             s.top = s.cut = -INFINITY;
             s.cand.clear();
             s.cand_v.clear();
@@ -603,7 +660,7 @@ class HullBlock {
 
     // The scan direction h32 = fl32(A g32) of one query (written to h32) and the rounding
     // bound of its products fl32(fl32(h32.t) s_t) against g.u_t, u_t = fl32(w_t) the block's
-    // row (set_transform); n32 = |g32|^2, diff = |g - g32|^2. With v_t = t A / |t A| exact:
+    // row (ViewMap); n32 = |g32|^2, diff = |g - g32|^2. With v_t = t A / |t A| exact:
     //  * |g.u_t - g32.v_t| <= |g - g32| |u_t| + |g32| |u_t - v_t|, where |u_t - v_t| <= u (the
     //    float32 rounding of the row, |w_t| <= 1 + u) + r, r = 4 (d + 4) u64 (a_fro kappa + 1)
     //    bounding the float64 rounding of t A (gamma64_d |t| a_fro, relative to |t A| at most

@@ -3,8 +3,8 @@
 // directions of linear maps of them, fl32(t A / |t A|) (guard.detectors.whitened). They all
 // scan the same memory: a full round of the spherical hull needs g.t^ for every training point,
 // and fl32(fl32(g.t) s_t) with s_t = fl32(1 / |t|) is that product up to a rounding bound that
-// the block's certificate takes in (HullBlock::set_scaled_scan); through a map A the product is
-// fl32(fl32((A g).t) s_t), s_t = fl32(1 / |t A|) (HullBlock::set_transform). So each pass reads
+// the block's certificate takes in; through a map A the product is fl32(fl32((A g).t) s_t),
+// s_t = fl32(1 / |t A|) (a view's block: ViewMap in hull_core.hpp). So each pass reads
 // T once for the open queries of every hull (one GEMM per block of rows), where separate
 // queries read one N x d array each: at small batches the scan is bound by memory traffic, and
 // the rounds of the hulls run in lock step.
@@ -17,12 +17,6 @@
 #include "union_core.hpp"
 
 namespace guard {
-
-// Scales the products V (n values) by s (n values), in float32.
-GUARD_CLONES inline void scale_by(float* V, const float* s, int64_t n) {
-#pragma omp simd
-    for (int64_t j = 0; j < n; ++j) V[j] = V[j] * s[j];
-}
 
 // Runs f(0) on this thread and, with two threads, f(1) on a second one; rethrows the first
 // error once both ended.
@@ -51,14 +45,12 @@ inline void both(bool two, F&& f) {
     if (err) std::rethrow_exception(err);
 }
 
-// One hull of a shared scan: its block, its queries (B x d, in the block's own space) and the
-// scale of its products (N, nullptr: the block's rows are T itself). A block over the
-// directions of T (the spherical hull) has set_scaled_scan(true), one over the directions of
-// T A set_transform(A, ...); either way its scan directions are scan_dirs().
+// One hull of a shared scan: its block (T's own rows, or a view of them: its scan directions
+// are scan_dirs(), the scale of its products scan_scale()) and its queries (B x d, in the
+// block's own space).
 struct ScanView {
     HullBlock* block;
     const double* Q;
-    const float* scale;
 };
 
 // The views' blocks over the same rows T (N x d), answered as by their own run(), for any
@@ -118,9 +110,8 @@ inline void run_views(const std::vector<ScanView>& views, int B, const float* T,
                 for (int k = 0; k < K; ++k) {
                     if (!n_open[k]) continue;
                     float* Vk = V + at[k] * n;
-                    if (views[k].scale)
-                        for (int i = 0; i < n_open[k]; ++i)
-                            scale_by(Vk + static_cast<int64_t>(i) * n, views[k].scale + lo, n);
+                    if (const float* sc = views[k].block->scan_scale())
+                        for (int i = 0; i < n_open[k]; ++i) scale_by(Vk + static_cast<int64_t>(i) * n, sc + lo, n);
                     views[k].block->scan_block(Vk, lo, n, p);
                 }
                 if (nu) un->scan_block(V + static_cast<int64_t>(nh) * n, n, lo, p);

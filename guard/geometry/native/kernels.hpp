@@ -258,6 +258,44 @@ inline void scan_rows_times(const Blas& blas, const float* A, int m, const float
     rows_times_rows(blas, A, m, B, n, k, C);
 }
 
+// V[j] *= s[j] for the n values V, in float32.
+GUARD_CLONES inline void scale_by(float* V, const float* s, int64_t n) {
+#pragma omp simd
+    for (int64_t j = 0; j < n; ++j) V[j] = V[j] * s[j];
+}
+
+// One row fl32(w) of a view of the training rows (guard/geometry/hull_view.py): w = y / |y|
+// with y = t A (A: d x d, row-major, float64; each y_j summed over k in ascending order) or
+// y = t (A = nullptr), the norm taken of y / max_j |y_j| (no underflow, as
+// guard.geometry.sphere.to_sphere); the zero vector for y = 0. y: scratch (d). The one place
+// that computes a view's rows: the compiled core on demand, HullView.rows() for all of them.
+GUARD_CLONES inline void view_row(const float* t, const double* A, int d, double* y, float* out) {
+    if (A) {
+        for (int j = 0; j < d; ++j) y[j] = 0.0;
+        for (int k = 0; k < d; ++k) {
+            const double tk = static_cast<double>(t[k]);
+            const double* a = A + static_cast<int64_t>(k) * d;
+#pragma omp simd
+            for (int j = 0; j < d; ++j) y[j] += tk * a[j];
+        }
+    } else {
+        for (int j = 0; j < d; ++j) y[j] = static_cast<double>(t[j]);
+    }
+    double big = 0.0;
+    for (int j = 0; j < d; ++j) big = std::max(big, std::abs(y[j]));
+    if (!(big > 0.0)) {
+        for (int j = 0; j < d; ++j) out[j] = 0.0f;
+        return;
+    }
+    double s = 0.0;
+    for (int j = 0; j < d; ++j) {
+        y[j] /= big;
+        s += y[j] * y[j];
+    }
+    const double n = std::sqrt(s);
+    for (int j = 0; j < d; ++j) out[j] = static_cast<float>(y[j] / n);
+}
+
 // out (n x d) = the rows idx (n) of T (row-major, d columns).
 inline void gather_rows(const float* T, const int64_t* idx, int64_t n, int d, float* out) {
     for (int64_t j = 0; j < n; ++j) std::memcpy(out + j * d, T + idx[j] * d, sizeof(float) * d);

@@ -36,18 +36,51 @@ void need_2d(const carray<T>& a, const char* name, int64_t cols = -1) {
 
 // One index's compiled core: holds references to its arrays (kept alive by this object) and
 // scratch memory reused between calls (one caller at a time; a concurrent caller gets its own).
+// Either over the rows T themselves, or a view of them (guard/geometry/hull_view.py: the rows
+// fl32(t A / |t A|), or fl32(t / |t|) without A, computed on demand; ViewMap in hull_core.hpp).
 class HullCore {
   public:
     HullCore(carray<float> T, carray<int64_t> sub, carray<float> sub32, carray<float> sub_sq,
              py::dict prm_in, py::dict blas)
         : T_(T), sub_(sub), sub32_(sub32), sub_sq_(sub_sq) {
-        sgemm_.sgemm = blas_fn<sgemm_t>(blas["sgemm"].cast<py::capsule>());
-        sgemm_.sgemv = blas_fn<sgemv_t>(blas["sgemv"].cast<py::capsule>());
-        need_2d(T, "T");
-        d_ = static_cast<int>(T.shape(1));
+        init(prm_in, blas);
         need_2d(sub32, "sub32", d_);
         if (sub32.shape(0) != sub.shape(0) || sub_sq.shape(0) != sub.shape(0))
             throw std::invalid_argument("subsample sizes differ");
+    }
+
+    // The view of T through A (d x d float64, or None: the directions t / |t|) with scale s_t =
+    // fl32(1 / |t A|) (N), kappa >= max_t |t| / |t A| and a_fro >= |A|_F (the certificate's).
+    HullCore(carray<float> T, carray<int64_t> sub, carray<float> scale, py::object A, double kappa,
+             double a_fro, py::dict prm_in, py::dict blas)
+        : T_(T), sub_(sub), scale_(scale), view_(true) {
+        init(prm_in, blas);
+        const int64_t N = T.shape(0);
+        if (scale.ndim() != 1 || scale.shape(0) != N)
+            throw std::invalid_argument("scale: one value per point expected");
+        if (!A.is_none()) {
+            A_ = A.cast<carray<double>>();
+            need_2d(A_, "A", d_);
+            if (A_.shape(0) != d_) throw std::invalid_argument("A: expected a d x d map");
+            if (!(kappa >= 1e-300 && std::isfinite(kappa) && a_fro > 0 && std::isfinite(a_fro)))
+                throw std::invalid_argument("kappa and a_fro must be finite and > 0");
+            map_.A = A_.data();
+            map_.kappa = kappa;
+            map_.a_fro = a_fro;
+        }
+        map_.scale = scale_.data();
+    }
+
+    void init(py::dict prm_in, py::dict blas) {
+        sgemm_.sgemm = blas_fn<sgemm_t>(blas["sgemm"].cast<py::capsule>());
+        sgemm_.sgemv = blas_fn<sgemv_t>(blas["sgemv"].cast<py::capsule>());
+        need_2d(T_, "T");
+        d_ = static_cast<int>(T_.shape(1));
+        if (sub_.ndim() != 1 || sub_.shape(0) < 1)
+            throw std::invalid_argument("sub: expected a non-empty subsample");
+        for (py::ssize_t s = 0; s < sub_.shape(0); ++s)
+            if (sub_.data()[s] < 0 || sub_.data()[s] >= T_.shape(0))
+                throw std::invalid_argument("sub: an index out of range");
         prm_.k0 = prm_in["k0"].cast<int>();
         prm_.tol = prm_in["tol"].cast<double>();
         prm_.atol = prm_in["atol"].cast<double>();
@@ -79,6 +112,7 @@ class HullCore {
         const int B = static_cast<int>(Q.shape(0));
         std::unique_lock<std::mutex> lock;
         HullWorkspace own;
+        if (view_ && fn) throw std::invalid_argument("a view's core scans on the CPU only");
         HullBlock block = make_block(acquire(lock, own), fn);
         {
             py::gil_scoped_release nogil;
@@ -106,11 +140,32 @@ class HullCore {
         return lock.owns_lock() ? work_ : own;
     }
 
-    HullBlock make_block(HullWorkspace& ws, HullBlock::Scan fn = {}) {
-        return HullBlock(T_.data(), T_.shape(0), d_, sub_.data(), sub32_.data(), sub_sq_.data(),
-                         sub_.shape(0), prm_, sgemm_, std::move(fn), ws);
+    // A block over this core's rows; a view's with the subsample rows sub32 of T when given
+    // (another core's of the same points and subsample), else its own (gathered once).
+    HullBlock make_block(HullWorkspace& ws, HullBlock::Scan fn = {}, const float* sub32 = nullptr) {
+        if (!view_)
+            return HullBlock(T_.data(), T_.shape(0), d_, sub_.data(), sub32_.data(), sub_sq_.data(),
+                             sub_.shape(0), prm_, sgemm_, std::move(fn), ws);
+        if (!sub32) {
+            std::call_once(own_sub_once_, [this] {
+                own_sub32_.resize(static_cast<size_t>(sub_.shape(0)) * d_);
+                gather_rows(T_.data(), sub_.data(), sub_.shape(0), d_, own_sub32_.data());
+            });
+            sub32 = own_sub32_.data();
+        }
+        return HullBlock(T_.data(), T_.shape(0), d_, sub_.data(), sub32, nullptr, sub_.shape(0), prm_,
+                         sgemm_, std::move(fn), ws, &map_);
     }
 
+    // The subsample rows of T a view `v` of the same points may borrow: this core's, when
+    // both draw the same subsample (else nullptr).
+    const float* lend_sub32(const HullCore& v) const {
+        if (view_ || v.sub_.shape(0) != sub_.shape(0)) return nullptr;
+        if (std::memcmp(v.sub_.data(), sub_.data(), sizeof(int64_t) * sub_.shape(0)) != 0) return nullptr;
+        return sub32_.data();
+    }
+
+    bool is_view() const { return view_; }
     int64_t size() const { return T_.shape(0); }
     int dim() const { return d_; }
     const float* points() const { return T_.data(); }
@@ -177,7 +232,13 @@ class HullCore {
   private:
     carray<float> T_;
     carray<int64_t> sub_;
-    carray<float> sub32_, sub_sq_;
+    carray<float> sub32_, sub_sq_;  // (not a view's)
+    carray<float> scale_;           // a view's
+    carray<double> A_;
+    bool view_ = false;
+    ViewMap map_;
+    std::vector<float> own_sub32_;  // a view's subsample rows when queried on its own
+    std::once_flag own_sub_once_;
     Blas sgemm_;
     int d_;
     HullParams prm_;
@@ -242,23 +303,17 @@ class UnionCore {
     Blas blas_;
 };
 
-// One view of query_views: another core over a map of raw's points, its queries, the scale of
-// its products and, for a linear map, the map and the bounds its certificate needs.
+// One view of query_views: a view core over raw's points and its queries.
 struct ViewArgs {
     HullCore* core;
     carray<double> Q;
-    carray<float> scale;
-    carray<double> A;  // d x d, or empty: the directions t / |t| themselves
-    double kappa, a_fro;
     int top;
 };
 
-// The raw hull (core `raw`, queries Q: B x d) and hulls over maps of its points in one set of
-// passes over raw's points (hull_pair.hpp): `views`, a list of tuples (core, Qv, scale, A,
-// kappa, a_fro, top_support), where core holds fl32(t / |t|) (A None, scale fl32(1 / |t|)) or
-// fl32(w_t), w_t = fl64(t A) / |fl64(t A)| (scale fl32(1 / |fl64(t A)|), kappa >= max |t| /
-// |t A|, a_fro >= |A|_F), for raw's points t (0 scale for a zero row), and Qv (B x d) the
-// queries in that space; on one or two threads (the same answers). With union_core (a UnionCore
+// The raw hull (core `raw`, queries Q: B x d) and views of its points in one set of passes over
+// raw's points (hull_pair.hpp): `views`, a list of tuples (core, Qv, top_support), each core a
+// view of raw's points (HullCore's second constructor, over the same memory) and Qv (B x d) the
+// queries in its space; on one or two threads (the same answers). With union_core (a UnionCore
 // over the same points) and Qu (B x d float32) the union's membership rides on the first pass:
 // (raw's results, [each view's results], regions tuple as UnionCore.query gives it, or None).
 py::tuple query_views(HullCore& raw, carray<double> Q, int top_raw, py::list views_in,
@@ -268,28 +323,19 @@ py::tuple query_views(HullCore& raw, carray<double> Q, int top_raw, py::list vie
     need_2d(Q, "Q", d);
     const int B = static_cast<int>(Q.shape(0));
     if (threads < 1) throw std::invalid_argument("query_views: threads must be >= 1");
+    if (raw.is_view()) throw std::invalid_argument("query_views: raw must not be a view");
     std::vector<ViewArgs> va;
     for (py::handle h : views_in) {
         py::tuple t = h.cast<py::tuple>();
-        if (t.size() != 7) throw std::invalid_argument("query_views: a view is a 7-tuple");
-        ViewArgs v{t[0].cast<HullCore*>(), t[1].cast<carray<double>>(), t[2].cast<carray<float>>(),
-                   t[3].is_none() ? carray<double>() : t[3].cast<carray<double>>(),
-                   t[4].cast<double>(), t[5].cast<double>(), t[6].cast<int>()};
-        if (v.core == &raw) throw std::invalid_argument("query_views: two different cores expected");
+        if (t.size() != 3) throw std::invalid_argument("query_views: a view is a 3-tuple");
+        ViewArgs v{t[0].cast<HullCore*>(), t[1].cast<carray<double>>(), t[2].cast<int>()};
         for (const ViewArgs& o : va)
             if (o.core == v.core) throw std::invalid_argument("query_views: two different cores expected");
-        if (v.core->size() != N || v.core->dim() != d)
-            throw std::invalid_argument("query_views: the cores hold different numbers of points");
+        if (!v.core->is_view() || v.core->points() != raw.points() || v.core->size() != N ||
+            v.core->dim() != d)
+            throw std::invalid_argument("query_views: a view must be a view core of raw's points");
         need_2d(v.Q, "Qv", d);
         if (v.Q.shape(0) != B) throw std::invalid_argument("query_views: Q and Qv differ in rows");
-        if (v.scale.ndim() != 1 || v.scale.shape(0) != N)
-            throw std::invalid_argument("query_views: one scale per point expected");
-        if (v.A.size() > 0) {
-            need_2d(v.A, "A", d);
-            if (v.A.shape(0) != d) throw std::invalid_argument("A: expected a d x d map");
-            if (!(v.kappa >= 1e-300 && std::isfinite(v.kappa) && v.a_fro > 0 && std::isfinite(v.a_fro)))
-                throw std::invalid_argument("query_views: kappa and a_fro must be finite and > 0");
-        }
         if (v.top < 0) throw std::invalid_argument("query_views: top_support must be >= 0");
         va.push_back(std::move(v));
     }
@@ -304,14 +350,11 @@ py::tuple query_views(HullCore& raw, carray<double> Q, int top_raw, py::list vie
     blocks.push_back(raw.make_block(ws));
     for (int k = 0; k < K; ++k) {
         owns[k] = std::make_unique<HullWorkspace>();
-        blocks.push_back(va[k].core->make_block(va[k].core->acquire(locks[k], *owns[k])));
-        if (va[k].A.size() > 0)
-            blocks.back().set_transform(va[k].A.data(), va[k].kappa, va[k].a_fro);
-        else
-            blocks.back().set_scaled_scan(true);
+        blocks.push_back(va[k].core->make_block(va[k].core->acquire(locks[k], *owns[k]), {},
+                                                raw.lend_sub32(*va[k].core)));
     }
-    std::vector<ScanView> views{{&blocks[0], Q.data(), nullptr}};
-    for (int k = 0; k < K; ++k) views.push_back({&blocks[k + 1], va[k].Q.data(), va[k].scale.data()});
+    std::vector<ScanView> views{{&blocks[0], Q.data()}};
+    for (int k = 0; k < K; ++k) views.push_back({&blocks[k + 1], va[k].Q.data()});
     carray<float> Qu;
     std::unique_ptr<UnionScan> scan;
     carray<bool> in_union(un ? B : 0);
@@ -340,6 +383,41 @@ py::tuple query_views(HullCore& raw, carray<double> Q, int top_raw, py::list vie
     py::list out;
     for (int k = 0; k < K; ++k) out.append(va[k].core->results(blocks[k + 1], B, N, va[k].top));
     return py::make_tuple(raw.results(blocks[0], B, N, top_raw), out, regions);
+}
+
+// The rows (n x d float32) of the view of T (N x d) through A (d x d float64, or None) at the
+// training indices `rows` (n; None: all N), as a view core computes them (view_row).
+carray<float> view_rows(carray<float> T, py::object A_obj, py::object rows_obj) {
+    need_2d(T, "T");
+    const int64_t N = T.shape(0);
+    const int d = static_cast<int>(T.shape(1));
+    carray<double> A;
+    if (!A_obj.is_none()) {
+        A = A_obj.cast<carray<double>>();
+        need_2d(A, "A", d);
+        if (A.shape(0) != d) throw std::invalid_argument("A: expected a d x d map");
+    }
+    carray<int64_t> rows;
+    const bool all = rows_obj.is_none();
+    if (!all) {
+        rows = rows_obj.cast<carray<int64_t>>();
+        if (rows.ndim() != 1) throw std::invalid_argument("rows: expected (n,)");
+        for (py::ssize_t i = 0; i < rows.shape(0); ++i)
+            if (rows.data()[i] < 0 || rows.data()[i] >= N) throw std::invalid_argument("rows: an index out of range");
+    }
+    const int64_t n = all ? N : rows.shape(0);
+    carray<float> out({static_cast<py::ssize_t>(n), static_cast<py::ssize_t>(d)});
+    {
+        py::gil_scoped_release nogil;
+        std::vector<double> y(d);
+        const double* a = A.size() ? A.data() : nullptr;
+        float* o = out.mutable_data();
+        for (int64_t i = 0; i < n; ++i) {
+            const int64_t t = all ? i : rows.data()[i];
+            view_row(T.data() + t * d, a, d, y.data(), o + i * d);
+        }
+    }
+    return out;
 }
 
 // Wolfe's min-norm point of conv(rows of P) (m x d): (weights (m,), major cycles). For tests.
@@ -415,6 +493,10 @@ PYBIND11_MODULE(_native, m) {
                       py::dict>(),
              py::arg("T"), py::arg("sub"), py::arg("sub32"), py::arg("sub_sq"), py::arg("params"),
              py::arg("blas"))
+        .def(py::init<carray<float>, carray<int64_t>, carray<float>, py::object, double, double,
+                      py::dict, py::dict>(),
+             py::arg("T"), py::arg("sub"), py::arg("scale"), py::arg("A"), py::arg("kappa"),
+             py::arg("a_fro"), py::arg("params"), py::arg("blas"))
         .def("query", &HullCore::query, py::arg("Q"), py::arg("scan"), py::arg("top_support"))
         .def("times", &HullCore::times,
              "seconds per phase, summed over the calls that used this core's own scratch");
@@ -422,6 +504,7 @@ PYBIND11_MODULE(_native, m) {
           py::arg("views"), py::arg("threads") = 1, py::arg("union_core") = nullptr,
           py::arg("Qu") = py::none());
     m.def("min_norm_point", &min_norm_point, py::arg("P"));
+    m.def("view_rows", &view_rows, py::arg("T"), py::arg("A"), py::arg("rows") = py::none());
     m.def("margin_qps", &margin_qps, py::arg("X"), py::arg("W"), py::arg("b"), py::arg("pred"),
           py::arg("rows"), py::arg("cols"), py::arg("nonneg"));
     py::class_<UnionCore>(m, "UnionCore")
