@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
@@ -22,6 +23,13 @@ def default_guard(path: Path, *, progress: bool = True, device: str = "auto") ->
 
     model = OnnxClassifier(DEFAULT_MODEL)
     if (path / "manifest.json").is_file():
+        other = _fitted_model_sha256(path)
+        if other is not None and other != model.sha256:
+            raise ArtifactError(
+                f"{path} holds a guard of another model (sha256 {other[:12]}…, the default "
+                f"model's is {model.sha256[:12]}…): not refitting over it; give the default "
+                f"guard another path, or load this one with `load_artifact({str(path)!r})`"
+            )
         try:
             return load_artifact(path, model, progress=progress, device=device)
         except ArtifactError as exc:
@@ -37,3 +45,14 @@ def default_guard(path: Path, *, progress: bool = True, device: str = "auto") ->
     )
     save_artifact(guard, path, overwrite=True)
     return load_artifact(path, model, progress=progress, device=device)
+
+
+def _fitted_model_sha256(path: Path) -> str | None:
+    """The sha256 of the model the artifact at ``path`` names in its manifest, or None when
+    the manifest cannot tell (unreadable, or no model): then it is only stale or broken."""
+    try:
+        fitted = json.loads((path / "manifest.json").read_text()).get("model")
+        sha = fitted.get("sha256") if isinstance(fitted, dict) else None
+    except (OSError, ValueError, AttributeError):
+        return None
+    return sha if isinstance(sha, str) else None

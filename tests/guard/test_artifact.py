@@ -245,6 +245,17 @@ def test_load_with_another_model_is_refused(saved: Path, other) -> None:
         load_artifact(saved, OnnxClassifier(data))
 
 
+def test_default_guard_refuses_to_refit_over_another_models_artifact(saved: Path) -> None:
+    """default_guard(path) refits a missing or stale default artifact, but an artifact of
+    another model is someone's work: it is refused, and left as it was."""
+    from guard.defaults import default_guard
+
+    before = {f.name: f.read_bytes() for f in saved.iterdir()}
+    with pytest.raises(ArtifactError, match="another model"):
+        default_guard(saved, progress=False, device="cpu")
+    assert {f.name: f.read_bytes() for f in saved.iterdir()} == before
+
+
 def test_modified_model_file_is_refused(saved: Path) -> None:
     (saved / "model.onnx").write_bytes(ob.gemm_transb1(seed=SEED + 1).data)
     with pytest.raises(ArtifactError, match="model.onnx"):
