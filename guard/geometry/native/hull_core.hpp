@@ -95,6 +95,7 @@ struct HullWorkspace {
 // and a_fro >= the Frobenius norm of A enter the certificate's rounding bound (prepare_round).
 struct ViewMap {
     const double* A = nullptr;
+    const double* At = nullptr;    // A's transpose (d x d, row-major), with A
     const float* scale = nullptr;  // N
     double kappa = 1.0, a_fro = 0.0;
 };
@@ -116,6 +117,8 @@ class HullBlock {
             if (scan_) throw std::invalid_argument("a view's block scans the CPU's rows only");
             view_ = true;
             A_ = map->A;
+            At_ = map->At;
+            if (A_ && !At_) throw std::invalid_argument("a view's map needs its transpose");
             dscale_ = map->scale;
             kappa_ = map->kappa;
             a_fro_ = map->a_fro;
@@ -123,6 +126,7 @@ class HullBlock {
             for (int64_t s = 0; s < S; ++s) sub_scale_[s] = dscale_[sub[s]];
             rowbuf_.resize(d);
             ybuf_.resize(d);
+            x64_.resize(d);
         }
     }
 
@@ -274,37 +278,38 @@ class HullBlock {
     bool oob_ = false;
     bool view_ = false;               // the rows are a view of T's (ViewMap)
     const double* A_ = nullptr;       // its map (nullptr: t / |t|)
+    const double* At_ = nullptr;      // its transpose
     const float* dscale_ = nullptr;   // its scale s_t (N)
     double kappa_ = 1.0, a_fro_ = 0.0;
     std::vector<float> sub_scale_;    // s_t of the subsample (S)
     std::vector<float> rowbuf_;       // scratch: one view row (d)
-    std::vector<double> ybuf_;        // scratch of view_row (d)
+    std::vector<double> ybuf_;        // scratch of view_row, dir32 (d)
+    std::vector<double> x64_;         // scratch of transformed_err (d)
+    std::vector<float> pscale_;       // scratch: the scale of a pool's rows
     std::vector<float> H32_;          // the round's scan directions fl32(A g32) (todo x d)
     std::vector<double> h64_;         // scratch: one of them in float64
     std::chrono::steady_clock::time_point start_;
 
     const float* row(int64_t t) const { return T_ + t * d_; }
 
-    // Row t of the block: T's, or the view's computed into scratch (valid until the next call).
-    const float* own_row(int64_t t) {
-        if (!view_) return row(t);
-        view_row(row(t), A_, d_, ybuf_.data(), rowbuf_.data());
+    // The block's row of the training row r (d, a row of T or a copy of one): r itself, or
+    // the view's, computed into scratch (valid until the next call).
+    const float* own(const float* r) {
+        if (!view_) return r;
+        view_row(r, A_, d_, ybuf_.data(), rowbuf_.data());
         return rowbuf_.data();
     }
+    const float* own_row(int64_t t) { return own(row(t)); }
 
     // out = the float32 direction whose products with T's rows give those with g (d) with the
     // block's rows (before the scale): fl32(g), or fl32(A g) through the view's map.
-    void dir32(const double* g, float* out) const {
+    void dir32(const double* g, float* out) {
         if (!A_) {
             for (int k = 0; k < d_; ++k) out[k] = static_cast<float>(g[k]);
             return;
         }
-        for (int r = 0; r < d_; ++r) {
-            const double* a = A_ + static_cast<int64_t>(r) * d_;
-            double acc = 0.0;
-            for (int k = 0; k < d_; ++k) acc += a[k] * g[k];
-            out[r] = static_cast<float>(acc);
-        }
+        map_vec(At_, g, d_, ybuf_.data());
+        for (int r = 0; r < d_; ++r) out[r] = static_cast<float>(ybuf_[r]);
     }
 
     void finish(HullQuery& st, double lower, int rounds, bool converged) {
@@ -340,7 +345,7 @@ class HullBlock {
                                  [col](int64_t x, int64_t y) { return col[x] < col[y] || (col[x] == col[y] && x < y); });
             std::vector<int64_t> first(order.begin(), order.begin() + k0);
             std::sort(first.begin(), first.end());
-            for (int64_t s : first) append(st, sub_[s], view_ ? own_row(sub_[s]) : sub32_ + s * d_);
+            for (int64_t s : first) append(st, sub_[s], own(sub32_ + s * d_));
         }
     }
 
@@ -382,8 +387,8 @@ class HullBlock {
     }
 
     // Add the (at most add_per_round) largest violators idx (training indices, values vals;
-    // their rows src, or nullptr: read from T) not yet in the working set; false when there is
-    // none.
+    // their training rows src (copies in cache), or nullptr: read from T) not yet in the
+    // working set; false when there is none.
     bool add(HullQuery& st, const std::vector<int64_t>& idx, const std::vector<float>& vals,
              const std::vector<const float*>* src = nullptr) {
         for (int64_t t : st.ws) mark_[t] = 1;
@@ -423,7 +428,7 @@ class HullBlock {
             st.Pn.swap(Pn);
             st.qp.renumber(pos);
         }
-        for (int i : fresh) append(st, idx[i], src ? (*src)[i] : own_row(idx[i]));
+        for (int i : fresh) append(st, idx[i], own(src ? (*src)[i] : row(idx[i])));
         return true;
     }
 
@@ -478,8 +483,7 @@ class HullBlock {
                     for (int64_t s = 0; s < S_; ++s)
                         if (v[s] > thr[on_sub[i]])
                             idx.push_back(sub_[s]), vals.push_back(v[s]), src.push_back(sub32_ + s * d_);
-                    // (a view's rows are not sub32's: add() computes those it takes)
-                    if (idx.empty() || !add(st, idx, vals, view_ ? nullptr : &src)) st.inner_done = true;
+                    if (idx.empty() || !add(st, idx, vals, &src)) st.inner_done = true;
                 }
             }
             tm_.pool += t2.lap();
@@ -500,6 +504,10 @@ class HullBlock {
         const int64_t np = static_cast<int64_t>(st.pool.size());
         float* rows = room(pool32_, static_cast<size_t>(np) * d_);
         gather_rows(T_, st.pool.data(), np, d_, rows);
+        if (view_) {
+            pscale_.resize(np);
+            for (int64_t s = 0; s < np; ++s) pscale_[s] = dscale_[st.pool[s]];
+        }
         float* pv = room(pool_v_, static_cast<size_t>(np));
         std::vector<float> g32(d_);
         tm_.pool += t0.lap();
@@ -510,14 +518,13 @@ class HullBlock {
             const double thr = inner_threshold(st);
             dir32(st.g.data(), g32.data());
             rows_dot(rows, np, d_, g32.data(), pv);
-            if (view_)
-                for (int64_t s = 0; s < np; ++s) pv[s] *= dscale_[st.pool[s]];
+            if (view_) scale_by(pv, pscale_.data(), np);
             idx.clear();
             vals.clear();
             src.clear();
             for (int64_t s = 0; s < np; ++s)
                 if (pv[s] > thr) idx.push_back(st.pool[s]), vals.push_back(pv[s]), src.push_back(rows + s * d_);
-            const bool added = !idx.empty() && add(st, idx, vals, view_ ? nullptr : &src);
+            const bool added = !idx.empty() && add(st, idx, vals, &src);
             tm_.pool += t0.lap();
             if (!added) break;
         }
@@ -675,11 +682,11 @@ class HullBlock {
     double transformed_err(const float* g32, double n32, double diff, float* h32) {
         const int d = d_;
         h64_.resize(d);
+        for (int k = 0; k < d; ++k) x64_[k] = static_cast<double>(g32[k]);
+        map_vec(At_, x64_.data(), d, h64_.data());  // fl64(A g32), in any order within the bound
         double hn = 0.0, hd = 0.0;
         for (int r = 0; r < d; ++r) {
-            double acc = 0.0;
-            const double* a = A_ + static_cast<int64_t>(r) * d;
-            for (int k = 0; k < d; ++k) acc += a[k] * static_cast<double>(g32[k]);
+            const double acc = h64_[r];
             const float h = static_cast<float>(acc);
             h32[r] = h;
             hn += static_cast<double>(h) * h;

@@ -264,6 +264,18 @@ GUARD_CLONES inline void scale_by(float* V, const float* s, int64_t n) {
     for (int64_t j = 0; j < n; ++j) V[j] = V[j] * s[j];
 }
 
+// h = M x (d) for a d x d matrix M given by its transpose Mt (row-major): h_r = sum_k Mt[k][r]
+// x_k, summed over k in ascending order (each step a vector update: no reduction to reorder).
+GUARD_CLONES inline void map_vec(const double* Mt, const double* x, int d, double* h) {
+    for (int r = 0; r < d; ++r) h[r] = 0.0;
+    for (int k = 0; k < d; ++k) {
+        const double xk = x[k];
+        const double* m = Mt + static_cast<int64_t>(k) * d;
+#pragma omp simd
+        for (int r = 0; r < d; ++r) h[r] += xk * m[r];
+    }
+}
+
 // One row fl32(w) of a view of the training rows (guard/geometry/hull_view.py): w = y / |y|
 // with y = t A (A: d x d, row-major, float64; each y_j summed over k in ascending order) or
 // y = t (A = nullptr), the norm taken of y / max_j |y_j| (no underflow, as
@@ -271,29 +283,50 @@ GUARD_CLONES inline void scale_by(float* V, const float* s, int64_t n) {
 // that computes a view's rows: the compiled core on demand, HullView.rows() for all of them.
 GUARD_CLONES inline void view_row(const float* t, const double* A, int d, double* y, float* out) {
     if (A) {
-        for (int j = 0; j < d; ++j) y[j] = 0.0;
-        for (int k = 0; k < d; ++k) {
-            const double tk = static_cast<double>(t[k]);
-            const double* a = A + static_cast<int64_t>(k) * d;
+        constexpr int W = 16;  // columns per pass over A: their sums stay in registers
+        int j0 = 0;
+        for (; j0 + W <= d; j0 += W) {
+            double acc[W] = {};
+            for (int k = 0; k < d; ++k) {
+                const double tk = static_cast<double>(t[k]);
+                const double* a = A + static_cast<int64_t>(k) * d + j0;
 #pragma omp simd
-            for (int j = 0; j < d; ++j) y[j] += tk * a[j];
+                for (int j = 0; j < W; ++j) acc[j] += tk * a[j];
+            }
+            for (int j = 0; j < W; ++j) y[j0 + j] = acc[j];
+        }
+        if (j0 < d) {
+            for (int j = j0; j < d; ++j) y[j] = 0.0;
+            for (int k = 0; k < d; ++k) {
+                const double tk = static_cast<double>(t[k]);
+                const double* a = A + static_cast<int64_t>(k) * d;
+                for (int j = j0; j < d; ++j) y[j] += tk * a[j];
+            }
         }
     } else {
         for (int j = 0; j < d; ++j) y[j] = static_cast<double>(t[j]);
     }
-    double big = 0.0;
+    double big = 0.0;  // (a maximum: the same in any order)
+#pragma omp simd reduction(max : big)
     for (int j = 0; j < d; ++j) big = std::max(big, std::abs(y[j]));
     if (!(big > 0.0)) {
         for (int j = 0; j < d; ++j) out[j] = 0.0f;
         return;
     }
-    double s = 0.0;
-    for (int j = 0; j < d; ++j) {
-        y[j] /= big;
-        s += y[j] * y[j];
+#pragma omp simd
+    for (int j = 0; j < d; ++j) y[j] /= big;
+    double s0 = 0.0, s1 = 0.0, s2 = 0.0, s3 = 0.0;  // four sums in a fixed order
+    int j = 0;
+    for (; j + 4 <= d; j += 4) {
+        s0 += y[j] * y[j];
+        s1 += y[j + 1] * y[j + 1];
+        s2 += y[j + 2] * y[j + 2];
+        s3 += y[j + 3] * y[j + 3];
     }
-    const double n = std::sqrt(s);
-    for (int j = 0; j < d; ++j) out[j] = static_cast<float>(y[j] / n);
+    for (; j < d; ++j) s0 += y[j] * y[j];
+    const double n = std::sqrt((s0 + s1) + (s2 + s3));
+#pragma omp simd
+    for (int i = 0; i < d; ++i) out[i] = static_cast<float>(y[i] / n);
 }
 
 // out (n x d) = the rows idx (n) of T (row-major, d columns).

@@ -64,7 +64,11 @@ class HullCore {
             if (A_.shape(0) != d_) throw std::invalid_argument("A: expected a d x d map");
             if (!(kappa >= 1e-300 && std::isfinite(kappa) && a_fro > 0 && std::isfinite(a_fro)))
                 throw std::invalid_argument("kappa and a_fro must be finite and > 0");
+            At_.resize(static_cast<size_t>(d_) * d_);
+            for (int r = 0; r < d_; ++r)
+                for (int k = 0; k < d_; ++k) At_[static_cast<size_t>(k) * d_ + r] = A_.data()[static_cast<size_t>(r) * d_ + k];
             map_.A = A_.data();
+            map_.At = At_.data();
             map_.kappa = kappa;
             map_.a_fro = a_fro;
         }
@@ -235,6 +239,7 @@ class HullCore {
     carray<float> sub32_, sub_sq_;  // (not a view's)
     carray<float> scale_;           // a view's
     carray<double> A_;
+    std::vector<double> At_;        // A's transpose
     bool view_ = false;
     ViewMap map_;
     std::vector<float> own_sub32_;  // a view's subsample rows when queried on its own
