@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 import faiss
 import numpy as np
@@ -397,8 +398,7 @@ class ConvexHullIndex:
         converged = np.zeros(n_q, dtype=bool)
         sup_idx = np.full((n_q, top_support), -1, dtype=np.int64)
         sup_alpha = np.zeros((n_q, top_support))
-        # Queries are processed in blocks so one float32 GEMM scans the block (<= ~64 MB).
-        block = max(1, min(256, (64 << 20) // (4 * len(self))))
+        block = query_block(len(self))
         with progress_bar(total=n_q, desc="hull distance", enabled=progress) as bar:
             for lo in range(0, n_q, block):
                 hi = min(lo + block, n_q)
@@ -423,19 +423,10 @@ class ConvexHullIndex:
         if top_support > 0:
             out["support_idx"][hit, 0] = known[hit]
             out["support_alpha"][hit, 0] = 1.0
-        rows = np.flatnonzero(~hit)
         scan = None if self.device == "cpu" else self._scan  # the CPU: BLAS inside the core
         assert self._core is not None
-        block = max(1, min(256, (64 << 20) // (4 * len(self))))
-        with progress_bar(total=n_q, desc="hull distance", enabled=progress) as bar:
-            bar.update(n_q - len(rows))
-            for lo in range(0, len(rows), block):
-                sel = rows[lo : lo + block]
-                res = self._core.query(np.ascontiguousarray(Q[sel]), scan, top_support)
-                for key, arr in out.items():
-                    arr[sel] = res[key]
-                bar.update(len(sel))
-        return HullDistances(**out)
+        rows = np.flatnonzero(~hit)
+        return query_core(self._core, len(self), Q, rows, out, scan, top_support, progress)
 
     def _training_points(self, Q: np.ndarray) -> np.ndarray:
         """(n,) index of a training point equal to each row of ``Q`` (n, d) float64, or -1
@@ -674,6 +665,38 @@ class ConvexHullIndex:
             return 0.0, False
         # no new violator there: fall back to the exact scan for this query
         return self._full_exact(st, self.points @ g.astype(np.float32))
+
+
+def query_block(n_points: int) -> int:
+    """Queries per call of a compiled core over ``n_points`` training points: one float32 GEMM
+    scans a block's open queries, its products within ~64 MB."""
+    return max(1, min(256, (64 << 20) // (4 * n_points)))
+
+
+def query_core(
+    core: Any,
+    n_points: int,
+    Q: np.ndarray,
+    rows: np.ndarray,
+    out: dict[str, np.ndarray],
+    scan: Any,
+    top_support: int,
+    progress: bool,
+) -> HullDistances:
+    """The answers of the compiled ``core`` (over ``n_points`` training points) for the
+    queries ``Q[rows]`` (``Q``: (n, d) float64), written into ``out`` (:func:`result_arrays` of
+    ``Q``; its other rows as given); one call per block of queries (:func:`query_block`), with a
+    progress bar over all n."""
+    block = query_block(n_points)
+    with progress_bar(total=len(Q), desc="hull distance", enabled=progress) as bar:
+        bar.update(len(Q) - len(rows))
+        for lo in range(0, len(rows), block):
+            sel = rows[lo : lo + block]
+            res = core.query(np.ascontiguousarray(Q[sel]), scan, top_support)
+            for key, arr in out.items():
+                arr[sel] = res[key]
+            bar.update(len(sel))
+    return HullDistances(**out)
 
 
 def subsample_indices(n: int, size: int | None, seed: int) -> np.ndarray:

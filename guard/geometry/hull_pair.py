@@ -28,7 +28,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from .errors import GeometryError
-from .hull import ConvexHullIndex, result_arrays
+from .hull import ConvexHullIndex, query_block, result_arrays
 from .hull_types import HullConfig, HullDistances
 from .hull_view import HullView, same_rows
 from .native import core as native_core
@@ -148,7 +148,7 @@ class HullPair:
             if out_u is not None and union is not None:
                 for arr, part in zip(out_u, union.query(Qu[alone]).arrays(), strict=True):
                     arr[alone] = part
-        block = max(1, min(256, (64 << 20) // (4 * len(self.raw))))
+        block = query_block(len(self.raw))
         with progress_bar(total=len(Q), desc="hull distances", enabled=progress) as bar:
             bar.update(len(Q) - len(rows))
             for lo in range(0, len(rows), block):

@@ -29,11 +29,10 @@ import numpy as np
 from .accel import surely_cpu
 from .errors import GeometryError
 from .floats import U32
-from .hull import ConvexHullIndex, core_params, result_arrays, subsample_indices
+from .hull import ConvexHullIndex, core_params, query_core, result_arrays, subsample_indices
 from .hull_types import HullConfig, HullDistances
 from .native import blas as native_blas
 from .native import use as native_use
-from .progress import progress_bar
 from .sphere import to_sphere
 
 __all__ = ["HullView", "same_rows"]
@@ -187,14 +186,8 @@ class HullView:
         if self._core is None:
             return self.index.query(Q, top_support=top_support, progress=progress)
         out = result_arrays(Q, top_support)
-        block = max(1, min(256, (64 << 20) // (4 * len(self))))
-        with progress_bar(total=len(Q), desc="hull distance", enabled=progress) as bar:
-            for lo in range(0, len(Q), block):
-                res = self._core.query(np.ascontiguousarray(Q[lo : lo + block]), None, top_support)
-                for key, arr in out.items():
-                    arr[lo : lo + block] = res[key]
-                bar.update(len(Q[lo : lo + block]))
-        return HullDistances(**out)
+        rows = np.arange(len(Q))
+        return query_core(self._core, len(self), Q, rows, out, None, top_support, progress)
 
     def fusable(self, raw: ConvexHullIndex) -> bool:
         """Whether the compiled core can scan this view over ``raw``'s rows: a view computed on
