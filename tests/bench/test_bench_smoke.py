@@ -178,6 +178,34 @@ def test_geometry_benchmark_smoke(tiny_artifact: Path, tmp_path: Path) -> None:
     assert doc["rows"] and all(r["max hull gap"] <= 1e-3 for r in doc["rows"])
 
 
+@needs_data
+def test_checkouts_benchmark_smoke(tiny_artifact: Path, tmp_path: Path) -> None:
+    """``bench/checkouts.py``: one checkout against itself runs in alternating processes and
+    reports a paired ratio per batch size; a directory without the package is refused."""
+    out = tmp_path / "out"
+    cmd = [sys.executable, "bench/checkouts.py", str(REPO), str(REPO), "--pairs", "2"]
+    cmd += ["--images", "16", "--batches", "8", "--artifact", str(tiny_artifact)]
+    proc = subprocess.run(
+        cmd + ["--out-dir", str(out)], cwd=REPO, capture_output=True, text=True, timeout=600
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    doc, _ = _load(out, "checkouts")
+    assert set(doc["summary"]) == {
+        "batch 8, as served: second / first (paired median)",
+        "batch 8, all: second / first (paired median)",
+    }
+    assert all(v > 0 for v in doc["summary"].values())
+    bad = subprocess.run(
+        [sys.executable, "bench/checkouts.py", str(tmp_path), str(REPO), "--pairs", "1"]
+        + ["--images", "16", "--batches", "8", "--artifact", str(tiny_artifact)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert bad.returncode != 0 and "failed" in bad.stderr
+
+
 # ---------------------------------------------------------------------------- bench/serve.py
 @needs_data
 def test_serve_benchmark_quick(tiny_artifact: Path, tmp_path: Path) -> None:
