@@ -73,14 +73,31 @@ struct HullStream {
     std::vector<float> pool_v;       // their values
 };
 
+// Scratch of the per-query steps of a round (inner rounds, certificate), one per thread that
+// runs them (run_views hands them to both threads).
+struct InnerScratch {
+    std::vector<uint8_t> mark;           // N: membership in a working set (all 0 between uses)
+    std::vector<float> pool32;           // one query's pool rows
+    std::vector<float> pool_v;           // their products
+    std::vector<float> pscale;           // their scale (a view's s_t)
+    std::vector<float> row;              // one view row (d)
+    std::vector<double> y;               // scratch of view_row, dir32 (d)
+    std::vector<float> g32;              // one direction (d)
+    std::vector<int> fresh;              // scratch of add()
+    std::vector<int64_t> idx;            // violators: training indices,
+    std::vector<float> vals;             // their values
+    std::vector<const float*> src;       // and their rows in cache
+    std::vector<int> order;              // scratch of a query's next pool
+    std::vector<float> V;                // products of a group's directions with the subsample
+    double qp = 0, pool = 0, finish = 0;  // seconds, folded into HullTimes by the block
+};
+
 // Scratch memory reused between blocks (first-touch page faults of a fresh B x N buffer per
 // block cost as much as the scan).
 struct HullWorkspace {
-    std::vector<uint8_t> mark;  // N: membership in a working set
     std::vector<float> buf;     // B x N: a full round's products
     std::vector<float> sub;     // B x S: products with the subsample
-    std::vector<float> pool32;  // one query's pool rows (inner rounds)
-    std::vector<float> pool_v;  // their products
+    InnerScratch inner[2];      // per thread of the inner rounds
     std::vector<HullQuery> qs;  // per-query states (their buffers keep their capacity)
     std::vector<HullStream> streams;   // per query of a round (a scan's first part)
     std::vector<HullStream> streams2;  // the same, a scan's second part (run_views' threads)
@@ -111,8 +128,13 @@ class HullBlock {
               const float* sub_sq, int64_t S, const HullParams& prm, const Blas& sgemm, Scan scan,
               HullWorkspace& ws, const ViewMap* map = nullptr)
         : qs(ws.qs), T_(T), N_(N), d_(d), sub_(sub), sub32_(sub32), sub_sq_(sub_sq), S_(S), prm_(prm),
-          sgemm_(sgemm), scan_(std::move(scan)), mark_(ws.mark), buf_(ws.buf), V_(ws.sub), pool32_(ws.pool32), pool_v_(ws.pool_v), streams_(ws.streams), streams2_(ws.streams2), tm_(ws.times) {
-        mark_.assign(N, 0);
+          sgemm_(sgemm), scan_(std::move(scan)), w_(ws.inner), buf_(ws.buf), V_(ws.sub), streams_(ws.streams), streams2_(ws.streams2), tm_(ws.times) {
+        for (InnerScratch& w : ws.inner) {
+            w.mark.assign(N, 0);
+            w.row.resize(d);
+            w.y.resize(d);
+            w.g32.resize(d);
+        }
         if (map) {
             if (scan_) throw std::invalid_argument("a view's block scans the CPU's rows only");
             view_ = true;
@@ -124,8 +146,6 @@ class HullBlock {
             a_fro_ = map->a_fro;
             sub_scale_.resize(S);
             for (int64_t s = 0; s < S; ++s) sub_scale_[s] = dscale_[sub[s]];
-            rowbuf_.resize(d);
-            ybuf_.resize(d);
             x64_.resize(d);
         }
     }
@@ -209,10 +229,39 @@ class HullBlock {
     // The inner rounds of the open queries, then those that need a full round (empty: the block
     // is finished); their directions are G32(), their streams are ready for scan_block().
     const std::vector<int>& next_round() {
+        open_round();
+        for (int i = 0; i < n_inner(); ++i) inner(i, 0);
+        return close_round();
+    }
+
+    // next_round() in steps, so that run_views can hand the inner rounds to two threads:
+    // open_round(); inner(i, part) for every i < n_inner(), each on any thread with its own
+    // part (0 or 1; the same answer either way); then close_round() (next_round()'s answer).
+    // The units are the queries still on the shared subsample, in two fixed groups whatever
+    // the threads (each group's rounds in lock step: one GEMM per step), then one per query
+    // with a pool of its own.
+    void open_round() {
         todo_.clear();
-        if (active_.empty()) return todo_;
+        own_.clear();
+        subq_.clear();
+        if (active_.empty()) return;
         ++n_full_;
-        inner(active_);
+        for (int a : active_) {
+            qs[a].inner_done = false;
+            (qs[a].pool_is_sub ? subq_ : own_).push_back(a);
+        }
+    }
+    int n_inner() const { return n_groups() + static_cast<int>(own_.size()); }
+    void inner(int i, int part) {
+        const int ng = n_groups();
+        if (i >= ng) return inner_own(w_[part], qs[own_[i - ng]]);
+        const size_t half = (subq_.size() + 1) / 2;
+        inner_sub(w_[part], std::vector<int>(i == 0 ? subq_.begin() : subq_.begin() + half,
+                                             i == 0 ? subq_.begin() + half : subq_.end()));
+    }
+    const std::vector<int>& close_round() {
+        fold_times();
+        if (active_.empty()) return todo_;
         oob_ = n_full_ >= prm_.max_rounds;
         if (prm_.time_budget_s > 0) {
             const double el = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
@@ -244,10 +293,99 @@ class HullBlock {
 
     void end_round() {
         merge_parts();
-        finish_round();
+        for (int i = 0; i < n_todo(); ++i) finish_query(i, 0);
+        after_finish();
+    }
+
+    // end_round() in three steps, as next_round(): merge_parts(), finish_query(i, part) for
+    // every i < n_todo() (any thread, each with its own part), after_finish().
+    int n_todo() const { return static_cast<int>(todo_.size()); }
+    void after_finish() {
+        fold_times();
         for (int a : todo_)
             if (!qs[a].finished) active_.push_back(a);
         todo_.clear();
+    }
+
+    // Part 1 of the round's scan into part 0: the largest value, the candidates (those below
+    // the final cut drop out in certified_max, as they would in one pass) and the pool (part
+    // 0's rows first: the indices stay ascending). The same streams as one pass over all rows.
+    void merge_parts() {
+        for (size_t i = 0; i < todo_.size(); ++i) {
+            HullStream& s = streams_[i];
+            HullStream& t = streams2_[i];
+            if (t.top > s.top) {
+                s.top = t.top;
+                s.cut = cut_for(s);
+            }
+            s.cand.insert(s.cand.end(), t.cand.begin(), t.cand.end());
+            s.cand_v.insert(s.cand_v.end(), t.cand_v.begin(), t.cand_v.end());
+            int64_t* pi = room(s.pool, s.n_pool + t.n_pool) + s.n_pool;
+            float* pv = room(s.pool_v, s.n_pool + t.n_pool) + s.n_pool;
+            std::copy(t.pool.begin(), t.pool.begin() + t.n_pool, pi);
+            std::copy(t.pool_v.begin(), t.pool_v.begin() + t.n_pool, pv);
+            s.n_pool += t.n_pool;
+            t.top = t.cut = -INFINITY;
+            t.cand.clear();
+            t.cand_v.clear();
+            t.n_pool = 0;
+        }
+    }
+
+    // After the scan: the certificate of the round's i-th query, its next pool and violators
+    // (with the scratch of `part`).
+    void finish_query(int i, int part) {
+        InnerScratch& w = w_[part];
+        const int n_full = n_full_;
+        const bool out_of_budget = oob_;
+        std::vector<int64_t>& idx = w.idx;
+        std::vector<float>& vals = w.vals;
+        std::vector<int>& order = w.order;
+        Tic t4;
+        struct Lap {
+            Tic& t;
+            double& acc;
+            ~Lap() { acc += t.lap(); }
+        } lap{t4, w.finish};
+        HullQuery& st = qs[todo_[i]];
+        HullStream& s = streams_[i];
+        st.evals += N_;
+        const double M = certified_max(w, s, st.g.data());
+        const double gq = dot(st.g.data(), st.q.data(), d_);
+        const double low = std::min(std::max((gq - M) / st.up, 0.0), st.up);
+        if (st.up - low <= prm_.tol * st.up) {
+            finish(st, low, n_full, true);
+            return;
+        }
+        // the next pool: the points above the estimated cut (the largest pool_size of them
+        // when the estimate let through many more)
+        int64_t np = s.n_pool;
+        st.pool_is_sub = false;
+        if (np > 2 * static_cast<int64_t>(prm_.pool_size)) {
+            order.resize(np);
+            std::iota(order.begin(), order.end(), 0);
+            const auto& pv = s.pool_v;
+            std::nth_element(order.begin(), order.begin() + prm_.pool_size, order.end(),
+                             [&pv](int a, int b) { return pv[a] > pv[b] || (pv[a] == pv[b] && a < b); });
+            order.resize(prm_.pool_size);
+            std::sort(order.begin(), order.end());
+            // compact in place (order is ascending, so no entry is overwritten before use)
+            for (size_t j = 0; j < order.size(); ++j) {
+                const size_t o = static_cast<size_t>(order[j]);
+                s.pool[j] = s.pool[o];
+                s.pool_v[j] = s.pool_v[o];
+            }
+            np = static_cast<int64_t>(order.size());
+        }
+        st.pool.assign(s.pool.begin(), s.pool.begin() + np);
+        const float* pool_v = s.pool_v.data();
+        const double gp = dot(st.g.data(), st.p.data(), d_);
+        idx.clear();
+        vals.clear();
+        for (size_t j = 0; j < st.pool.size(); ++j)
+            if (static_cast<double>(pool_v[j]) > gp) idx.push_back(st.pool[j]), vals.push_back(pool_v[j]);
+        const bool added = add(w, st, idx, vals);
+        if (!added || out_of_budget) finish(st, low, n_full, false);
     }
 
     // The float32 directions a full round's scan multiplies T's rows with: G32(), or through
@@ -266,13 +404,12 @@ class HullBlock {
     HullParams prm_;
     Blas sgemm_;
     Scan scan_;
-    std::vector<uint8_t>& mark_;  // scratch: membership in a working set (all 0 between uses)
+    InnerScratch* w_;  // the workspace's two (w_[0] outside run_views' per-query inner rounds)
     std::vector<float>& buf_;
     std::vector<float>& V_;
-    std::vector<float>& pool32_;
-    std::vector<float>& pool_v_;
-    std::vector<int> fresh_;  // scratch of add()
     std::vector<int> active_, todo_;  // open queries; those in the current full round
+    std::vector<int> own_;            // those of active_ with a pool of their own (open_round)
+    std::vector<int> subq_;           // those still on the subsample
     std::vector<float> G32_;          // the round's float32 directions (todo x d)
     int n_full_ = 0;
     bool oob_ = false;
@@ -282,34 +419,41 @@ class HullBlock {
     const float* dscale_ = nullptr;   // its scale s_t (N)
     double kappa_ = 1.0, a_fro_ = 0.0;
     std::vector<float> sub_scale_;    // s_t of the subsample (S)
-    std::vector<float> rowbuf_;       // scratch: one view row (d)
-    std::vector<double> ybuf_;        // scratch of view_row, dir32 (d)
     std::vector<double> x64_;         // scratch of transformed_err (d)
-    std::vector<float> pscale_;       // scratch: the scale of a pool's rows
     std::vector<float> H32_;          // the round's scan directions fl32(A g32) (todo x d)
     std::vector<double> h64_;         // scratch: one of them in float64
     std::chrono::steady_clock::time_point start_;
 
     const float* row(int64_t t) const { return T_ + t * d_; }
+    int n_groups() const { return subq_.empty() ? 0 : subq_.size() == 1 ? 1 : 2; }
+
+    void fold_times() {
+        for (int part = 0; part < 2; ++part) {
+            InnerScratch& w = w_[part];
+            tm_.qp += w.qp;
+            tm_.pool += w.pool;
+            tm_.finish += w.finish;
+            w.qp = w.pool = w.finish = 0;
+        }
+    }
 
     // The block's row of the training row r (d, a row of T or a copy of one): r itself, or
-    // the view's, computed into scratch (valid until the next call).
-    const float* own(const float* r) {
+    // the view's, computed into w's scratch (valid until its next use).
+    const float* own(InnerScratch& w, const float* r) const {
         if (!view_) return r;
-        view_row(r, A_, d_, ybuf_.data(), rowbuf_.data());
-        return rowbuf_.data();
+        view_row(r, A_, d_, w.y.data(), w.row.data());
+        return w.row.data();
     }
-    const float* own_row(int64_t t) { return own(row(t)); }
 
     // out = the float32 direction whose products with T's rows give those with g (d) with the
     // block's rows (before the scale): fl32(g), or fl32(A g) through the view's map.
-    void dir32(const double* g, float* out) {
+    void dir32(InnerScratch& w, const double* g, float* out) const {
         if (!A_) {
             for (int k = 0; k < d_; ++k) out[k] = static_cast<float>(g[k]);
             return;
         }
-        map_vec(At_, g, d_, ybuf_.data());
-        for (int r = 0; r < d_; ++r) out[r] = static_cast<float>(ybuf_[r]);
+        map_vec(At_, g, d_, w.y.data());
+        for (int r = 0; r < d_; ++r) out[r] = static_cast<float>(w.y[r]);
     }
 
     void finish(HullQuery& st, double lower, int rounds, bool converged) {
@@ -323,7 +467,7 @@ class HullBlock {
     void start_sets(const double* Q, int B) {
         const int k0 = static_cast<int>(std::min<int64_t>(prm_.k0, S_));
         std::vector<float> Q32(static_cast<size_t>(B) * d_);
-        for (int b = 0; b < B; ++b) dir32(Q + static_cast<int64_t>(b) * d_, Q32.data() + static_cast<int64_t>(b) * d_);
+        for (int b = 0; b < B; ++b) dir32(w_[0], Q + static_cast<int64_t>(b) * d_, Q32.data() + static_cast<int64_t>(b) * d_);
         std::vector<float>& D = V_;
         if (D.size() < static_cast<size_t>(B) * S_) D.resize(static_cast<size_t>(B) * S_);
         rows_times_rows(sgemm_, sub32_, static_cast<int>(S_), Q32.data(), B, d_, D.data());
@@ -345,7 +489,7 @@ class HullBlock {
                                  [col](int64_t x, int64_t y) { return col[x] < col[y] || (col[x] == col[y] && x < y); });
             std::vector<int64_t> first(order.begin(), order.begin() + k0);
             std::sort(first.begin(), first.end());
-            for (int64_t s : first) append(st, sub_[s], own(sub32_ + s * d_));
+            for (int64_t s : first) append(st, sub_[s], own(w_[0], sub32_ + s * d_));
         }
     }
 
@@ -389,14 +533,15 @@ class HullBlock {
     // Add the (at most add_per_round) largest violators idx (training indices, values vals;
     // their training rows src (copies in cache), or nullptr: read from T) not yet in the
     // working set; false when there is none.
-    bool add(HullQuery& st, const std::vector<int64_t>& idx, const std::vector<float>& vals,
+    bool add(InnerScratch& w, HullQuery& st, const std::vector<int64_t>& idx, const std::vector<float>& vals,
              const std::vector<const float*>* src = nullptr) {
-        for (int64_t t : st.ws) mark_[t] = 1;
-        std::vector<int>& fresh = fresh_;
+        std::vector<uint8_t>& mark = w.mark;
+        for (int64_t t : st.ws) mark[t] = 1;
+        std::vector<int>& fresh = w.fresh;
         fresh.clear();
         for (size_t i = 0; i < idx.size(); ++i)
-            if (!mark_[idx[i]]) fresh.push_back(static_cast<int>(i));
-        for (int64_t t : st.ws) mark_[t] = 0;
+            if (!mark[idx[i]]) fresh.push_back(static_cast<int>(i));
+        for (int64_t t : st.ws) mark[t] = 0;
         if (fresh.empty()) return false;
         const size_t m = static_cast<size_t>(prm_.add_per_round);
         if (fresh.size() > m) {
@@ -428,7 +573,7 @@ class HullBlock {
             st.Pn.swap(Pn);
             st.qp.renumber(pos);
         }
-        for (int i : fresh) append(st, idx[i], own(src ? (*src)[i] : row(idx[i])));
+        for (int i : fresh) append(st, idx[i], own(w, src ? (*src)[i] : row(idx[i])));
         return true;
     }
 
@@ -439,18 +584,10 @@ class HullBlock {
                2.0 * d_ * U32 * st.up * prm_.max_norm;
     }
 
-    // Inner rounds of every active query: those still searching the shared subsample in lock
-    // step (they share one GEMM per step), then those with a pool of their own, one at a time.
-    void inner(const std::vector<int>& active) {
-        std::vector<int> open, own;
-        for (int a : active) {
-            qs[a].inner_done = false;
-            (qs[a].pool_is_sub ? open : own).push_back(a);
-        }
+    // Inner rounds of queries still searching the shared subsample, in lock step (they share
+    // one GEMM per step), with w's scratch.
+    void inner_sub(InnerScratch& w, std::vector<int> open) {
         std::vector<float> G32;
-        std::vector<int64_t> idx;
-        std::vector<float> vals;
-        std::vector<const float*> src;
         std::vector<double> thr(qs.size());
         for (int it = 0; it < prm_.max_inner && !open.empty(); ++it) {
             std::vector<int> on_sub;
@@ -458,7 +595,7 @@ class HullBlock {
                 HullQuery& st = qs[a];
                 Tic t1;
                 solve(st);
-                tm_.qp += t1.lap();
+                w.qp += t1.lap();
                 if (st.up <= 1e-6 * prm_.atol || it == prm_.max_inner - 1) {
                     st.inner_done = true;
                     continue;
@@ -470,62 +607,61 @@ class HullBlock {
             if (!on_sub.empty()) {
                 const int nb = static_cast<int>(on_sub.size());
                 G32.resize(static_cast<size_t>(nb) * d_);
-                for (int i = 0; i < nb; ++i) dir32(qs[on_sub[i]].g.data(), G32.data() + static_cast<size_t>(i) * d_);
-                if (V_.size() < static_cast<size_t>(nb) * S_) V_.resize(static_cast<size_t>(nb) * S_);
-                rows_times_rows(sgemm_, sub32_, static_cast<int>(S_), G32.data(), nb, d_, V_.data());
+                for (int i = 0; i < nb; ++i) dir32(w, qs[on_sub[i]].g.data(), G32.data() + static_cast<size_t>(i) * d_);
+                float* V = room(w.V, static_cast<size_t>(nb) * S_);
+                rows_times_rows(sgemm_, sub32_, static_cast<int>(S_), G32.data(), nb, d_, V);
                 for (int i = 0; i < nb; ++i) {
                     HullQuery& st = qs[on_sub[i]];
-                    float* v = V_.data() + static_cast<int64_t>(i) * S_;
+                    float* v = V + static_cast<int64_t>(i) * S_;
                     if (view_) scale_by(v, sub_scale_.data(), S_);
-                    idx.clear();
-                    vals.clear();
-                    src.clear();
+                    w.idx.clear();
+                    w.vals.clear();
+                    w.src.clear();
                     for (int64_t s = 0; s < S_; ++s)
                         if (v[s] > thr[on_sub[i]])
-                            idx.push_back(sub_[s]), vals.push_back(v[s]), src.push_back(sub32_ + s * d_);
-                    if (idx.empty() || !add(st, idx, vals, &src)) st.inner_done = true;
+                            w.idx.push_back(sub_[s]), w.vals.push_back(v[s]), w.src.push_back(sub32_ + s * d_);
+                    if (w.idx.empty() || !add(w, st, w.idx, w.vals, &w.src)) st.inner_done = true;
                 }
             }
-            tm_.pool += t2.lap();
+            w.pool += t2.lap();
             std::vector<int> still;
             for (int a : open)
                 if (!qs[a].inner_done) still.push_back(a);
             open.swap(still);
         }
-        for (int a : own) inner_own(qs[a], idx, vals, src);
     }
 
-    // Inner rounds of one query on the pool its last full round found. The pool's rows are
-    // gathered once into scratch shared by all queries (it stays in cache for the query's
-    // rounds; per-query copies made while streaming cost more than the whole pool search).
-    void inner_own(HullQuery& st, std::vector<int64_t>& idx, std::vector<float>& vals,
-                   std::vector<const float*>& src) {
+    // Inner rounds of one query on the pool its last full round found, with w's scratch (the
+    // answer does not depend on which). The pool's rows are gathered once into that scratch
+    // (it stays in cache for the query's rounds; per-query copies made while streaming cost
+    // more than the whole pool search).
+    void inner_own(InnerScratch& w, HullQuery& st) {
         Tic t0;
         const int64_t np = static_cast<int64_t>(st.pool.size());
-        float* rows = room(pool32_, static_cast<size_t>(np) * d_);
+        float* rows = room(w.pool32, static_cast<size_t>(np) * d_);
         gather_rows(T_, st.pool.data(), np, d_, rows);
         if (view_) {
-            pscale_.resize(np);
-            for (int64_t s = 0; s < np; ++s) pscale_[s] = dscale_[st.pool[s]];
+            w.pscale.resize(np);
+            for (int64_t s = 0; s < np; ++s) w.pscale[s] = dscale_[st.pool[s]];
         }
-        float* pv = room(pool_v_, static_cast<size_t>(np));
-        std::vector<float> g32(d_);
-        tm_.pool += t0.lap();
+        float* pv = room(w.pool_v, static_cast<size_t>(np));
+        float* g32 = w.g32.data();
+        w.pool += t0.lap();
         for (int it = 0; it < prm_.max_inner; ++it) {
             solve(st);
-            tm_.qp += t0.lap();
+            w.qp += t0.lap();
             if (st.up <= 1e-6 * prm_.atol || it == prm_.max_inner - 1) break;
             const double thr = inner_threshold(st);
-            dir32(st.g.data(), g32.data());
-            rows_dot(rows, np, d_, g32.data(), pv);
-            if (view_) scale_by(pv, pscale_.data(), np);
-            idx.clear();
-            vals.clear();
-            src.clear();
+            dir32(w, st.g.data(), g32);
+            rows_dot(rows, np, d_, g32, pv);
+            if (view_) scale_by(pv, w.pscale.data(), np);
+            w.idx.clear();
+            w.vals.clear();
+            w.src.clear();
             for (int64_t s = 0; s < np; ++s)
-                if (pv[s] > thr) idx.push_back(st.pool[s]), vals.push_back(pv[s]), src.push_back(rows + s * d_);
-            const bool added = !idx.empty() && add(st, idx, vals, &src);
-            tm_.pool += t0.lap();
+                if (pv[s] > thr) w.idx.push_back(st.pool[s]), w.vals.push_back(pv[s]), w.src.push_back(rows + s * d_);
+            const bool added = !w.idx.empty() && add(w, st, w.idx, w.vals, &w.src);
+            w.pool += t0.lap();
             if (!added) break;
         }
         st.inner_done = true;
@@ -583,11 +719,11 @@ class HullBlock {
     }
 
     // Certified max_t g.t (exact maximum + float64 rounding slack) once every block was seen.
-    double certified_max(HullStream& s, const double* g) {
+    double certified_max(InnerScratch& w, HullStream& s, const double* g) {
         const float cut = cut_for(s);
         double best = -INFINITY;
         for (size_t j = 0; j < s.cand.size(); ++j)
-            if (s.cand_v[j] >= cut) best = std::max(best, dot_fd(own_row(s.cand[j]), g, d_));
+            if (s.cand_v[j] >= cut) best = std::max(best, dot_fd(own(w, row(s.cand[j])), g, d_));
         const double slack = d_ * U64 / (1 - d_ * U64) * norm(g, d_) * prm_.max_norm;
         return best + slack;
     }
@@ -699,89 +835,6 @@ class HullBlock {
         const double e_h = std::sqrt(hd) + g64 * a_fro_ * g;
         const double v = g * (3.0 * U32 + 2.0 * r) + (gamma * std::sqrt(hn) + e_h) * kappa_ * (1.0 + 2.0 * U32 + r);
         return v * (1.0 + 8.0 * U32) + std::sqrt(diff) * std::max(prm_.max_norm, 1.0);
-    }
-
-    // Part 1 of the round's scan into part 0: the largest value, the candidates (those below
-    // the final cut drop out in certified_max, as they would in one pass) and the pool (part
-    // 0's rows first: the indices stay ascending). The same streams as one pass over all rows.
-    void merge_parts() {
-        for (size_t i = 0; i < todo_.size(); ++i) {
-            HullStream& s = streams_[i];
-            HullStream& t = streams2_[i];
-            if (t.top > s.top) {
-                s.top = t.top;
-                s.cut = cut_for(s);
-            }
-            s.cand.insert(s.cand.end(), t.cand.begin(), t.cand.end());
-            s.cand_v.insert(s.cand_v.end(), t.cand_v.begin(), t.cand_v.end());
-            int64_t* pi = room(s.pool, s.n_pool + t.n_pool) + s.n_pool;
-            float* pv = room(s.pool_v, s.n_pool + t.n_pool) + s.n_pool;
-            std::copy(t.pool.begin(), t.pool.begin() + t.n_pool, pi);
-            std::copy(t.pool_v.begin(), t.pool_v.begin() + t.n_pool, pv);
-            s.n_pool += t.n_pool;
-            t.top = t.cut = -INFINITY;
-            t.cand.clear();
-            t.cand_v.clear();
-            t.n_pool = 0;
-        }
-    }
-
-    // After the scan: the certificate of every query of the round, its next pool and violators.
-    void finish_round() {
-        const std::vector<int>& todo = todo_;
-        const int nb = static_cast<int>(todo.size());
-        const int n_full = n_full_;
-        const bool out_of_budget = oob_;
-        std::vector<int64_t> idx;
-        std::vector<float> vals;
-        std::vector<int> order;
-        Tic t4;
-        struct Lap {
-            Tic& t;
-            double& acc;
-            ~Lap() { acc += t.lap(); }
-        } lap{t4, tm_.finish};
-        for (int i = 0; i < nb; ++i) {
-            HullQuery& st = qs[todo[i]];
-            HullStream& s = streams_[i];
-            st.evals += N_;
-            const double M = certified_max(s, st.g.data());
-            const double gq = dot(st.g.data(), st.q.data(), d_);
-            const double low = std::min(std::max((gq - M) / st.up, 0.0), st.up);
-            if (st.up - low <= prm_.tol * st.up) {
-                finish(st, low, n_full, true);
-                continue;
-            }
-            // the next pool: the points above the estimated cut (the largest pool_size of them
-            // when the estimate let through many more)
-            int64_t np = s.n_pool;
-            st.pool_is_sub = false;
-            if (np > 2 * static_cast<int64_t>(prm_.pool_size)) {
-                order.resize(np);
-                std::iota(order.begin(), order.end(), 0);
-                const auto& pv = s.pool_v;
-                std::nth_element(order.begin(), order.begin() + prm_.pool_size, order.end(),
-                                 [&pv](int a, int b) { return pv[a] > pv[b] || (pv[a] == pv[b] && a < b); });
-                order.resize(prm_.pool_size);
-                std::sort(order.begin(), order.end());
-                // compact in place (order is ascending, so no entry is overwritten before use)
-                for (size_t j = 0; j < order.size(); ++j) {
-                    const size_t o = static_cast<size_t>(order[j]);
-                    s.pool[j] = s.pool[o];
-                    s.pool_v[j] = s.pool_v[o];
-                }
-                np = static_cast<int64_t>(order.size());
-            }
-            st.pool.assign(s.pool.begin(), s.pool.begin() + np);
-            const float* pool_v = s.pool_v.data();
-            const double gp = dot(st.g.data(), st.p.data(), d_);
-            idx.clear();
-            vals.clear();
-            for (size_t j = 0; j < st.pool.size(); ++j)
-                if (static_cast<double>(pool_v[j]) > gp) idx.push_back(st.pool[j]), vals.push_back(pool_v[j]);
-            const bool added = add(st, idx, vals);
-            if (!added || out_of_budget) finish(st, low, n_full, false);
-        }
     }
 };
 

@@ -10,8 +10,10 @@
 // the rounds of the hulls run in lock step.
 #pragma once
 
+#include <atomic>
 #include <exception>
 #include <thread>
+#include <utility>
 
 #include "hull_core.hpp"
 #include "union_core.hpp"
@@ -45,6 +47,23 @@ inline void both(bool two, F&& f) {
     if (err) std::rethrow_exception(err);
 }
 
+// Runs f(k, i, p) for every view k < K and i < count(k) on thread p (0 or 1): each thread
+// first the units of its views (k of its parity), then those of the other's left; with one
+// thread, all of them on part 0.
+template <typename C, typename F>
+inline void spread(bool two, int K, C&& count, F&& f) {
+    std::vector<std::pair<int, int>> units[2];
+    for (int k = 0; k < K; ++k)
+        for (int i = 0, n = count(k); i < n; ++i) units[k % 2].emplace_back(k, i);
+    if (units[0].empty() && units[1].empty()) return;
+    std::atomic<size_t> taken[2] = {0, 0};
+    both(two && units[0].size() + units[1].size() > 1, [&](int p) {
+        for (int from : {p, 1 - p})
+            for (size_t u; (u = taken[from].fetch_add(1)) < units[from].size();)
+                f(units[from][u].first, units[from][u].second, p);
+    });
+}
+
 // One hull of a shared scan: its block (T's own rows, or a view of them: its scan directions
 // are scan_dirs(), the scale of its products scan_scale()) and its queries (B x d, in the
 // block's own space).
@@ -54,10 +73,14 @@ struct ScanView {
 };
 
 // The views' blocks over the same rows T (N x d), answered as by their own run(), for any
-// number of threads (1 or 2): with two, each round's inner work runs the views of even index on
-// this thread and the others on a second one, and each scan one half of the rows per thread
-// (the halves meet at a block boundary, so every product is the one a single thread computes,
-// and HullBlock::merge_parts gives the streams of one pass).
+// number of threads (1 or 2): with two, each round's per-query work (the certificates of the
+// last scan, then the inner rounds: HullBlock's units, whose answers do not depend on the
+// thread that runs them) goes to both threads (spread: each first its own views' units, those
+// of even index on this thread, then what is left of the other's: with three views, as the
+// default score has, a fixed split by view left one thread idle a third of the time), and each
+// scan one half of the rows per thread (the halves meet at a block boundary, so every product
+// is the one a single thread computes, and HullBlock::merge_parts gives the streams of one
+// pass).
 //
 // With `un` (the union of learned regions over the same rows T, queries Qu: B x d float32) the
 // union's products ride on the first pass, as extra rows of its GEMM, and its answers go to
@@ -77,10 +100,21 @@ inline void run_views(const std::vector<ScanView>& views, int B, const float* T,
     std::vector<float> G;
     std::vector<int64_t> at(K + 1);  // first row of each view's directions in G
     while (true) {
+        // the round's per-query steps (certificates of the last scan, inner rounds) go to both
+        // threads, each first those of its own views, then what is left of the other's
+        for (int k = 0; k < K; ++k)
+            if (n_open[k] > 0) views[k].block->merge_parts();
+        spread(two, K, [&](int k) { return n_open[k] > 0 ? views[k].block->n_todo() : 0; },
+               [&](int k, int i, int p) { views[k].block->finish_query(i, p); });
+        for (int k = 0; k < K; ++k) {
+            if (n_open[k] > 0) views[k].block->after_finish();
+            if (on[k]) views[k].block->open_round();
+        }
+        spread(two, K, [&](int k) { return on[k] ? views[k].block->n_inner() : 0; },
+               [&](int k, int i, int p) { views[k].block->inner(i, p); });
         both(two, [&](int p) {
             for (int k = p; k < K; k += 2) {
-                if (n_open[k] > 0) views[k].block->end_round();
-                n_open[k] = on[k] ? static_cast<int>(views[k].block->next_round().size()) : 0;
+                n_open[k] = on[k] ? static_cast<int>(views[k].block->close_round().size()) : 0;
                 on[k] = n_open[k] > 0;
             }
         });
