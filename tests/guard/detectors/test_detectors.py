@@ -370,6 +370,7 @@ def test_low_tail_against_brute_force():
     Q[:5, :3] = -1.0  # below every training value: the largest surprisal
     for k in (1, 3):
         d = det.LowTail(k=k).fit(F.astype(np.float32), y, W, b)
+        assert d._sorted.flags.c_contiguous  # one unit's values in one run of memory
         s = d.score(Q)
         Ff, Qf = F.astype(np.float32), Q.astype(np.float32)
         for r in range(len(Q)):
