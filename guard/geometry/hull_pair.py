@@ -73,8 +73,8 @@ class HullPair:
     ) -> tuple[HullDistances, HullDistances]:
         """The raw hull's distances of the rows of ``features`` (n, d) (``top_support`` weights
         each) and the spherical hull's distances of their directions (no weights), computed on
-        ``threads`` threads (at most 2 help: one per hull, one half of the rows per scan; the
-        answers do not depend on it)."""
+        ``threads`` threads (at most 2 help: they share each round's per-query work and split
+        each scan's rows in halves; the answers do not depend on it)."""
         h, s, _, _ = self.query_all(
             features, top_support=top_support, threads=threads, progress=progress
         )
