@@ -454,3 +454,24 @@ def test_view_rejects_bad_arguments() -> None:
         HullView(F, np.zeros((4, 4)))
     with pytest.raises(GeometryError, match="transform"):
         HullView(F, np.full((4, 4), np.nan))
+
+
+@needs_core
+def test_concurrent_callers_get_the_answers_of_one_caller() -> None:
+    """Callers on several threads query the same hulls at once, each on two threads of the
+    core (the second caller of a core works in scratch of its own): every answer is the one a
+    single caller gets, bit for bit."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    F, Q, pair, views = _view_case(3000, 16, 0)
+    regions = UnionOfBalls(pair.raw.points, _radii(F, 1), device="cpu")
+    alone = pair.query_all(Q, regions, views, threads=2)
+    with ThreadPoolExecutor(3) as ex:
+        runs = list(ex.map(lambda _: pair.query_all(Q, regions, views, threads=2), range(6)))
+    for run in runs:
+        for a, b in zip([alone[0], alone[1], *alone[2]], [run[0], run[1], *run[2]], strict=True):
+            for f in fields(a):
+                x, y = getattr(a, f.name), getattr(b, f.name)
+                assert (x is None and y is None) or np.array_equal(x, y), f.name
+        for f in fields(alone[3]):
+            assert np.array_equal(getattr(alone[3], f.name), getattr(run[3], f.name))
