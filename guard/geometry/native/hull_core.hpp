@@ -88,8 +88,9 @@ struct InnerScratch {
     std::vector<float> vals;             // their values
     std::vector<const float*> src;       // and their rows in cache
     std::vector<int> order;              // scratch of a query's next pool
+    std::vector<int64_t> sel;            // scratch of a query's first working set
     std::vector<float> V;                // products of a group's directions with the subsample
-    double qp = 0, pool = 0, finish = 0;  // seconds, folded into HullTimes by the block
+    double start = 0, qp = 0, pool = 0, sub = 0, finish = 0;  // seconds, folded into HullTimes
 };
 
 // Scratch memory reused between blocks (first-touch page faults of a fresh B x N buffer per
@@ -201,29 +202,63 @@ class HullBlock {
     }
 
     void begin(const double* Q, int B) {
+        begin_products(Q, B);
+        for (int b = 0; b < B; ++b) start_query(b, 0);
+    }
+
+    // begin() in two steps, so that run_views can hand the queries to two threads:
+    // begin_products() (the queries' products with the subsample: one GEMM), then
+    // start_query(b, part) for every query b < B, each on any thread with its own part (the
+    // same answer either way): its first working set, the k0 nearest points of the subsample.
+    void begin_products(const double* Q, int B) {
         start_ = std::chrono::steady_clock::now();
-        if (static_cast<int>(qs.size()) < B) qs.resize(B);
-        for (int b = 0; b < B; ++b) {
-            HullQuery& st = qs[b];
-            st.ws.clear();
-            st.R.clear();
-            st.P.clear();
-            st.Pn.clear();
-            st.pool.clear();
-            st.pool_is_sub = true;
-            st.up = INFINITY;
-            st.lower = 0.0;
-            st.n_qp = st.rounds = 0;
-            st.evals = 0;
-            st.converged = st.finished = st.inner_done = false;
-        }
         Tic tic;
-        start_sets(Q, B);
+        if (static_cast<int>(qs.size()) < B) qs.resize(B);
+        Q_ = Q;
+        std::vector<float> Q32(static_cast<size_t>(B) * d_);
+        for (int b = 0; b < B; ++b) dir32(w_[0], Q + static_cast<int64_t>(b) * d_, Q32.data() + static_cast<int64_t>(b) * d_);
+        if (V_.size() < static_cast<size_t>(B) * S_) V_.resize(static_cast<size_t>(B) * S_);
+        rows_times_rows(sgemm_, sub32_, static_cast<int>(S_), Q32.data(), B, d_, V_.data());
         tm_.start += tic.lap();
         active_.resize(B);
         std::iota(active_.begin(), active_.end(), 0);
         n_full_ = 0;
         todo_.clear();
+    }
+    void start_query(int b, int part) {
+        InnerScratch& w = w_[part];
+        Tic tic;
+        HullQuery& st = qs[b];
+        st.ws.clear();
+        st.R.clear();
+        st.P.clear();
+        st.Pn.clear();
+        st.pool.clear();
+        st.pool_is_sub = true;
+        st.up = INFINITY;
+        st.lower = 0.0;
+        st.n_qp = st.rounds = 0;
+        st.evals = 0;
+        st.converged = st.finished = st.inner_done = false;
+        st.q.assign(Q_ + static_cast<int64_t>(b) * d_, Q_ + static_cast<int64_t>(b + 1) * d_);
+        st.qp.reset(d_);
+        float* col = V_.data() + static_cast<int64_t>(b) * S_;
+        if (view_) {  // |row|^2 = 1 (0 for a zero row), products scaled by s_t
+            for (int64_t s = 0; s < S_; ++s)
+                col[s] = (sub_scale_[s] > 0.0f ? 1.0f : 0.0f) - 2.0f * (col[s] * sub_scale_[s]);
+        } else {
+            for (int64_t s = 0; s < S_; ++s) col[s] = sub_sq_[s] - 2.0f * col[s];
+        }
+        const int k0 = static_cast<int>(std::min<int64_t>(prm_.k0, S_));
+        std::vector<int64_t>& order = w.sel;
+        order.resize(S_);
+        std::iota(order.begin(), order.end(), 0);
+        if (k0 < S_)
+            std::nth_element(order.begin(), order.begin() + k0, order.end(),
+                             [col](int64_t x, int64_t y) { return col[x] < col[y] || (col[x] == col[y] && x < y); });
+        std::sort(order.begin(), order.begin() + k0);
+        for (int i = 0; i < k0; ++i) append(st, sub_[order[i]], own(w, sub32_ + order[i] * d_));
+        w.start += tic.lap();
     }
 
     // The inner rounds of the open queries, then those that need a full round (empty: the block
@@ -231,12 +266,16 @@ class HullBlock {
     const std::vector<int>& next_round() {
         open_round();
         for (int i = 0; i < n_inner(); ++i) inner(i, 0);
-        return close_round();
+        close_round();
+        for (int i = 0; i < n_todo(); ++i) ready_query(i, 0);
+        return todo_;
     }
 
     // next_round() in steps, so that run_views can hand the inner rounds to two threads:
     // open_round(); inner(i, part) for every i < n_inner(), each on any thread with its own
-    // part (0 or 1; the same answer either way); then close_round() (next_round()'s answer).
+    // part (0 or 1; the same answer either way); then close_round() (next_round()'s answer)
+    // and ready_query(i, part) for every i < n_todo() (its streams, and its pool cut from the
+    // products with the subsample that close_round() computed).
     // The units are the queries still on the shared subsample, in two fixed groups whatever
     // the threads (each group's rounds in lock step: one GEMM per step), then one per query
     // with a pool of its own.
@@ -332,6 +371,34 @@ class HullBlock {
         }
     }
 
+    void ready_query(int i, int part) {
+        Tic tic;
+        HullStream& s = streams_[i];
+        s.top = s.cut = -INFINITY;
+        s.cand.clear();
+        s.cand_v.clear();
+        s.n_pool = 0;
+        // pool cut from the subsample, a uniform random sample of the points (the whole set
+        // when small): its r-th largest value estimates the pool_size-th largest (the products
+        // are scratch: partitioned in place)
+        const int64_t r = std::max<int64_t>(1, (static_cast<int64_t>(prm_.pool_size) * S_) / N_);
+        if (prm_.pool_size >= N_ || r > S_) {
+            s.pool_cut = -INFINITY;
+        } else {
+            float* v = V_.data() + static_cast<int64_t>(i) * S_;
+            std::nth_element(v, v + (S_ - r), v + S_);
+            s.pool_cut = v[S_ - r];
+        }
+        HullStream& s2 = streams2_[i];
+        s2.err = s.err;
+        s2.pool_cut = s.pool_cut;
+        s2.top = s2.cut = -INFINITY;
+        s2.cand.clear();
+        s2.cand_v.clear();
+        s2.n_pool = 0;
+        w_[part].sub += tic.lap();
+    }
+
     // After the scan: the certificate of the round's i-th query, its next pool and violators
     // (with the scratch of `part`).
     void finish_query(int i, int part) {
@@ -410,6 +477,7 @@ class HullBlock {
     std::vector<int> active_, todo_;  // open queries; those in the current full round
     std::vector<int> own_;            // those of active_ with a pool of their own (open_round)
     std::vector<int> subq_;           // those still on the subsample
+    const double* Q_ = nullptr;       // the queries (B x d; begin_products to start_query)
     std::vector<float> G32_;          // the round's float32 directions (todo x d)
     int n_full_ = 0;
     bool oob_ = false;
@@ -430,10 +498,12 @@ class HullBlock {
     void fold_times() {
         for (int part = 0; part < 2; ++part) {
             InnerScratch& w = w_[part];
+            tm_.start += w.start;
             tm_.qp += w.qp;
             tm_.pool += w.pool;
+            tm_.sub_gemm += w.sub;
             tm_.finish += w.finish;
-            w.qp = w.pool = w.finish = 0;
+            w.start = w.qp = w.pool = w.sub = w.finish = 0;
         }
     }
 
@@ -461,36 +531,6 @@ class HullBlock {
         st.rounds = rounds;
         st.converged = converged;
         st.finished = true;
-    }
-
-    // First working set: the k0 nearest points of the subsample (one GEMM for the block).
-    void start_sets(const double* Q, int B) {
-        const int k0 = static_cast<int>(std::min<int64_t>(prm_.k0, S_));
-        std::vector<float> Q32(static_cast<size_t>(B) * d_);
-        for (int b = 0; b < B; ++b) dir32(w_[0], Q + static_cast<int64_t>(b) * d_, Q32.data() + static_cast<int64_t>(b) * d_);
-        std::vector<float>& D = V_;
-        if (D.size() < static_cast<size_t>(B) * S_) D.resize(static_cast<size_t>(B) * S_);
-        rows_times_rows(sgemm_, sub32_, static_cast<int>(S_), Q32.data(), B, d_, D.data());
-        std::vector<int64_t> order(S_);
-        for (int b = 0; b < B; ++b) {
-            HullQuery& st = qs[b];
-            st.q.assign(Q + static_cast<int64_t>(b) * d_, Q + static_cast<int64_t>(b + 1) * d_);
-            st.qp.reset(d_);
-            float* col = D.data() + static_cast<int64_t>(b) * S_;
-            if (view_) {  // |row|^2 = 1 (0 for a zero row), products scaled by s_t
-                for (int64_t s = 0; s < S_; ++s)
-                    col[s] = (sub_scale_[s] > 0.0f ? 1.0f : 0.0f) - 2.0f * (col[s] * sub_scale_[s]);
-            } else {
-                for (int64_t s = 0; s < S_; ++s) col[s] = sub_sq_[s] - 2.0f * col[s];
-            }
-            std::iota(order.begin(), order.end(), 0);
-            if (k0 < S_)
-                std::nth_element(order.begin(), order.begin() + k0, order.end(),
-                                 [col](int64_t x, int64_t y) { return col[x] < col[y] || (col[x] == col[y] && x < y); });
-            std::vector<int64_t> first(order.begin(), order.begin() + k0);
-            std::sort(first.begin(), first.end());
-            for (int64_t s : first) append(st, sub_[s], own(w_[0], sub32_ + s * d_));
-        }
     }
 
     // Training point t (its row r: a copy in cache where there is one) joins the working set.
@@ -728,8 +768,8 @@ class HullBlock {
         return best + slack;
     }
 
-    // The round's float32 directions and, per query, the rounding bound of its products and
-    // its pool cut.
+    // The round's float32 directions, per query the rounding bound of its products, and their
+    // products with the subsample (ready_query takes each query's pool cut from them).
     void prepare_round() {
         const std::vector<int>& todo = todo_;
         const int nb = static_cast<int>(todo.size());
@@ -766,10 +806,7 @@ class HullBlock {
                         std::max(prm_.max_norm, 1.0) * (1.0 + 8.0 * U32);
             }
         }
-        // pool cut per query from the subsample, a uniform random sample of the points (the
-        // whole set when small): its r-th largest value estimates the pool_size-th largest
         Tic t0;
-        const int64_t r = std::max<int64_t>(1, (static_cast<int64_t>(prm_.pool_size) * S_) / N_);
         if (V_.size() < static_cast<size_t>(nb) * S_) V_.resize(static_cast<size_t>(nb) * S_);
         if (prm_.pool_size < N_) {
             rows_times_rows(sgemm_, sub32_, static_cast<int>(S_), scan_dirs(), nb, d_, V_.data());
@@ -777,28 +814,6 @@ class HullBlock {
                 for (int i = 0; i < nb; ++i) scale_by(V_.data() + static_cast<int64_t>(i) * S_, sub_scale_.data(), S_);
         }
         tm_.sub_gemm += t0.lap();
-        std::vector<float> w;
-        for (int i = 0; i < nb; ++i) {
-            HullStream& s = streams_[i];
-            s.top = s.cut = -INFINITY;
-            s.cand.clear();
-            s.cand_v.clear();
-            s.n_pool = 0;
-            if (prm_.pool_size >= N_ || r > S_) {
-                s.pool_cut = -INFINITY;
-            } else {
-                w.assign(V_.begin() + static_cast<int64_t>(i) * S_, V_.begin() + static_cast<int64_t>(i + 1) * S_);
-                std::nth_element(w.begin(), w.begin() + (S_ - r), w.end());
-                s.pool_cut = w[S_ - r];
-            }
-            HullStream& s2 = streams2_[i];
-            s2.err = s.err;
-            s2.pool_cut = s.pool_cut;
-            s2.top = s2.cut = -INFINITY;
-            s2.cand.clear();
-            s2.cand_v.clear();
-            s2.n_pool = 0;
-        }
     }
 
     // The scan direction h32 = fl32(A g32) of one query (written to h32) and the rounding

@@ -91,8 +91,9 @@ inline void run_views(const std::vector<ScanView>& views, int B, const float* T,
     const bool two = threads > 1;
     const int K = static_cast<int>(views.size());
     both(two, [&](int p) {
-        for (int k = p; k < K; k += 2) views[k].block->begin(views[k].Q, B);
+        for (int k = p; k < K; k += 2) views[k].block->begin_products(views[k].Q, B);
     });
+    spread(two, K, [&](int) { return B; }, [&](int k, int b, int p) { views[k].block->start_query(b, p); });
     std::vector<int> n_open(K, 0);
     std::vector<char> on(K, 1);
     bool union_due = un != nullptr;  // the union scans with the first pass
@@ -118,6 +119,7 @@ inline void run_views(const std::vector<ScanView>& views, int B, const float* T,
                 on[k] = n_open[k] > 0;
             }
         });
+        spread(two, K, [&](int k) { return n_open[k]; }, [&](int k, int i, int p) { views[k].block->ready_query(i, p); });
         const int nu = union_due ? B : 0;
         at[0] = 0;
         for (int k = 0; k < K; ++k) at[k + 1] = at[k] + n_open[k];
