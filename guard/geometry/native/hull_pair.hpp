@@ -73,9 +73,9 @@ struct ScanView {
 };
 
 // The views' blocks over the same rows T (N x d), answered as by their own run(), for any
-// number of threads (1 or 2): with two, each round's per-query work (the certificates of the
-// last scan, then the inner rounds: HullBlock's units, whose answers do not depend on the
-// thread that runs them) goes to both threads (spread: each first its own views' units, those
+// number of threads (1 or 2): with two, the per-query work (the first working sets; in each
+// round the certificates of the last scan, the inner rounds and the next pool cuts: HullBlock's
+// units, whose answers do not depend on the thread that runs them) goes to both threads (spread: each first its own views' units, those
 // of even index on this thread, then what is left of the other's: with three views, as the
 // default score has, a fixed split by view left one thread idle a third of the time), and each
 // scan one half of the rows per thread (the halves meet at a block boundary, so every product
