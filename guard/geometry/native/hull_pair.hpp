@@ -75,12 +75,12 @@ struct ScanView {
 // The views' blocks over the same rows T (N x d), answered as by their own run(), for any
 // number of threads (1 or 2): with two, the per-query work (the first working sets; in each
 // round the certificates of the last scan, the inner rounds and the next pool cuts: HullBlock's
-// units, whose answers do not depend on the thread that runs them) goes to both threads (spread: each first its own views' units, those
-// of even index on this thread, then what is left of the other's: with three views, as the
-// default score has, a fixed split by view left one thread idle a third of the time), and each
-// scan one half of the rows per thread (the halves meet at a block boundary, so every product
-// is the one a single thread computes, and HullBlock::merge_parts gives the streams of one
-// pass).
+// units, whose answers do not depend on the thread that runs them) goes to both threads
+// (spread: each first its own views' units, those of even index on this thread, then what is
+// left of the other's: with three views, as the default score has, a fixed split by view left
+// one thread idle a third of the time), and each scan one half of the rows per thread (the
+// halves meet at a block boundary, so every product is the one a single thread computes, and
+// HullBlock::merge_parts gives the streams of one pass).
 //
 // With `un` (the union of learned regions over the same rows T, queries Qu: B x d float32) the
 // union's products ride on the first pass, as extra rows of its GEMM, and its answers go to
@@ -93,7 +93,8 @@ inline void run_views(const std::vector<ScanView>& views, int B, const float* T,
     both(two, [&](int p) {
         for (int k = p; k < K; k += 2) views[k].block->begin_products(views[k].Q, B);
     });
-    spread(two, K, [&](int) { return B; }, [&](int k, int b, int p) { views[k].block->start_query(b, p); });
+    spread(two, K, [&](int) { return B; },
+           [&](int k, int b, int p) { views[k].block->start_query(b, p); });
     std::vector<int> n_open(K, 0);
     std::vector<char> on(K, 1);
     bool union_due = un != nullptr;  // the union scans with the first pass
@@ -101,8 +102,9 @@ inline void run_views(const std::vector<ScanView>& views, int B, const float* T,
     std::vector<float> G;
     std::vector<int64_t> at(K + 1);  // first row of each view's directions in G
     while (true) {
-        // the round's per-query steps (certificates of the last scan, inner rounds) go to both
-        // threads, each first those of its own views, then what is left of the other's
+        // the round's per-query steps (certificates of the last scan, inner rounds, pool cuts)
+        // go to both threads, each first those of its own views, then what is left of the
+        // other's
         for (int k = 0; k < K; ++k)
             if (n_open[k] > 0) views[k].block->merge_parts();
         spread(two, K, [&](int k) { return n_open[k] > 0 ? views[k].block->n_todo() : 0; },
@@ -119,7 +121,8 @@ inline void run_views(const std::vector<ScanView>& views, int B, const float* T,
                 on[k] = n_open[k] > 0;
             }
         });
-        spread(two, K, [&](int k) { return n_open[k]; }, [&](int k, int i, int p) { views[k].block->ready_query(i, p); });
+        spread(two, K, [&](int k) { return n_open[k]; },
+               [&](int k, int i, int p) { views[k].block->ready_query(i, p); });
         const int nu = union_due ? B : 0;
         at[0] = 0;
         for (int k = 0; k < K; ++k) at[k + 1] = at[k] + n_open[k];
