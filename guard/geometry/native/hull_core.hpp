@@ -331,13 +331,12 @@ class HullBlock {
     }
 
     void end_round() {
-        merge_parts();
         for (int i = 0; i < n_todo(); ++i) finish_query(i, 0);
         after_finish();
     }
 
-    // end_round() in three steps, as next_round(): merge_parts(), finish_query(i, part) for
-    // every i < n_todo() (any thread, each with its own part), after_finish().
+    // end_round() in steps, as next_round(): finish_query(i, part) for every i < n_todo() (any
+    // thread, each with its own part), then after_finish().
     int n_todo() const { return static_cast<int>(todo_.size()); }
     void after_finish() {
         fold_times();
@@ -346,31 +345,7 @@ class HullBlock {
         todo_.clear();
     }
 
-    // Part 1 of the round's scan into part 0: the largest value, the candidates (those below
-    // the final cut drop out in certified_max, as they would in one pass) and the pool (part
-    // 0's rows first: the indices stay ascending). The same streams as one pass over all rows.
-    void merge_parts() {
-        for (size_t i = 0; i < todo_.size(); ++i) {
-            HullStream& s = streams_[i];
-            HullStream& t = streams2_[i];
-            if (t.top > s.top) {
-                s.top = t.top;
-                s.cut = cut_for(s);
-            }
-            s.cand.insert(s.cand.end(), t.cand.begin(), t.cand.end());
-            s.cand_v.insert(s.cand_v.end(), t.cand_v.begin(), t.cand_v.end());
-            int64_t* pi = room(s.pool, s.n_pool + t.n_pool) + s.n_pool;
-            float* pv = room(s.pool_v, s.n_pool + t.n_pool) + s.n_pool;
-            std::copy(t.pool.begin(), t.pool.begin() + t.n_pool, pi);
-            std::copy(t.pool_v.begin(), t.pool_v.begin() + t.n_pool, pv);
-            s.n_pool += t.n_pool;
-            t.top = t.cut = -INFINITY;
-            t.cand.clear();
-            t.cand_v.clear();
-            t.n_pool = 0;
-        }
-    }
-
+    // The i-th query's streams ready for a scan, with its pool cut (next_round()).
     void ready_query(int i, int part) {
         Tic tic;
         HullStream& s = streams_[i];
@@ -402,6 +377,7 @@ class HullBlock {
     // After the scan: the certificate of the round's i-th query, its next pool and violators
     // (with the scratch of `part`).
     void finish_query(int i, int part) {
+        merge_part(i);
         InnerScratch& w = w_[part];
         const int n_full = n_full_;
         const bool out_of_budget = oob_;
@@ -494,6 +470,30 @@ class HullBlock {
 
     const float* row(int64_t t) const { return T_ + t * d_; }
     int n_groups() const { return subq_.empty() ? 0 : subq_.size() == 1 ? 1 : 2; }
+
+    // Part 1 of the i-th query's scan into part 0: the largest value, the candidates (those
+    // below the final cut drop out in certified_max, as they would in one pass) and the pool
+    // (part 0's rows first: the indices stay ascending). The same stream as one pass over all
+    // rows.
+    void merge_part(size_t i) {
+        HullStream& s = streams_[i];
+        HullStream& t = streams2_[i];
+        if (t.top > s.top) {
+            s.top = t.top;
+            s.cut = cut_for(s);
+        }
+        s.cand.insert(s.cand.end(), t.cand.begin(), t.cand.end());
+        s.cand_v.insert(s.cand_v.end(), t.cand_v.begin(), t.cand_v.end());
+        int64_t* pi = room(s.pool, s.n_pool + t.n_pool) + s.n_pool;
+        float* pv = room(s.pool_v, s.n_pool + t.n_pool) + s.n_pool;
+        std::copy(t.pool.begin(), t.pool.begin() + t.n_pool, pi);
+        std::copy(t.pool_v.begin(), t.pool_v.begin() + t.n_pool, pv);
+        s.n_pool += t.n_pool;
+        t.top = t.cut = -INFINITY;
+        t.cand.clear();
+        t.cand_v.clear();
+        t.n_pool = 0;
+    }
 
     void fold_times() {
         for (int part = 0; part < 2; ++part) {

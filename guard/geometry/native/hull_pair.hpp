@@ -80,7 +80,7 @@ struct ScanView {
 // left of the other's: with three views, as the default score has, a fixed split by view left
 // one thread idle a third of the time), and each scan one half of the rows per thread (the
 // halves meet at a block boundary, so every product is the one a single thread computes, and
-// HullBlock::merge_parts gives the streams of one pass).
+// HullBlock::finish_query merges them into the streams of one pass).
 //
 // With `un` (the union of learned regions over the same rows T, queries Qu: B x d float32) the
 // union's products ride on the first pass, as extra rows of its GEMM, and its answers go to
@@ -105,8 +105,6 @@ inline void run_views(const std::vector<ScanView>& views, int B, const float* T,
         // the round's per-query steps (certificates of the last scan, inner rounds, pool cuts)
         // go to both threads, each first those of its own views, then what is left of the
         // other's
-        for (int k = 0; k < K; ++k)
-            if (n_open[k] > 0) views[k].block->merge_parts();
         spread(two, K, [&](int k) { return n_open[k] > 0 ? views[k].block->n_todo() : 0; },
                [&](int k, int i, int p) { views[k].block->finish_query(i, p); });
         for (int k = 0; k < K; ++k) {
